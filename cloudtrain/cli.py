@@ -1,0 +1,150 @@
+"""``cloudtrain run`` and ``cloudtrain plan``.
+
+Exit codes: 0 success; 1 the run failed; 2 the config or arguments are invalid (one
+line naming the field, before anything is created anywhere). Prefect is imported only
+by ``run``, so ``plan`` and config errors answer fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from cloudtrain.config import CLOUDS, PipelineConfig, load_config
+from cloudtrain.errors import CloudtrainError, ConfigError, TrainingError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 too; keep its message short
+        self.print_usage(sys.stderr)
+        raise SystemExit(_fail(f"cloudtrain: {message}", EXIT_INVALID))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cloudtrain", description="Train one script on SageMaker, "
+                     "Azure ML or this machine, as a Prefect pipeline.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, text in (("run", "run the pipeline"),
+                       ("plan", "print the exact requests run would send; offline")):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("config", help="pipeline config (YAML)")
+        command.add_argument("--cloud", choices=CLOUDS, help="override the config's cloud")
+        command.add_argument("--set", dest="overrides", action="append", default=[],
+                             metavar="KEY.PATH=VALUE",
+                             help="override a config value (read as YAML); repeatable")
+        command.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides, args.cloud)
+        from cloudtrain.backends import get_backend
+
+        backend = get_backend(config)
+        backend.validate(config)
+        if args.command == "plan":
+            return _plan(backend.plan(config), args.json)
+    except ConfigError as exc:
+        return _fail(f"cloudtrain: invalid config: {exc}", EXIT_INVALID, args.json)
+    return _run(config, args.json)
+
+
+def _plan(plan: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(plan, indent=2, default=str))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(plan, sort_keys=False, default_flow_style=False, width=100))
+    return EXIT_OK
+
+
+def _run(config: PipelineConfig, as_json: bool) -> int:
+    _quiet_prefect_defaults()
+    from prefect import tags
+
+    from flows.pipeline import pipeline_tags
+
+    flow = _flow_for(config.cloud)
+    try:
+        with tags(*pipeline_tags(config)):
+            summary = flow(config=config)
+    except ConfigError as exc:
+        return _fail(f"cloudtrain: invalid config: {exc}", EXIT_INVALID, as_json)
+    except TrainingError as exc:
+        if as_json:
+            print(json.dumps(exc.summary or {"status": "failed", "error": str(exc)},
+                             indent=2, default=str))
+        else:
+            _print_human(exc.summary, str(exc))
+        return EXIT_FAILED
+    except CloudtrainError as exc:
+        return _fail(f"cloudtrain: run failed: {exc}", EXIT_FAILED, as_json)
+    except KeyboardInterrupt:
+        return _fail("cloudtrain: interrupted; the running attempt was stopped", 130, as_json)
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_human(summary, None)
+    return EXIT_OK
+
+
+def _flow_for(cloud: str) -> Any:
+    if cloud == "local":
+        from flows.local_training import local_training
+
+        return local_training
+    raise ConfigError("cloud", f"no flow for {cloud} in this version")
+
+
+def _quiet_prefect_defaults() -> None:
+    """Before Prefect is imported: no analytics (it also causes 'database is locked'
+    noise), and no shutdown tracebacks from the embedded server in the user's terminal."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
+
+
+def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
+    if not summary:
+        print(f"failed: {error}")
+        return
+    attempts = summary["attempts"]
+    lost = sum(1 for attempt in attempts if attempt["outcome"] in ("interrupted", "no_capacity"))
+    head = "trained" if summary["status"] == "succeeded" else "FAILED"
+    print(f"\n{summary['pipeline']} on {summary['cloud']}: {head} in {len(attempts)} "
+          f"attempt(s), {lost} interruption(s) resumed from checkpoints")
+    for attempt in attempts:
+        print(f"  attempt {attempt['number']} {attempt['capacity']:9} "
+              f"{attempt['outcome']:11} {attempt['duration_seconds']} s  {attempt['reason']}")
+    for name, value in summary["metrics"].items():
+        print(f"  {name} = {value:g}")
+    if summary["model"]:
+        print(f"  model: {summary['model']['model_archive'] or summary['model']['model_uri']}")
+    if error:
+        print(f"  error: {error}")
+
+
+def _fail(message: str, code: int, as_json: bool = False) -> int:
+    if as_json:
+        print(json.dumps({"status": "invalid" if code == EXIT_INVALID else "failed",
+                          "error": message}))
+    print(message, file=sys.stderr)
+    return code
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

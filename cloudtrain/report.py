@@ -1,0 +1,110 @@
+"""What a person reads about a run: the markdown report and the attempts table.
+
+Pure functions over the run's values, so the Prefect artifacts, ``--json`` and the tests
+all see the same thing. Nothing secret goes in: the config summary names no credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cloudtrain.backend import ChannelData, ModelArtifacts, ResolvedEnvironment
+from cloudtrain.config import PipelineConfig
+from cloudtrain.training import TrainingResult
+
+
+def attempts_table(result: TrainingResult) -> list[dict[str, Any]]:
+    """One row per attempt, for a Prefect table artifact."""
+    return [
+        {
+            "attempt": attempt.number,
+            "job": attempt.job_name,
+            "capacity": "spot" if attempt.spot else "on-demand",
+            "outcome": attempt.outcome.value,
+            "reason": attempt.reason,
+            "seconds": attempt.duration_seconds,
+            "resumed from checkpoint files": attempt.resumed_from,
+            **{f"metric {name}": value for name, value in attempt.metrics.items()},
+        }
+        for attempt in result.attempts
+    ]
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+def markdown_report(
+    config: PipelineConfig,
+    *,
+    channels: Mapping[str, ChannelData],
+    environment: ResolvedEnvironment | None,
+    result: TrainingResult | None,
+    artifacts: ModelArtifacts | None,
+    error: str | None = None,
+) -> str:
+    """The run report: config summary, data, attempts with outcome and reason, metrics, model."""
+    status = "succeeded" if result and result.succeeded and artifacts else "failed"
+    lines = [
+        f"# {config.name} on {config.cloud}: {status}",
+        "",
+        "## Config",
+        "",
+        "| setting | value |",
+        "| --- | --- |",
+        f"| entry point | `{config.code.entry_point}` in `{config.code.source_dir}` |",
+        f"| environment | {config.environment.kind}: "
+        f"{getattr(config.environment, config.environment.kind)}"
+        + (f" {config.environment.framework_version}" if config.environment.framework_version else "")
+        + " |",
+        f"| compute | {config.compute.instance_type} x{config.compute.instance_count}, "
+        f"{'spot' if config.compute.spot else 'on-demand'}, max_run {config.compute.max_run} s |",
+        f"| retry | {config.retry.strategy}, max {config.retry.max_attempts} attempts, "
+        f"on-demand fallback {'on' if config.retry.on_demand_fallback else 'off'} |",
+        f"| hyperparameters | "
+        + (", ".join(f"`{k}={v}`" for k, v in config.hyperparameters.items()) or "none")
+        + " |",
+        "",
+    ]
+    if environment is not None:
+        lines += [f"Environment: {environment.description}", ""]
+        lines += [f"> warning: {warning}" for warning in environment.warnings]
+        lines += [""] if environment.warnings else []
+    if channels:
+        lines += ["## Data", "", "| channel | files | size | copied | digest |",
+                  "| --- | --- | --- | --- | --- |"]
+        for data in channels.values():
+            copied = "unchanged" if data.unchanged else f"{data.copied_files} files"
+            lines.append(
+                f"| {data.channel} | {data.files} | {_size(data.bytes)} | {copied} | "
+                f"`{data.digest[:12]}` |"
+            )
+        lines.append("")
+    if result is not None:
+        lines += ["## Attempts", "", "| # | capacity | outcome | reason | seconds |",
+                  "| --- | --- | --- | --- | --- |"]
+        for attempt in result.attempts:
+            reason = attempt.reason.replace("|", "\\|")
+            lines.append(
+                f"| {attempt.number} | {'spot' if attempt.spot else 'on-demand'} | "
+                f"{attempt.outcome.value} | {reason} | {attempt.duration_seconds} |"
+            )
+        lines += ["", f"Checkpoints: `{result.checkpoint_uri}` "
+                  f"({result.interruptions} interruption(s) resumed from it)", ""]
+    if artifacts is not None:
+        lines += ["## Metrics", "", "| metric | final value |", "| --- | --- |"]
+        lines += [f"| {name} | {value:g} |" for name, value in artifacts.metrics.items()]
+        lines += ["", "## Model", "", f"- model: `{artifacts.model_uri}`"]
+        if artifacts.model_archive:
+            lines.append(f"- archive: `{artifacts.model_archive}`")
+        lines += [f"- {name}: `{link}`" for name, link in artifacts.links.items()]
+        lines.append("")
+    if error:
+        lines += ["## Error", "", error, ""]
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""A content-addressed store on local disk: files by sha256, channels by manifest digest.
+
+The local backend's "upload": every file is kept once under ``objects/<sha256>``, a
+channel is a manifest (relative path -> sha256 and size) whose own sha256 names it, and
+the folder the script reads is hard-linked from the objects. An unchanged channel has
+the same digest, so nothing is hashed twice (a stat cache keyed on size and mtime) and
+nothing is copied again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CHUNK_BYTES = 1024 * 1024
+PARQUET_NAME = "data.parquet"
+
+
+@dataclass(frozen=True)
+class StoredChannel:
+    digest: str
+    path: Path
+    files: int
+    bytes: int
+    copied_files: int
+    copied_bytes: int
+    unchanged: bool
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _walk(source: Path) -> Iterator[tuple[str, Path]]:
+    """(relative path, absolute path) for a file or every file under a folder, sorted."""
+    if source.is_file():
+        yield source.name, source
+        return
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            yield path.relative_to(source).as_posix(), path
+
+
+class ContentStore:
+    """Objects, manifests and channel folders under one root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "store" / "objects"
+        self.manifests = root / "store" / "manifests"
+        self.channels = root / "channels"
+        self.latest = root / "store" / "latest"
+        self._stat_cache_path = root / "store" / "stat-cache.json"
+        self._stat_cache: dict[str, list[Any]] | None = None
+
+    # -- hashing -----------------------------------------------------------------
+
+    def _cached_sha256(self, path: Path) -> str:
+        if self._stat_cache is None:
+            try:
+                self._stat_cache = json.loads(self._stat_cache_path.read_text())
+            except (OSError, ValueError):
+                self._stat_cache = {}
+        stat = path.stat()
+        key = str(path.resolve())
+        cached = self._stat_cache.get(key)
+        if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
+            return str(cached[2])
+        digest = sha256_file(path)
+        self._stat_cache[key] = [stat.st_size, stat.st_mtime_ns, digest]
+        return digest
+
+    def _save_stat_cache(self) -> None:
+        if self._stat_cache is not None:
+            _atomic_write(self._stat_cache_path, json.dumps(self._stat_cache))
+
+    # -- storing -------------------------------------------------------------------
+
+    def _object_path(self, sha: str) -> Path:
+        return self.objects / sha[:2] / sha
+
+    def _put_object(self, sha: str, source: Path) -> bool:
+        """Keep one read-only copy of the content; False when it was already there."""
+        target = self._object_path(sha)
+        if target.exists():
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        os.close(fd)
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, target)
+        return True
+
+    def put_path(self, key: str, source: Path) -> StoredChannel:
+        """Store a file or folder as channel ``key`` (``pipeline/channel``)."""
+        entries: dict[str, dict[str, Any]] = {}
+        copied_files = copied_bytes = 0
+        for relative, path in _walk(source):
+            sha = self._cached_sha256(path)
+            size = path.stat().st_size
+            if self._put_object(sha, path):
+                copied_files += 1
+                copied_bytes += size
+            entries[relative] = {"sha256": sha, "size": size}
+        self._save_stat_cache()
+        return self._commit(key, entries, copied_files, copied_bytes)
+
+    def put_dataframe(self, key: str, frame: pd.DataFrame) -> StoredChannel:
+        """Store a DataFrame as one parquet file (pyarrow), named data.parquet."""
+        self.objects.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.objects, prefix=".tmp-", suffix=".parquet")
+        os.close(fd)
+        try:
+            frame.to_parquet(tmp, engine="pyarrow", index=True)
+            path = Path(tmp)
+            sha, size = sha256_file(path), path.stat().st_size
+            copied = self._put_object(sha, path)
+        finally:
+            os.unlink(tmp)
+        entries = {PARQUET_NAME: {"sha256": sha, "size": size}}
+        return self._commit(key, entries, int(copied), size if copied else 0)
+
+    def _commit(
+        self, key: str, entries: dict[str, dict[str, Any]], copied_files: int, copied_bytes: int
+    ) -> StoredChannel:
+        manifest = json.dumps({"files": entries}, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(manifest.encode()).hexdigest()
+        manifest_path = self.manifests / f"{digest}.json"
+        if not manifest_path.exists():
+            _atomic_write(manifest_path, manifest)
+        folder = self._materialize(digest, entries)
+        latest = self.latest / f"{key}.digest"
+        previous = latest.read_text().strip() if latest.exists() else None
+        _atomic_write(latest, digest)
+        return StoredChannel(
+            digest=digest,
+            path=folder,
+            files=len(entries),
+            bytes=sum(int(entry["size"]) for entry in entries.values()),
+            copied_files=copied_files,
+            copied_bytes=copied_bytes,
+            unchanged=previous == digest,
+        )
+
+    def _materialize(self, digest: str, entries: dict[str, dict[str, Any]]) -> Path:
+        """The folder the script reads, hard-linked from the objects (copied across devices)."""
+        folder = self.channels / digest
+        if folder.is_dir():
+            return folder
+        self.channels.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.channels, prefix=".tmp-"))
+        for relative, entry in entries.items():
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = self._object_path(str(entry["sha256"]))
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another process materialized it first
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,189 @@
+"""The attempt loop: submit, follow, classify, recover; the same for every cloud.
+
+A lost attempt (spot reclaim, no capacity) is resubmitted under a new job name into
+the same checkpoint location, as the recovery strategy decides. Whatever interrupts
+the orchestrator itself (a cancelled flow, a timeout, Ctrl-C) stops the running attempt
+before it propagates, so nothing keeps running or billing behind the user's back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from cloudtrain.backend import AttemptSpec, AttemptStatus, Backend, ComputeTarget, ResolvedEnvironment
+from cloudtrain.config import PipelineConfig
+from cloudtrain.errors import TrainingError
+from cloudtrain.recovery import Outcome, RecoveryStrategy
+
+LogSink = Callable[[str], None]
+
+
+@dataclass
+class AttemptRecord:
+    """One attempt as it ended: the rows of the attempts table."""
+
+    number: int
+    job_name: str
+    spot: bool
+    outcome: Outcome
+    reason: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    billable_seconds: float | None = None
+    resumed_from: int = 0
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.ended_at:
+            return round((self.ended_at - self.started_at).total_seconds(), 3)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "job_name": self.job_name,
+            "capacity": "spot" if self.spot else "on-demand",
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "duration_seconds": self.duration_seconds,
+            "billable_seconds": self.billable_seconds,
+            "resumed_from_checkpoint_files": self.resumed_from,
+            "metrics": self.metrics,
+        }
+
+
+@dataclass
+class TrainingResult:
+    """Every attempt of one run and where their checkpoints were kept."""
+
+    run_id: str
+    checkpoint_uri: str
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.attempts) and self.attempts[-1].outcome is Outcome.SUCCEEDED
+
+    @property
+    def final(self) -> AttemptRecord | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return dict(self.final.metrics) if self.final else {}
+
+    @property
+    def interruptions(self) -> int:
+        return sum(1 for attempt in self.attempts if attempt.outcome.retryable)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "checkpoint_uri": self.checkpoint_uri,
+            "succeeded": self.succeeded,
+            "attempts": [attempt.to_dict() for attempt in self.attempts],
+        }
+
+
+def job_name(config: PipelineConfig, run_id: str, number: int) -> str:
+    """Deterministic per run and attempt, within SageMaker's 63 characters."""
+    short = re.sub(r"[^a-z0-9]", "", run_id.lower())[:8]
+    return f"{config.name}-{short}-a{number}"
+
+
+def run_training(
+    backend: Backend,
+    config: PipelineConfig,
+    *,
+    run_id: str,
+    channels: dict[str, str],
+    compute: ComputeTarget,
+    environment: ResolvedEnvironment,
+    log: LogSink = print,
+    script_log: LogSink | None = None,
+) -> TrainingResult:
+    """Run attempts until one succeeds or the strategy stops; raise TrainingError if none did."""
+    script_log = script_log or log
+    strategy = RecoveryStrategy.from_str(
+        config.retry.strategy,
+        max_attempts=config.retry.max_attempts,
+        spot=config.compute.spot,
+        on_demand_fallback=config.retry.on_demand_fallback,
+    )
+    result = TrainingResult(run_id, backend.checkpoint_location(config, run_id))
+    following = strategy.first_attempt()
+    while following is not None:
+        spec = AttemptSpec(
+            run_id=run_id,
+            number=following.number,
+            spot=following.spot,
+            job_name=job_name(config, run_id, following.number),
+            checkpoint_uri=result.checkpoint_uri,
+            channels=channels,
+            compute=compute,
+            environment=environment,
+        )
+        capacity = "spot" if spec.spot else "on-demand"
+        log(
+            f"attempt {spec.number}/{config.retry.max_attempts} ({capacity}): "
+            f"{spec.job_name}, checkpoints in {spec.checkpoint_uri}"
+        )
+        status = _follow(backend, config, spec, script_log)
+        assert status.outcome is not None
+        record = AttemptRecord(
+            number=spec.number,
+            job_name=spec.job_name,
+            spot=spec.spot,
+            outcome=status.outcome,
+            reason=status.reason,
+            started_at=status.started_at,
+            ended_at=status.ended_at,
+            metrics=dict(status.metrics),
+            billable_seconds=status.billable_seconds,
+            resumed_from=status.resumed_from,
+        )
+        result.attempts.append(record)
+        log(f"attempt {spec.number} {record.outcome.value}: {record.reason}")
+        if record.outcome is Outcome.SUCCEEDED:
+            return result
+        following = strategy.recover(spec.number, record.outcome, record.reason)
+        if following is not None:
+            capacity = "spot" if following.spot else "on-demand"
+            log(f"resubmitting as attempt {following.number} on {capacity} capacity")
+    final = result.attempts[-1]
+    why = "not retried" if not final.outcome.retryable else "no attempts left"
+    raise TrainingError(
+        f"training failed after {len(result.attempts)} attempt(s): attempt {final.number} "
+        f"{final.outcome.value} ({final.reason}); {why}",
+        result,
+    )
+
+
+def _follow(
+    backend: Backend, config: PipelineConfig, spec: AttemptSpec, script_log: LogSink
+) -> AttemptStatus:
+    handle = backend.submit_attempt(config, spec)
+    backend.poll.reset()
+    try:
+        while True:
+            status = backend.describe_attempt(handle)
+            for line in backend.read_logs(handle):
+                script_log(line)
+            if status.ended:
+                return status
+            backend.poll.wait()
+    except BaseException:
+        # Cancellation, a flow timeout or Ctrl-C: stop the attempt before letting go.
+        backend.stop_attempt(handle)
+        raise
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

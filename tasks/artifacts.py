@@ -1,0 +1,51 @@
+"""Stage 5: collect the model and metrics, and show the run in the Prefect UI."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from cloudtrain.backend import ChannelData, ModelArtifacts, ResolvedEnvironment
+from cloudtrain.backends import get_backend
+from cloudtrain.config import PipelineConfig
+from cloudtrain.report import attempts_table, markdown_report
+from cloudtrain.training import TrainingResult
+
+
+@task(name="collect-artifacts", cache_policy=NO_CACHE)
+def collect_artifacts(config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
+    artifacts = get_backend(config).collect_artifacts(config, result)
+    get_run_logger().info(
+        "model: %s; metrics: %s", artifacts.model_archive or artifacts.model_uri,
+        dict(artifacts.metrics),
+    )
+    return artifacts
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report(
+    config: PipelineConfig,
+    channels: Mapping[str, ChannelData],
+    environment: ResolvedEnvironment | None,
+    result: TrainingResult | None,
+    artifacts: ModelArtifacts | None,
+    error: str | None = None,
+) -> str:
+    """The markdown report and the attempts table, keyed by pipeline so runs line up."""
+    report = markdown_report(
+        config, channels=channels, environment=environment, result=result,
+        artifacts=artifacts, error=error,
+    )
+    create_markdown_artifact(
+        key=f"{config.name}-report", markdown=report,
+        description=f"{config.name} on {config.cloud}",
+    )
+    if result is not None and result.attempts:
+        create_table_artifact(
+            key=f"{config.name}-attempts", table=attempts_table(result),
+            description="one row per training attempt",
+        )
+    return report

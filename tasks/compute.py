@@ -1,0 +1,27 @@
+"""Stage 2: make sure the compute exists and can run the request."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from cloudtrain.backend import ComputeTarget
+from cloudtrain.backends import get_backend
+from cloudtrain.config import PipelineConfig
+from tasks._common import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_transient
+
+
+@task(
+    name="ensure-compute",
+    cache_policy=NO_CACHE,
+    retries=TRANSIENT_RETRIES,
+    retry_delay_seconds=TRANSIENT_RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
+def ensure_compute(config: PipelineConfig) -> ComputeTarget:
+    compute = get_backend(config).ensure_compute(config)
+    get_run_logger().info(
+        "compute %s: %s x%d %s", compute.name, compute.instance_type,
+        compute.instance_count, dict(compute.details),
+    )
+    return compute

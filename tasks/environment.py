@@ -1,0 +1,20 @@
+"""Stage 3: turn the environment section into the runtime the script gets."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from cloudtrain.backend import ComputeTarget, ResolvedEnvironment
+from cloudtrain.backends import get_backend
+from cloudtrain.config import PipelineConfig
+
+
+@task(name="resolve-environment", cache_policy=NO_CACHE)
+def resolve_environment(config: PipelineConfig, compute: ComputeTarget) -> ResolvedEnvironment:
+    logger = get_run_logger()
+    environment = get_backend(config).resolve_environment(config, compute)
+    logger.info("environment %s: %s", environment.kind, environment.description)
+    for warning in environment.warnings:
+        logger.warning(warning)
+    return environment
