@@ -70,8 +70,16 @@ class LocalBackend:
         self.root = root
         self.python = python
         self.store = ContentStore(root)
-        self.poll = Backoff(LOCAL_POLL_INITIAL_SECONDS, LOCAL_POLL_MAX_SECONDS)
+        self._changed = threading.Event()  # set on each output line and when an attempt ends
+        self.poll = Backoff(
+            LOCAL_POLL_INITIAL_SECONDS, LOCAL_POLL_MAX_SECONDS, sleep=self._wait_for_change
+        )
         self._attempts: dict[str, _LocalAttempt] = {}
+
+    def _wait_for_change(self, seconds: float) -> None:
+        """Poll sleep that wakes early on new output, so logs stream and ends show at once."""
+        self._changed.wait(seconds)
+        self._changed.clear()
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> LocalBackend:
@@ -253,6 +261,7 @@ class LocalBackend:
             grace_period=config.local.grace_period,
             trigger=_trigger_for(config, spec.number, spec.spot),
             attempt_dir=attempt_dir,
+            changed=self._changed,
         )
         attempt.start()
         self._attempts[spec.job_name] = attempt
@@ -377,6 +386,7 @@ class _LocalAttempt:
     grace_period: float
     trigger: float | str | None
     attempt_dir: Path
+    changed: threading.Event
     lines: list[str] = field(default_factory=list)
     _read: int = 0
     _outcome: Outcome | None = None
@@ -479,6 +489,7 @@ class _LocalAttempt:
         with self._lock:
             self.lines.append(line)
             self._log.write(line + "\n")
+        self.changed.set()
 
     def _kill(self, sig: signal.Signals) -> None:
         try:
@@ -497,6 +508,7 @@ class _LocalAttempt:
             self._outcome, self._reason = outcome, reason
             self._ended_at = _now()
         self._done.set()
+        self.changed.set()
 
     def _failure_reason(self, returncode: int) -> str:
         if returncode < 0:

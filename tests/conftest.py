@@ -1,0 +1,77 @@
+"""Shared fixtures: configs written to tmp folders, the digits data, a Prefect server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import base_config
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS = REPO / "examples" / "digits"
+sys.path.insert(0, str(DIGITS))  # prepare_data
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write ``src/train.py`` (when given) and ``cloudtrain.yaml``; returns the YAML path."""
+
+    def write(script: str | None = None, **sections: Any) -> Path:
+        (tmp_path / "src").mkdir(exist_ok=True)
+        if script is not None:
+            (tmp_path / "src" / "train.py").write_text(textwrap.dedent(script))
+        elif not (tmp_path / "src" / "train.py").exists():
+            (tmp_path / "src" / "train.py").write_text("print('ok')\n")
+        path = tmp_path / "cloudtrain.yaml"
+        path.write_text(yaml.safe_dump(base_config(**sections), sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def digits_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from prepare_data import prepare
+
+    folder = tmp_path_factory.mktemp("digits-data")
+    prepare(folder)
+    return folder
+
+
+@pytest.fixture
+def digits_config(tmp_path: Path, digits_data: Path) -> Callable[..., Path]:
+    """The digits example in a tmp folder, with overrides."""
+    shutil.copytree(DIGITS / "src", tmp_path / "src")
+    shutil.copytree(digits_data, tmp_path / "data")
+    example = yaml.safe_load((DIGITS / "cloudtrain.yaml").read_text())
+
+    def write(**overrides: Any) -> Path:
+        config = {**example}
+        config["hyperparameters"] = {**example["hyperparameters"], "epoch_seconds": 0}
+        config["local"] = {**example["local"], "spot_interruptions": [], "grace_period": 5}
+        for key, value in overrides.items():
+            config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+        path = tmp_path / "cloudtrain.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A temporary Prefect server for the session; yields its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())

@@ -1,0 +1,117 @@
+"""Config validation: every bad config gets one line that names the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cloudtrain.config import PipelineConfig, apply_override, load_config
+from cloudtrain.errors import ConfigError
+from helpers import base_config
+
+BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
+    ("name format", {"name": "Digits_SGD"}, "name: 'Digits_SGD' must be 2 to 40 lowercase"),
+    ("name too long", {"name": "a" * 41}, "name: "),
+    ("unknown top-level key", {"hyperparams": {}}, "hyperparams: unknown key; did you mean 'hyperparameters'?"),
+    ("unknown nested key", {"compute": {"instnce_type": "x"}}, "compute.instnce_type: unknown key; did you mean 'instance_type'?"),
+    ("max_wait below max_run", {"compute": {"max_run": 3600, "max_wait": 60}}, "compute.max_wait: must be >= compute.max_run (3600)"),
+    ("instance_count zero", {"compute": {"instance_count": 0}}, "compute.instance_count: Input should be greater than or equal to 1"),
+    ("max_attempts zero", {"retry": {"max_attempts": 0}}, "retry.max_attempts: Input should be greater than or equal to 1"),
+    ("two environment kinds", {"environment": {"framework": "sklearn", "image": "x"}}, "environment: set exactly one of framework, curated, image, builtin (got framework, image)"),
+    ("no environment kind", {"environment": {"framework": None}}, "environment: set exactly one of framework, curated, image, builtin (got none)"),
+    ("unknown framework", {"environment": {"framework": "sklern"}}, "environment.framework: unknown framework 'sklern'; valid: huggingface, pytorch, sklearn, tensorflow, xgboost (did you mean 'sklearn'?)"),
+    ("unquoted version", {"environment": {"framework": "sklearn", "framework_version": 1.2}}, 'environment.framework_version: quote the version ("1.2")'),
+    ("version without framework", {"environment": {"framework": None, "image": "x", "framework_version": "1.2"}}, "environment.framework_version: needs environment.framework"),
+    ("missing entry point", {"code": {"source_dir": "src", "entry_point": "nope.py"}}, "code.entry_point: "),
+    ("missing source dir", {"code": {"source_dir": "nowhere", "entry_point": "train.py"}}, "code.source_dir: "),
+    ("missing data file", {"data": {"train": "data/missing.csv"}}, "data.train: "),
+    ("bad channel name", {"data": {"train-set": "src"}}, "data: channel 'train-set' must start with a letter"),
+    ("channels clash", {"data": {"train": "src", "TRAIN": "src"}}, "would share SM_CHANNEL_TRAIN"),
+    ("unknown cloud", {"cloud": "gcp"}, "cloud: Input should be 'local', 'aws' or 'azure'"),
+    ("unknown strategy", {"retry": {"strategy": "resume"}}, "retry.strategy: unknown recovery strategy 'resume'; valid: checkpoint_resume, eager_on_demand"),
+    ("interruptions without spot", {"local": {"spot_interruptions": [1]}}, "local.spot_interruptions: simulates spot reclaims, so it needs compute.spot: true"),
+    ("bad interruption regex", {"compute": {"spot": True}, "local": {"spot_interruptions": ["epoch=("]}}, "local.spot_interruptions: [0] is not a regular expression"),
+    ("metric names repeat", {"metrics": ["acc", "acc"]}, "metrics: metric names repeat"),
+    ("hyperparameter name", {"hyperparameters": {"learning rate": 1}}, "hyperparameters: 'learning rate' is not a valid --argument name"),
+    ("missing name", {"name": None}, "name: "),
+]
+
+
+def _write(tmp_path: Path, sections: dict[str, Any]) -> Path:
+    (tmp_path / "src").mkdir(exist_ok=True)
+    (tmp_path / "src" / "train.py").write_text("print('ok')\n")
+    raw = base_config(**sections)
+    raw = {key: value for key, value in raw.items() if value is not None}
+    path = tmp_path / "cloudtrain.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(("case", "sections", "message"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_names_the_field(tmp_path: Path, case: str, sections: dict[str, Any], message: str) -> None:
+    path = _write(tmp_path, sections)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_good_config_resolves_paths_against_its_folder(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text("a\n1\n")
+    path = _write(tmp_path, {"data": {"train": "data/train.csv", "remote": "s3://bucket/key"}})
+    config = load_config(path)
+    assert config.code.source_dir == tmp_path / "src"
+    assert config.data["train"] == str(tmp_path / "data" / "train.csv")
+    assert config.data["remote"] == "s3://bucket/key"  # URIs are used as they are
+    assert config.local.root == tmp_path / ".cloudtrain"
+    assert config.compute.effective_max_wait == config.compute.max_run
+
+
+def test_defaults_are_safe(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, {}))
+    assert config.cloud == "local"
+    assert config.compute.spot is False and config.compute.instance_count == 1
+    assert config.retry.max_attempts == 3 and config.retry.on_demand_fallback is True
+
+
+def test_overrides_and_cloud_flag(tmp_path: Path) -> None:
+    path = _write(tmp_path, {})
+    config = load_config(
+        path,
+        ["compute.spot=true", "local.spot_interruptions=[2.5, 'epoch=3 ']", "hyperparameters.lr=0.1"],
+        cloud="local",
+    )
+    assert config.compute.spot is True
+    assert config.local.spot_interruptions == [2.5, "epoch=3 "]
+    assert config.hyperparameters == {"lr": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("compute.spot", "--set: 'compute.spot' is not key.path=value"),
+        ("name.first=x", "--set name.first: name is not a section"),
+        ("compute.max_run=[", "--set compute.max_run: value is not valid YAML"),
+    ],
+)
+def test_bad_overrides(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + message.replace("[", r"\[")):
+        apply_override({"name": "x"}, override)
+
+
+def test_every_field_has_a_description() -> None:
+    """Prefect renders the flow's parameters as a form from these descriptions."""
+    from pydantic import BaseModel
+
+    def walk(model: type[BaseModel]) -> None:
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            for arg in getattr(field.annotation, "__args__", ()) or (field.annotation,):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    walk(arg)
+
+    walk(PipelineConfig)
