@@ -61,7 +61,7 @@ def digits_config(tmp_path: Path, digits_data: Path) -> Callable[..., Path]:
         for key, value in overrides.items():
             config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
         path = tmp_path / "cloudtrain.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
     return write

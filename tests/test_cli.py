@@ -1,0 +1,112 @@
+"""The CLI's exit codes and outputs: 0 success, 1 the run failed, 2 invalid input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cloudtrain.cli import main
+
+
+def cli(*args: str, api_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return subprocess.run(
+        [sys.executable, "-m", "cloudtrain.cli", *args],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "compute.max_wait=10", "--set", "compute.max_run=60"],
+         "cloudtrain: invalid config: compute.max_wait: must be >= compute.max_run (60)"),
+        (["--set", "compute.instance_count=2"],
+         "cloudtrain: invalid config: compute.instance_count: the local backend runs one process"),
+        (["--set", "environment.framework=null", "--set", "environment.image=123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1"],
+         "cloudtrain: invalid config: environment.image: bring-your-own-container images run on cloud aws"),
+        (["--set", "environment.framework=null", "--set", "environment.builtin=kmeans"],
+         "cloudtrain: invalid config: environment.builtin: SageMaker built-in algorithms run only on cloud aws"),
+        (["--set", "data.train=s3://bucket/train"],
+         "cloudtrain: invalid config: data.train: s3://bucket/train is a cloud URI"),
+        (["--cloud", "aws"], "cloudtrain: invalid config: cloud: the aws backend is not in this version"),
+        (["--set", "nonsense"], "cloudtrain: invalid config: --set: 'nonsense' is not key.path=value"),
+    ],
+)
+def test_invalid_input_exits_2_with_one_line(
+    args: list[str], message: str, write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(write_config()), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_argparse_errors_exit_2(
+    write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["run", str(write_config()), "--cloud", "gcp"])
+    assert caught.value.code == 2
+    assert "argument --cloud: invalid choice: 'gcp'" in capsys.readouterr().err
+
+
+def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(tmp_path / "nope.yaml")]) == 2
+    assert "cannot read config" in capsys.readouterr().err
+
+
+def test_plan_is_offline_and_imports_no_cloud_sdk(digits_config: Callable[..., Path]) -> None:
+    path = digits_config(local={"spot_interruptions": ["^epoch=2 "]})
+    code = (
+        "import sys, json, io, contextlib\n"
+        "from cloudtrain.cli import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        f"    assert main(['plan', {str(path)!r}, '--json']) == 0\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'sagemaker', 'azure', 'boto3', 'pandas', 'sklearn'})\n"
+        "print(json.dumps({'plan': json.loads(out.getvalue()), 'heavy': heavy}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seen = json.loads(done.stdout)
+    assert seen["heavy"] == []
+    plan = seen["plan"]
+    assert plan["command"][-8:] == ["--epochs", "30", "--learning_rate", "0.05", "--seed", "7", "--epoch_seconds", "0"]
+    assert plan["attempts"][0] == {"number": 1, "capacity": "spot", "simulated_reclaim": "when the output matches '^epoch=2 '"}
+    assert plan["attempts"][2]["capacity"] == "on-demand"
+    assert plan["environment_variables"]["SM_CHANNEL_TRAIN"].endswith("<sha256>")
+
+
+@pytest.mark.prefect
+def test_run_exits_0_and_prints_json(prefect_server: str, digits_config: Callable[..., Path]) -> None:
+    path = digits_config(hyperparameters={"epochs": 4})
+    done = cli("run", str(path), "--set", "compute.spot=true", "--set", "local.spot_interruptions=['^epoch=2 ']",
+               "--json", api_url=prefect_server)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "succeeded"
+    assert [a["outcome"] for a in summary["attempts"]] == ["interrupted", "succeeded"]
+    assert Path(summary["model"]["model_archive"]).is_file()
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.prefect
+def test_run_exits_1_when_training_fails(prefect_server: str, write_config: Callable[..., Path]) -> None:
+    path = write_config("import sys; print('boom'); sys.exit(4)\n")
+    done = cli("run", str(path), "--json", api_url=prefect_server)
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "failed"
+    assert summary["attempts"][0]["outcome"] == "failed"
+    assert "exit code 4" in summary["error"] and "boom" in summary["error"]
+    human = cli("run", str(path), api_url=prefect_server)
+    assert human.returncode == 1
+    assert "FAILED in 1 attempt(s)" in human.stdout

@@ -1,0 +1,95 @@
+"""The local flow on a real (temporary) Prefect server: tasks, artifacts, names, tags."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from cloudtrain.config import load_config
+from cloudtrain.errors import TrainingError
+
+pytestmark = pytest.mark.prefect
+
+
+def read_run(flow_run_id: Any) -> tuple[Any, dict[str, Any], list[Any]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+        artifacts = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return flow_run, {artifact.key: artifact for artifact in artifacts}, task_runs
+
+
+def test_digits_flow_survives_two_reclaims(prefect_server: str, digits_config: Callable[..., Path]) -> None:
+    from prefect import tags
+
+    from flows.local_training import local_training
+    from flows.pipeline import pipeline_tags
+
+    config = load_config(digits_config(
+        hyperparameters={"epochs": 10},
+        local={"spot_interruptions": ["^epoch=3 ", "^epoch=6 "]},
+    ))
+    with tags(*pipeline_tags(config)):
+        state = local_training(config=config, return_state=True)
+    assert state.is_completed()
+    summary = state.result()
+    assert summary["status"] == "succeeded"
+    assert [a["outcome"] for a in summary["attempts"]] == ["interrupted", "interrupted", "succeeded"]
+    assert [a["capacity"] for a in summary["attempts"]] == ["spot", "spot", "on-demand"]
+    assert Path(summary["model"]["model_archive"]).is_file()
+    assert set(summary["metrics"]) == {"val_accuracy", "train_loss"}
+
+    flow_run, artifacts, task_runs = read_run(state.state_details.flow_run_id)
+    assert flow_run.name.startswith("digits-sgd/local/20")
+    assert {"pipeline:digits-sgd", "cloud:local"} <= set(flow_run.tags)
+    assert {run.name.rsplit("-", 1)[0] for run in task_runs} == {
+        "upload-data", "ensure-compute", "resolve-environment", "train", "collect-artifacts", "publish-report",
+    }
+    report = artifacts["digits-sgd-report"].data
+    assert "# digits-sgd on local: succeeded" in report
+    assert "simulated spot reclaim: the output matched '^epoch=3 '" in report
+    assert "| val_accuracy |" in report and "model.tar.gz" in report
+    table = artifacts["digits-sgd-attempts"]
+    assert table.type == "table" and '"outcome": "interrupted"' in str(table.data)
+
+
+def test_a_failing_script_fails_the_flow_and_still_reports(
+    prefect_server: str, write_config: Callable[..., Path]
+) -> None:
+    from flows.local_training import local_training
+
+    config = load_config(write_config("raise SystemExit(3)\n", name="broken"))
+    state = local_training(config=config, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(TrainingError, match=r"attempt 1 failed \(the script failed \(exit code 3\)\); not retried"):
+        state.result()
+    _, artifacts, _ = read_run(state.state_details.flow_run_id)
+    assert "# broken on local: failed" in artifacts["broken-report"].data
+
+
+def test_dataframes_become_channels(prefect_server: str, write_config: Callable[..., Path]) -> None:
+    from flows.local_training import local_training
+
+    script = """
+        import os, pandas as pd
+        frame = pd.read_parquet(os.path.join(os.environ["SM_CHANNEL_TRAIN"], "data.parquet"))
+        print(f"rows={len(frame)} total={frame['x'].sum():g}")
+    """
+    config = load_config(write_config(script, name="frames", metrics=["rows", "total"]))
+    frame = pd.DataFrame({"x": [1.5, 2.5, 3.0]})
+    summary = local_training(config=config, dataframes={"train": frame})
+    assert summary["metrics"] == {"rows": 3.0, "total": 7.0}
+    assert summary["data"]["train"]["source"] == "DataFrame 3x1"
+    again = local_training(config=config, dataframes={"train": frame})
+    assert again["data"]["train"]["unchanged"] is True
