@@ -164,7 +164,5 @@ class Backend(Protocol):
     def stop_attempt(self, handle: str) -> None:
         """Stop the attempt so that nothing runs (or bills) behind the user's back."""
 
-    def collect_artifacts(
-        self, config: PipelineConfig, result: TrainingResult
-    ) -> ModelArtifacts:
+    def collect_artifacts(self, config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
         """Fetch the model and the metrics of the attempt that succeeded."""

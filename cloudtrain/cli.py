@@ -29,17 +29,27 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cloudtrain", description="Train one script on SageMaker, "
-                     "Azure ML or this machine, as a Prefect pipeline.")
+    parser = _Parser(
+        prog="cloudtrain",
+        description="Train one script on SageMaker, "
+        "Azure ML or this machine, as a Prefect pipeline.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, text in (("run", "run the pipeline"),
-                       ("plan", "print the exact requests run would send; offline")):
+    for name, text in (
+        ("run", "run the pipeline"),
+        ("plan", "print the exact requests run would send; offline"),
+    ):
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("config", help="pipeline config (YAML)")
         command.add_argument("--cloud", choices=CLOUDS, help="override the config's cloud")
-        command.add_argument("--set", dest="overrides", action="append", default=[],
-                             metavar="KEY.PATH=VALUE",
-                             help="override a config value (read as YAML); repeatable")
+        command.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY.PATH=VALUE",
+            help="override a config value (read as YAML); repeatable",
+        )
         command.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -83,8 +93,11 @@ def _run(config: PipelineConfig, as_json: bool) -> int:
         return _fail(f"cloudtrain: invalid config: {exc}", EXIT_INVALID, as_json)
     except TrainingError as exc:
         if as_json:
-            print(json.dumps(exc.summary or {"status": "failed", "error": str(exc)},
-                             indent=2, default=str))
+            print(
+                json.dumps(
+                    exc.summary or {"status": "failed", "error": str(exc)}, indent=2, default=str
+                )
+            )
         else:
             _print_human(exc.summary, str(exc))
         return EXIT_FAILED
@@ -121,11 +134,15 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
     attempts = summary["attempts"]
     lost = sum(1 for attempt in attempts if attempt["outcome"] in ("interrupted", "no_capacity"))
     head = "trained" if summary["status"] == "succeeded" else "FAILED"
-    print(f"\n{summary['pipeline']} on {summary['cloud']}: {head} in {len(attempts)} "
-          f"attempt(s), {lost} interruption(s) resumed from checkpoints")
+    print(
+        f"\n{summary['pipeline']} on {summary['cloud']}: {head} in {len(attempts)} "
+        f"attempt(s), {lost} interruption(s) resumed from checkpoints"
+    )
     for attempt in attempts:
-        print(f"  attempt {attempt['number']} {attempt['capacity']:9} "
-              f"{attempt['outcome']:11} {attempt['duration_seconds']} s  {attempt['reason']}")
+        print(
+            f"  attempt {attempt['number']} {attempt['capacity']:9} "
+            f"{attempt['outcome']:11} {attempt['duration_seconds']} s  {attempt['reason']}"
+        )
     for name, value in summary["metrics"].items():
         print(f"  {name} = {value:g}")
     if summary["model"]:
@@ -136,8 +153,11 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
 
 def _fail(message: str, code: int, as_json: bool = False) -> int:
     if as_json:
-        print(json.dumps({"status": "invalid" if code == EXIT_INVALID else "failed",
-                          "error": message}))
+        print(
+            json.dumps(
+                {"status": "invalid" if code == EXIT_INVALID else "failed", "error": message}
+            )
+        )
     print(message, file=sys.stderr)
     return code
 

@@ -98,9 +98,7 @@ class EnvironmentConfig(_Strict):
     @classmethod
     def _quoted_version(cls, value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            raise ValueError(
-                f'quote the version ("{value}"): YAML reads an unquoted 1.10 as 1.1'
-            )
+            raise ValueError(f'quote the version ("{value}"): YAML reads an unquoted 1.10 as 1.1')
         return value
 
     @model_validator(mode="after")
@@ -113,9 +111,7 @@ class EnvironmentConfig(_Strict):
                 f"set exactly one of {', '.join(ENVIRONMENT_KINDS)} (got {got})",
             )
         if self.framework_version and not self.framework:
-            raise ConfigError(
-                "environment.framework_version", "needs environment.framework"
-            )
+            raise ConfigError("environment.framework_version", "needs environment.framework")
         return self
 
     @property
@@ -186,9 +182,7 @@ class AwsConfig(_Strict):
     """Where SageMaker jobs run and keep their data."""
 
     region: str = Field("us-east-1", description="AWS region.")
-    role: str | None = Field(
-        None, description="IAM role ARN the training job assumes."
-    )
+    role: str | None = Field(None, description="IAM role ARN the training job assumes.")
     bucket: str | None = Field(None, description="S3 bucket for data and models.")
     prefix: str = Field("cloudtrain", description="Key prefix inside the bucket.")
     credentials_block: str | None = Field(
@@ -203,8 +197,8 @@ class AzureConfig(_Strict):
     resource_group: str | None = Field(None, description="Resource group.")
     workspace: str | None = Field(None, description="Azure ML workspace name.")
     compute: str | None = Field(None, description="Compute target name.")
-    compute_type: Literal["amlcompute", "computeinstance", "kubernetes", "serverless"] = (
-        Field("amlcompute", description="Kind of compute target.")
+    compute_type: Literal["amlcompute", "computeinstance", "kubernetes", "serverless"] = Field(
+        "amlcompute", description="Kind of compute target."
     )
     min_instances: int = Field(0, ge=0, description="Cluster minimum nodes.")
     max_instances: int = Field(4, ge=1, description="Cluster maximum nodes.")
@@ -277,14 +271,10 @@ class PipelineConfig(_Strict):
     compute: ComputeConfig = Field(
         default_factory=ComputeConfig, description="Machines and time limits."
     )
-    retry: RetryConfig = Field(
-        default_factory=RetryConfig, description="Attempts and recovery."
-    )
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="Attempts and recovery.")
     aws: AwsConfig | None = Field(None, description="SageMaker settings (cloud: aws).")
     azure: AzureConfig | None = Field(None, description="Azure ML settings (cloud: azure).")
-    local: LocalConfig = Field(
-        default_factory=LocalConfig, description="Local backend settings."
-    )
+    local: LocalConfig = Field(default_factory=LocalConfig, description="Local backend settings.")
 
     @field_validator("name")
     @classmethod
@@ -343,9 +333,7 @@ class PipelineConfig(_Strict):
             raise ConfigError("code.source_dir", f"{self.code.source_dir} is not a folder")
         entry_point = self.code.source_dir / self.code.entry_point
         if not entry_point.is_file():
-            raise ConfigError(
-                "code.entry_point", f"{entry_point} does not exist or is not a file"
-            )
+            raise ConfigError("code.entry_point", f"{entry_point} does not exist or is not a file")
         for channel, location in self.data.items():
             if is_uri(location):
                 continue

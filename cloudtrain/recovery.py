@@ -20,7 +20,7 @@ from typing import ClassVar
 DEFAULT_STRATEGY = "checkpoint_resume"
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """How one attempt ended."""
 
     SUCCEEDED = "succeeded"

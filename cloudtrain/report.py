@@ -61,13 +61,17 @@ def markdown_report(
         f"| entry point | `{config.code.entry_point}` in `{config.code.source_dir}` |",
         f"| environment | {config.environment.kind}: "
         f"{getattr(config.environment, config.environment.kind)}"
-        + (f" {config.environment.framework_version}" if config.environment.framework_version else "")
+        + (
+            f" {config.environment.framework_version}"
+            if config.environment.framework_version
+            else ""
+        )
         + " |",
         f"| compute | {config.compute.instance_type} x{config.compute.instance_count}, "
         f"{'spot' if config.compute.spot else 'on-demand'}, max_run {config.compute.max_run} s |",
         f"| retry | {config.retry.strategy}, max {config.retry.max_attempts} attempts, "
         f"on-demand fallback {'on' if config.retry.on_demand_fallback else 'off'} |",
-        f"| hyperparameters | "
+        "| hyperparameters | "
         + (", ".join(f"`{k}={v}`" for k, v in config.hyperparameters.items()) or "none")
         + " |",
         "",
@@ -77,8 +81,12 @@ def markdown_report(
         lines += [f"> warning: {warning}" for warning in environment.warnings]
         lines += [""] if environment.warnings else []
     if channels:
-        lines += ["## Data", "", "| channel | files | size | copied | digest |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "## Data",
+            "",
+            "| channel | files | size | copied | digest |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for data in channels.values():
             copied = "unchanged" if data.unchanged else f"{data.copied_files} files"
             lines.append(
@@ -87,16 +95,24 @@ def markdown_report(
             )
         lines.append("")
     if result is not None:
-        lines += ["## Attempts", "", "| # | capacity | outcome | reason | seconds |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "## Attempts",
+            "",
+            "| # | capacity | outcome | reason | seconds |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for attempt in result.attempts:
             reason = attempt.reason.replace("|", "\\|")
             lines.append(
                 f"| {attempt.number} | {'spot' if attempt.spot else 'on-demand'} | "
                 f"{attempt.outcome.value} | {reason} | {attempt.duration_seconds} |"
             )
-        lines += ["", f"Checkpoints: `{result.checkpoint_uri}` "
-                  f"({result.interruptions} interruption(s) resumed from it)", ""]
+        lines += [
+            "",
+            f"Checkpoints: `{result.checkpoint_uri}` "
+            f"({result.interruptions} interruption(s) resumed from it)",
+            "",
+        ]
     if artifacts is not None:
         lines += ["## Metrics", "", "| metric | final value |", "| --- | --- |"]
         lines += [f"| {name} | {value:g} |" for name, value in artifacts.metrics.items()]

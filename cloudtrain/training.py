@@ -11,13 +11,19 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from cloudtrain.backend import AttemptSpec, AttemptStatus, Backend, ComputeTarget, ResolvedEnvironment
+from cloudtrain.backend import (
+    AttemptSpec,
+    AttemptStatus,
+    Backend,
+    ComputeTarget,
+    ResolvedEnvironment,
+)
 from cloudtrain.config import PipelineConfig
 from cloudtrain.errors import TrainingError
-from cloudtrain.recovery import Outcome, RecoveryStrategy
+from cloudtrain.recovery import NextAttempt, Outcome, RecoveryStrategy
 
 LogSink = Callable[[str], None]
 
@@ -118,7 +124,7 @@ def run_training(
         on_demand_fallback=config.retry.on_demand_fallback,
     )
     result = TrainingResult(run_id, backend.checkpoint_location(config, run_id))
-    following = strategy.first_attempt()
+    following: NextAttempt | None = strategy.first_attempt()
     while following is not None:
         spec = AttemptSpec(
             run_id=run_id,
@@ -186,4 +192,4 @@ def _follow(
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

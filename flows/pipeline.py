@@ -57,8 +57,11 @@ def run_pipeline(
     environment = resolve_environment(config, compute)
     try:
         result = train(
-            config, run_id, {name: data.uri for name, data in channels.items()},
-            compute, environment,
+            config,
+            run_id,
+            {name: data.uri for name, data in channels.items()},
+            compute,
+            environment,
         )
     except TrainingError as exc:
         publish_report(config, channels, environment, exc.result, None, error=str(exc))

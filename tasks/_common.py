@@ -8,7 +8,7 @@ from cloudtrain.errors import TransientError
 
 #: Prefect retries for stages that talk to a cloud: only failures worth retrying.
 TRANSIENT_RETRIES = 2
-TRANSIENT_RETRY_DELAYS = [5, 30]  # seconds
+TRANSIENT_RETRY_DELAYS: list[float] = [5.0, 30.0]  # seconds
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:

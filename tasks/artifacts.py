@@ -19,7 +19,8 @@ from cloudtrain.training import TrainingResult
 def collect_artifacts(config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
     artifacts = get_backend(config).collect_artifacts(config, result)
     get_run_logger().info(
-        "model: %s; metrics: %s", artifacts.model_archive or artifacts.model_uri,
+        "model: %s; metrics: %s",
+        artifacts.model_archive or artifacts.model_uri,
         dict(artifacts.metrics),
     )
     return artifacts
@@ -36,16 +37,22 @@ def publish_report(
 ) -> str:
     """The markdown report and the attempts table, keyed by pipeline so runs line up."""
     report = markdown_report(
-        config, channels=channels, environment=environment, result=result,
-        artifacts=artifacts, error=error,
+        config,
+        channels=channels,
+        environment=environment,
+        result=result,
+        artifacts=artifacts,
+        error=error,
     )
     create_markdown_artifact(
-        key=f"{config.name}-report", markdown=report,
+        key=f"{config.name}-report",
+        markdown=report,
         description=f"{config.name} on {config.cloud}",
     )
     if result is not None and result.attempts:
         create_table_artifact(
-            key=f"{config.name}-attempts", table=attempts_table(result),
+            key=f"{config.name}-attempts",
+            table=attempts_table(result),
             description="one row per training attempt",
         )
     return report

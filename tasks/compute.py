@@ -21,7 +21,10 @@ from tasks._common import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_trans
 def ensure_compute(config: PipelineConfig) -> ComputeTarget:
     compute = get_backend(config).ensure_compute(config)
     get_run_logger().info(
-        "compute %s: %s x%d %s", compute.name, compute.instance_type,
-        compute.instance_count, dict(compute.details),
+        "compute %s: %s x%d %s",
+        compute.name,
+        compute.instance_type,
+        compute.instance_count,
+        dict(compute.details),
     )
     return compute

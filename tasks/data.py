@@ -29,13 +29,19 @@ def upload_data(
     for data in channels.values():
         if data.unchanged:
             logger.info(
-                "data %s: unchanged since the last upload (sha256 %s, %d files): "
-                "nothing copied", data.channel, data.digest[:12], data.files,
+                "data %s: unchanged since the last upload (sha256 %s, %d files): nothing copied",
+                data.channel,
+                data.digest[:12],
+                data.files,
             )
         else:
             logger.info(
                 "data %s: %d files, %d bytes at %s (%d files, %d bytes copied)",
-                data.channel, data.files, data.bytes, data.uri,
-                data.copied_files, data.copied_bytes,
+                data.channel,
+                data.files,
+                data.bytes,
+                data.uri,
+                data.copied_files,
+                data.copied_bytes,
             )
     return channels

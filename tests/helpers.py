@@ -40,9 +40,14 @@ def train_locally(config_path: Any, overrides: tuple[str, ...] = ()) -> tuple[An
     lines: list[str] = []
     try:
         result = run_training(
-            backend, config, run_id="0123456789abcdef", compute=compute,
+            backend,
+            config,
+            run_id="0123456789abcdef",
+            compute=compute,
             channels={name: data.uri for name, data in channels.items()},
-            environment=environment, log=lines.append, script_log=lines.append,
+            environment=environment,
+            log=lines.append,
+            script_log=lines.append,
         )
     except TrainingError as exc:
         return backend, exc, lines

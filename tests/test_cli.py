@@ -20,29 +20,56 @@ def cli(*args: str, api_url: str | None = None) -> subprocess.CompletedProcess[s
         env["PREFECT_API_URL"] = api_url
     return subprocess.run(
         [sys.executable, "-m", "cloudtrain.cli", *args],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "compute.max_wait=10", "--set", "compute.max_run=60"],
-         "cloudtrain: invalid config: compute.max_wait: must be >= compute.max_run (60)"),
-        (["--set", "compute.instance_count=2"],
-         "cloudtrain: invalid config: compute.instance_count: the local backend runs one process"),
-        (["--set", "environment.framework=null", "--set", "environment.image=123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1"],
-         "cloudtrain: invalid config: environment.image: bring-your-own-container images run on cloud aws"),
-        (["--set", "environment.framework=null", "--set", "environment.builtin=kmeans"],
-         "cloudtrain: invalid config: environment.builtin: SageMaker built-in algorithms run only on cloud aws"),
-        (["--set", "data.train=s3://bucket/train"],
-         "cloudtrain: invalid config: data.train: s3://bucket/train is a cloud URI"),
-        (["--cloud", "aws"], "cloudtrain: invalid config: cloud: the aws backend is not in this version"),
-        (["--set", "nonsense"], "cloudtrain: invalid config: --set: 'nonsense' is not key.path=value"),
+        (
+            ["--set", "compute.max_wait=10", "--set", "compute.max_run=60"],
+            "cloudtrain: invalid config: compute.max_wait: must be >= compute.max_run (60)",
+        ),
+        (
+            ["--set", "compute.instance_count=2"],
+            "cloudtrain: invalid config: compute.instance_count: the local backend runs one process",
+        ),
+        (
+            [
+                "--set",
+                "environment.framework=null",
+                "--set",
+                "environment.image=123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1",
+            ],
+            "cloudtrain: invalid config: environment.image: bring-your-own-container images run on cloud aws",
+        ),
+        (
+            ["--set", "environment.framework=null", "--set", "environment.builtin=kmeans"],
+            "cloudtrain: invalid config: environment.builtin: SageMaker built-in algorithms run only on cloud aws",
+        ),
+        (
+            ["--set", "data.train=s3://bucket/train"],
+            "cloudtrain: invalid config: data.train: s3://bucket/train is a cloud URI",
+        ),
+        (
+            ["--cloud", "aws"],
+            "cloudtrain: invalid config: cloud: the aws backend is not in this version",
+        ),
+        (
+            ["--set", "nonsense"],
+            "cloudtrain: invalid config: --set: 'nonsense' is not key.path=value",
+        ),
     ],
 )
 def test_invalid_input_exits_2_with_one_line(
-    args: list[str], message: str, write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+    args: list[str],
+    message: str,
+    write_config: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["run", str(write_config()), *args]) == 2
     err = capsys.readouterr().err
@@ -79,17 +106,40 @@ def test_plan_is_offline_and_imports_no_cloud_sdk(digits_config: Callable[..., P
     seen = json.loads(done.stdout)
     assert seen["heavy"] == []
     plan = seen["plan"]
-    assert plan["command"][-8:] == ["--epochs", "30", "--learning_rate", "0.05", "--seed", "7", "--epoch_seconds", "0"]
-    assert plan["attempts"][0] == {"number": 1, "capacity": "spot", "simulated_reclaim": "when the output matches '^epoch=2 '"}
+    assert plan["command"][-8:] == [
+        "--epochs",
+        "30",
+        "--learning_rate",
+        "0.05",
+        "--seed",
+        "7",
+        "--epoch_seconds",
+        "0",
+    ]
+    assert plan["attempts"][0] == {
+        "number": 1,
+        "capacity": "spot",
+        "simulated_reclaim": "when the output matches '^epoch=2 '",
+    }
     assert plan["attempts"][2]["capacity"] == "on-demand"
     assert plan["environment_variables"]["SM_CHANNEL_TRAIN"].endswith("<sha256>")
 
 
 @pytest.mark.prefect
-def test_run_exits_0_and_prints_json(prefect_server: str, digits_config: Callable[..., Path]) -> None:
+def test_run_exits_0_and_prints_json(
+    prefect_server: str, digits_config: Callable[..., Path]
+) -> None:
     path = digits_config(hyperparameters={"epochs": 4})
-    done = cli("run", str(path), "--set", "compute.spot=true", "--set", "local.spot_interruptions=['^epoch=2 ']",
-               "--json", api_url=prefect_server)
+    done = cli(
+        "run",
+        str(path),
+        "--set",
+        "compute.spot=true",
+        "--set",
+        "local.spot_interruptions=['^epoch=2 ']",
+        "--json",
+        api_url=prefect_server,
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["status"] == "succeeded"
@@ -99,7 +149,9 @@ def test_run_exits_0_and_prints_json(prefect_server: str, digits_config: Callabl
 
 
 @pytest.mark.prefect
-def test_run_exits_1_when_training_fails(prefect_server: str, write_config: Callable[..., Path]) -> None:
+def test_run_exits_1_when_training_fails(
+    prefect_server: str, write_config: Callable[..., Path]
+) -> None:
     path = write_config("import sys; print('boom'); sys.exit(4)\n")
     done = cli("run", str(path), "--json", api_url=prefect_server)
     assert done.returncode == 1, done.stderr

@@ -7,35 +7,103 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import base_config
 
 from cloudtrain.config import PipelineConfig, apply_override, load_config
 from cloudtrain.errors import ConfigError
-from helpers import base_config
 
 BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
     ("name format", {"name": "Digits_SGD"}, "name: 'Digits_SGD' must be 2 to 40 lowercase"),
     ("name too long", {"name": "a" * 41}, "name: "),
-    ("unknown top-level key", {"hyperparams": {}}, "hyperparams: unknown key; did you mean 'hyperparameters'?"),
-    ("unknown nested key", {"compute": {"instnce_type": "x"}}, "compute.instnce_type: unknown key; did you mean 'instance_type'?"),
-    ("max_wait below max_run", {"compute": {"max_run": 3600, "max_wait": 60}}, "compute.max_wait: must be >= compute.max_run (3600)"),
-    ("instance_count zero", {"compute": {"instance_count": 0}}, "compute.instance_count: Input should be greater than or equal to 1"),
-    ("max_attempts zero", {"retry": {"max_attempts": 0}}, "retry.max_attempts: Input should be greater than or equal to 1"),
-    ("two environment kinds", {"environment": {"framework": "sklearn", "image": "x"}}, "environment: set exactly one of framework, curated, image, builtin (got framework, image)"),
-    ("no environment kind", {"environment": {"framework": None}}, "environment: set exactly one of framework, curated, image, builtin (got none)"),
-    ("unknown framework", {"environment": {"framework": "sklern"}}, "environment.framework: unknown framework 'sklern'; valid: huggingface, pytorch, sklearn, tensorflow, xgboost (did you mean 'sklearn'?)"),
-    ("unquoted version", {"environment": {"framework": "sklearn", "framework_version": 1.2}}, 'environment.framework_version: quote the version ("1.2")'),
-    ("version without framework", {"environment": {"framework": None, "image": "x", "framework_version": "1.2"}}, "environment.framework_version: needs environment.framework"),
-    ("missing entry point", {"code": {"source_dir": "src", "entry_point": "nope.py"}}, "code.entry_point: "),
-    ("missing source dir", {"code": {"source_dir": "nowhere", "entry_point": "train.py"}}, "code.source_dir: "),
+    (
+        "unknown top-level key",
+        {"hyperparams": {}},
+        "hyperparams: unknown key; did you mean 'hyperparameters'?",
+    ),
+    (
+        "unknown nested key",
+        {"compute": {"instnce_type": "x"}},
+        "compute.instnce_type: unknown key; did you mean 'instance_type'?",
+    ),
+    (
+        "max_wait below max_run",
+        {"compute": {"max_run": 3600, "max_wait": 60}},
+        "compute.max_wait: must be >= compute.max_run (3600)",
+    ),
+    (
+        "instance_count zero",
+        {"compute": {"instance_count": 0}},
+        "compute.instance_count: Input should be greater than or equal to 1",
+    ),
+    (
+        "max_attempts zero",
+        {"retry": {"max_attempts": 0}},
+        "retry.max_attempts: Input should be greater than or equal to 1",
+    ),
+    (
+        "two environment kinds",
+        {"environment": {"framework": "sklearn", "image": "x"}},
+        "environment: set exactly one of framework, curated, image, builtin (got framework, image)",
+    ),
+    (
+        "no environment kind",
+        {"environment": {"framework": None}},
+        "environment: set exactly one of framework, curated, image, builtin (got none)",
+    ),
+    (
+        "unknown framework",
+        {"environment": {"framework": "sklern"}},
+        "environment.framework: unknown framework 'sklern'; valid: huggingface, pytorch, sklearn, tensorflow, xgboost (did you mean 'sklearn'?)",
+    ),
+    (
+        "unquoted version",
+        {"environment": {"framework": "sklearn", "framework_version": 1.2}},
+        'environment.framework_version: quote the version ("1.2")',
+    ),
+    (
+        "version without framework",
+        {"environment": {"framework": None, "image": "x", "framework_version": "1.2"}},
+        "environment.framework_version: needs environment.framework",
+    ),
+    (
+        "missing entry point",
+        {"code": {"source_dir": "src", "entry_point": "nope.py"}},
+        "code.entry_point: ",
+    ),
+    (
+        "missing source dir",
+        {"code": {"source_dir": "nowhere", "entry_point": "train.py"}},
+        "code.source_dir: ",
+    ),
     ("missing data file", {"data": {"train": "data/missing.csv"}}, "data.train: "),
-    ("bad channel name", {"data": {"train-set": "src"}}, "data: channel 'train-set' must start with a letter"),
+    (
+        "bad channel name",
+        {"data": {"train-set": "src"}},
+        "data: channel 'train-set' must start with a letter",
+    ),
     ("channels clash", {"data": {"train": "src", "TRAIN": "src"}}, "would share SM_CHANNEL_TRAIN"),
     ("unknown cloud", {"cloud": "gcp"}, "cloud: Input should be 'local', 'aws' or 'azure'"),
-    ("unknown strategy", {"retry": {"strategy": "resume"}}, "retry.strategy: unknown recovery strategy 'resume'; valid: checkpoint_resume, eager_on_demand"),
-    ("interruptions without spot", {"local": {"spot_interruptions": [1]}}, "local.spot_interruptions: simulates spot reclaims, so it needs compute.spot: true"),
-    ("bad interruption regex", {"compute": {"spot": True}, "local": {"spot_interruptions": ["epoch=("]}}, "local.spot_interruptions: [0] is not a regular expression"),
+    (
+        "unknown strategy",
+        {"retry": {"strategy": "resume"}},
+        "retry.strategy: unknown recovery strategy 'resume'; valid: checkpoint_resume, eager_on_demand",
+    ),
+    (
+        "interruptions without spot",
+        {"local": {"spot_interruptions": [1]}},
+        "local.spot_interruptions: simulates spot reclaims, so it needs compute.spot: true",
+    ),
+    (
+        "bad interruption regex",
+        {"compute": {"spot": True}, "local": {"spot_interruptions": ["epoch=("]}},
+        "local.spot_interruptions: [0] is not a regular expression",
+    ),
     ("metric names repeat", {"metrics": ["acc", "acc"]}, "metrics: metric names repeat"),
-    ("hyperparameter name", {"hyperparameters": {"learning rate": 1}}, "hyperparameters: 'learning rate' is not a valid --argument name"),
+    (
+        "hyperparameter name",
+        {"hyperparameters": {"learning rate": 1}},
+        "hyperparameters: 'learning rate' is not a valid --argument name",
+    ),
     ("missing name", {"name": None}, "name: "),
 ]
 
@@ -50,8 +118,12 @@ def _write(tmp_path: Path, sections: dict[str, Any]) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("case", "sections", "message"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
-def test_bad_config_names_the_field(tmp_path: Path, case: str, sections: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "sections", "message"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS]
+)
+def test_bad_config_names_the_field(
+    tmp_path: Path, case: str, sections: dict[str, Any], message: str
+) -> None:
     path = _write(tmp_path, sections)
     with pytest.raises(ConfigError) as caught:
         load_config(path)
@@ -82,7 +154,11 @@ def test_overrides_and_cloud_flag(tmp_path: Path) -> None:
     path = _write(tmp_path, {})
     config = load_config(
         path,
-        ["compute.spot=true", "local.spot_interruptions=[2.5, 'epoch=3 ']", "hyperparameters.lr=0.1"],
+        [
+            "compute.spot=true",
+            "local.spot_interruptions=[2.5, 'epoch=3 ']",
+            "hyperparameters.lr=0.1",
+        ],
         cloud="local",
     )
     assert config.compute.spot is True

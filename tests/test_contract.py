@@ -43,12 +43,37 @@ def test_script_sees_the_contract(tmp_path: Path, write_config: Callable[..., Pa
     backend, result, _ = train_locally(path)
     assert result.succeeded
     attempt = result.attempts[0]
-    seen = json.loads((backend.root / "runs" / "unit" / result.run_id / "attempts" / "1" / "model" / "seen.json").read_text())
+    seen = json.loads(
+        (
+            backend.root
+            / "runs"
+            / "unit"
+            / result.run_id
+            / "attempts"
+            / "1"
+            / "model"
+            / "seen.json"
+        ).read_text()
+    )
     env = seen["env"]
 
-    assert seen["argv"] == ["--epochs", "3", "--learning_rate", "0.05", "--optimizer", "adam", "--nesterov", "True"]
+    assert seen["argv"] == [
+        "--epochs",
+        "3",
+        "--learning_rate",
+        "0.05",
+        "--optimizer",
+        "adam",
+        "--nesterov",
+        "True",
+    ]
     assert seen["cwd"] == str(tmp_path / "src")
-    assert json.loads(env["SM_HPS"]) == {"epochs": 3, "learning_rate": 0.05, "optimizer": "adam", "nesterov": True}
+    assert json.loads(env["SM_HPS"]) == {
+        "epochs": 3,
+        "learning_rate": 0.05,
+        "optimizer": "adam",
+        "nesterov": True,
+    }
     assert env["SM_HP_LEARNING_RATE"] == "0.05"
     assert json.loads(env["SM_CHANNELS"]) == ["labels", "train"]
     assert seen["listing"] == {"train": ["2.txt", "a/1.txt"], "labels": ["labels.csv"]}
@@ -64,13 +89,23 @@ def test_script_sees_the_contract(tmp_path: Path, write_config: Callable[..., Pa
 
 def test_hyperparameters_render_as_sagemaker_does() -> None:
     assert hyperparameter_args({"a": 1, "b": 0.5, "c": "x y", "d": False}) == [
-        "--a", "1", "--b", "0.5", "--c", "x y", "--d", "False",
+        "--a",
+        "1",
+        "--b",
+        "0.5",
+        "--c",
+        "x y",
+        "--d",
+        "False",
     ]
 
 
 def test_metric_parser_matches_only_the_declared_names() -> None:
     parser = MetricParser(["val_accuracy", "loss"])
-    assert parser.feed("epoch=1 val_accuracy=0.91 loss=2.5e-1") == {"val_accuracy": 0.91, "loss": 0.25}
+    assert parser.feed("epoch=1 val_accuracy=0.91 loss=2.5e-1") == {
+        "val_accuracy": 0.91,
+        "loss": 0.25,
+    }
     assert parser.feed("xval_accuracy=0.1 train.loss=9 my-loss=7") == {}
     assert parser.feed("loss=-1.5") == {"loss": -1.5}
     assert parser.series == {"val_accuracy": [0.91], "loss": [0.25, -1.5]}

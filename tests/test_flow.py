@@ -30,22 +30,30 @@ def read_run(flow_run_id: Any) -> tuple[Any, dict[str, Any], list[Any]]:
     return flow_run, {artifact.key: artifact for artifact in artifacts}, task_runs
 
 
-def test_digits_flow_survives_two_reclaims(prefect_server: str, digits_config: Callable[..., Path]) -> None:
+def test_digits_flow_survives_two_reclaims(
+    prefect_server: str, digits_config: Callable[..., Path]
+) -> None:
     from prefect import tags
 
     from flows.local_training import local_training
     from flows.pipeline import pipeline_tags
 
-    config = load_config(digits_config(
-        hyperparameters={"epochs": 10},
-        local={"spot_interruptions": ["^epoch=3 ", "^epoch=6 "]},
-    ))
+    config = load_config(
+        digits_config(
+            hyperparameters={"epochs": 10},
+            local={"spot_interruptions": ["^epoch=3 ", "^epoch=6 "]},
+        )
+    )
     with tags(*pipeline_tags(config)):
         state = local_training(config=config, return_state=True)
     assert state.is_completed()
     summary = state.result()
     assert summary["status"] == "succeeded"
-    assert [a["outcome"] for a in summary["attempts"]] == ["interrupted", "interrupted", "succeeded"]
+    assert [a["outcome"] for a in summary["attempts"]] == [
+        "interrupted",
+        "interrupted",
+        "succeeded",
+    ]
     assert [a["capacity"] for a in summary["attempts"]] == ["spot", "spot", "on-demand"]
     assert Path(summary["model"]["model_archive"]).is_file()
     assert set(summary["metrics"]) == {"val_accuracy", "train_loss"}
@@ -54,7 +62,12 @@ def test_digits_flow_survives_two_reclaims(prefect_server: str, digits_config: C
     assert flow_run.name.startswith("digits-sgd/local/20")
     assert {"pipeline:digits-sgd", "cloud:local"} <= set(flow_run.tags)
     assert {run.name.rsplit("-", 1)[0] for run in task_runs} == {
-        "upload-data", "ensure-compute", "resolve-environment", "train", "collect-artifacts", "publish-report",
+        "upload-data",
+        "ensure-compute",
+        "resolve-environment",
+        "train",
+        "collect-artifacts",
+        "publish-report",
     }
     report = artifacts["digits-sgd-report"].data
     assert "# digits-sgd on local: succeeded" in report
@@ -72,7 +85,9 @@ def test_a_failing_script_fails_the_flow_and_still_reports(
     config = load_config(write_config("raise SystemExit(3)\n", name="broken"))
     state = local_training(config=config, return_state=True)
     assert state.is_failed()
-    with pytest.raises(TrainingError, match=r"attempt 1 failed \(the script failed \(exit code 3\)\); not retried"):
+    with pytest.raises(
+        TrainingError, match=r"attempt 1 failed \(the script failed \(exit code 3\)\); not retried"
+    ):
         state.result()
     _, artifacts, _ = read_run(state.state_details.flow_run_id)
     assert "# broken on local: failed" in artifacts["broken-report"].data

@@ -51,8 +51,9 @@ def test_script_error_is_not_retried(write_config: Callable[..., Path]) -> None:
 
 
 def test_timeout_is_classified_and_not_retried(write_config: Callable[..., Path]) -> None:
-    path = write_config(SLEEPER, hyperparameters={"sleep": 30}, compute={"max_run": 1},
-                        local={"grace_period": 1})
+    path = write_config(
+        SLEEPER, hyperparameters={"sleep": 30}, compute={"max_run": 1}, local={"grace_period": 1}
+    )
     started = time.monotonic()
     _, error, _ = train_locally(path)
     assert isinstance(error, TrainingError)
@@ -96,8 +97,12 @@ def test_a_script_that_ignores_sigterm_is_killed_after_the_grace_period(
         print("ignoring SIGTERM", flush=True)
         time.sleep(60)
     """
-    path = write_config(script, compute={"spot": True}, retry={"max_attempts": 1},
-                        local={"spot_interruptions": [0.3], "grace_period": 0.5})
+    path = write_config(
+        script,
+        compute={"spot": True},
+        retry={"max_attempts": 1},
+        local={"spot_interruptions": [0.3], "grace_period": 0.5},
+    )
     started = time.monotonic()
     _, error, _ = train_locally(path)
     assert outcomes(error) == ["interrupted"]
@@ -109,7 +114,8 @@ def test_eager_on_demand_goes_on_demand_after_the_first_loss(
     write_config: Callable[..., Path],
 ) -> None:
     path = write_config(
-        SLEEPER, compute={"spot": True},
+        SLEEPER,
+        compute={"spot": True},
         retry={"max_attempts": 4, "strategy": "eager_on_demand"},
         local={"spot_interruptions": ["^started", "^started"]},
     )
@@ -122,7 +128,9 @@ def test_without_fallback_every_attempt_is_spot_and_the_run_fails(
     write_config: Callable[..., Path],
 ) -> None:
     path = write_config(
-        SLEEPER, compute={"spot": True}, retry={"max_attempts": 2, "on_demand_fallback": False},
+        SLEEPER,
+        compute={"spot": True},
+        retry={"max_attempts": 2, "on_demand_fallback": False},
         local={"spot_interruptions": ["^started", "^started"]},
     )
     _, error, _ = train_locally(path)
@@ -154,9 +162,16 @@ def test_cancelling_the_orchestrator_stops_the_script(
             raise KeyboardInterrupt  # what a cancellation looks like from inside
 
     with pytest.raises(KeyboardInterrupt):
-        run_training(backend, config, run_id="cancelme", channels={}, compute=compute,
-                     environment=backend.resolve_environment(config, compute),
-                     log=lambda line: None, script_log=cancel_on_pid)
+        run_training(
+            backend,
+            config,
+            run_id="cancelme",
+            channels={},
+            compute=compute,
+            environment=backend.resolve_environment(config, compute),
+            log=lambda line: None,
+            script_log=cancel_on_pid,
+        )
     status = backend.describe_attempt("unit-cancelme-a1")
     assert status.outcome is Outcome.STOPPED
     with pytest.raises(ProcessLookupError):

@@ -7,10 +7,12 @@ import pytest
 from cloudtrain.recovery import NextAttempt, Outcome, RecoveryStrategy
 
 
-def strategy(name: str = "checkpoint_resume", max_attempts: int = 3, spot: bool = True,
-             fallback: bool = True) -> RecoveryStrategy:
-    return RecoveryStrategy.from_str(name, max_attempts=max_attempts, spot=spot,
-                                     on_demand_fallback=fallback)
+def strategy(
+    name: str = "checkpoint_resume", max_attempts: int = 3, spot: bool = True, fallback: bool = True
+) -> RecoveryStrategy:
+    return RecoveryStrategy.from_str(
+        name, max_attempts=max_attempts, spot=spot, on_demand_fallback=fallback
+    )
 
 
 def test_spot_until_the_on_demand_fallback() -> None:
@@ -33,7 +35,9 @@ def test_capacity_losses_are_retried(outcome: Outcome) -> None:
     assert following is not None and following.number == 2 and following.spot
 
 
-@pytest.mark.parametrize("outcome", [Outcome.FAILED, Outcome.TIMED_OUT, Outcome.STOPPED, Outcome.SUCCEEDED])
+@pytest.mark.parametrize(
+    "outcome", [Outcome.FAILED, Outcome.TIMED_OUT, Outcome.STOPPED, Outcome.SUCCEEDED]
+)
 def test_other_outcomes_are_final(outcome: Outcome) -> None:
     assert strategy().recover(1, outcome, "x") is None
 
@@ -48,5 +52,8 @@ def test_eager_on_demand() -> None:
 
 
 def test_a_typo_lists_the_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"valid: checkpoint_resume, eager_on_demand \(did you mean 'eager_on_demand'\?\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"valid: checkpoint_resume, eager_on_demand \(did you mean 'eager_on_demand'\?\)",
+    ):
         strategy("eager-on-demand")

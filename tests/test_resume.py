@@ -14,7 +14,15 @@ from helpers import train_locally
 def trained(config_path: Path) -> tuple[object, Path, list[str]]:
     backend, result, lines = train_locally(config_path)
     assert result.succeeded, getattr(result, "result", result)
-    model_dir = backend.root / "runs" / "digits-sgd" / result.run_id / "attempts" / str(result.final.number) / "model"
+    model_dir = (
+        backend.root
+        / "runs"
+        / "digits-sgd"
+        / result.run_id
+        / "attempts"
+        / str(result.final.number)
+        / "model"
+    )
     return result, model_dir, lines
 
 
@@ -26,13 +34,18 @@ def test_resume_after_one_and_two_interruptions_gives_the_same_model(
     digits_config: Callable[..., Path], tmp_path: Path, digits_data: Path
 ) -> None:
     straight, straight_dir, _ = trained(digits_config(hyperparameters={"epochs": 12}))
-    once, once_dir, once_lines = trained(digits_config(
-        hyperparameters={"epochs": 12}, local={"root": ".ct-once", "spot_interruptions": ["^epoch=5 "]},
-    ))
-    twice, twice_dir, twice_lines = trained(digits_config(
-        hyperparameters={"epochs": 12},
-        local={"root": ".ct-twice", "spot_interruptions": ["^epoch=3 ", "^epoch=8 "]},
-    ))
+    once, once_dir, once_lines = trained(
+        digits_config(
+            hyperparameters={"epochs": 12},
+            local={"root": ".ct-once", "spot_interruptions": ["^epoch=5 "]},
+        )
+    )
+    twice, twice_dir, twice_lines = trained(
+        digits_config(
+            hyperparameters={"epochs": 12},
+            local={"root": ".ct-twice", "spot_interruptions": ["^epoch=3 ", "^epoch=8 "]},
+        )
+    )
 
     assert [a.outcome.value for a in straight.attempts] == ["succeeded"]
     assert [a.outcome.value for a in once.attempts] == ["interrupted", "succeeded"]
@@ -46,16 +59,24 @@ def test_resume_after_one_and_two_interruptions_gives_the_same_model(
     digest = sha256(straight_dir / "weights.npz")
     assert sha256(once_dir / "weights.npz") == digest
     assert sha256(twice_dir / "weights.npz") == digest
-    models = [pickle.loads((d / "model.pkl").read_bytes()) for d in (straight_dir, once_dir, twice_dir)]
+    models = [
+        pickle.loads((d / "model.pkl").read_bytes()) for d in (straight_dir, once_dir, twice_dir)
+    ]
     features = np.loadtxt(digits_data / "test.csv", delimiter=",", skiprows=1)[:, :-1] / 16.0
     predictions = [model.predict_proba(features) for model in models]
-    assert np.array_equal(predictions[0], predictions[1]) and np.array_equal(predictions[0], predictions[2])
+    assert np.array_equal(predictions[0], predictions[1]) and np.array_equal(
+        predictions[0], predictions[2]
+    )
     assert straight.metrics == once.metrics == twice.metrics
     assert set(straight.metrics) == {"val_accuracy", "train_loss"}
 
 
-def test_weights_depend_on_the_seed_so_the_equality_above_means_something(digits_config: Callable[..., Path]) -> None:
+def test_weights_depend_on_the_seed_so_the_equality_above_means_something(
+    digits_config: Callable[..., Path],
+) -> None:
     """Control: a different seed gives different weights."""
     _, seed7, _ = trained(digits_config(hyperparameters={"epochs": 3}))
-    _, seed8, _ = trained(digits_config(hyperparameters={"epochs": 3, "seed": 8}, local={"root": ".ct-seed"}))
+    _, seed8, _ = trained(
+        digits_config(hyperparameters={"epochs": 3, "seed": 8}, local={"root": ".ct-seed"})
+    )
     assert sha256(seed7 / "weights.npz") != sha256(seed8 / "weights.npz")

@@ -28,8 +28,15 @@ def test_unchanged_channel_is_not_copied_again(tmp_path: Path, folder: Path) -> 
     second = store.put_path("p/train", folder)
     assert second.digest == first.digest and second.path == first.path
     assert (second.copied_files, second.copied_bytes, second.unchanged) == (0, 0, True)
-    assert sorted(p.relative_to(second.path).as_posix() for p in second.path.rglob("*") if p.is_file()) == [
-        "part-0.csv", "part-1.csv", "part-2.csv", "part-3.csv", "part-4.csv", "sub/labels.json",
+    assert sorted(
+        p.relative_to(second.path).as_posix() for p in second.path.rglob("*") if p.is_file()
+    ) == [
+        "part-0.csv",
+        "part-1.csv",
+        "part-2.csv",
+        "part-3.csv",
+        "part-4.csv",
+        "sub/labels.json",
     ]
 
 
@@ -44,7 +51,9 @@ def test_a_changed_file_is_the_only_one_copied(tmp_path: Path, folder: Path) -> 
     assert (first.path / "part-2.csv").read_text().startswith("x\n2\n")  # old version kept
 
 
-def test_identical_content_under_another_channel_is_stored_once(tmp_path: Path, folder: Path) -> None:
+def test_identical_content_under_another_channel_is_stored_once(
+    tmp_path: Path, folder: Path
+) -> None:
     store = ContentStore(tmp_path / "root")
     store.put_path("p/train", folder)
     other = store.put_path("p/validation", folder)

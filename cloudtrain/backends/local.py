@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,11 +143,17 @@ class LocalBackend:
                 for name, source in config.data.items()
             },
             "compute": {"instance_type": config.compute.instance_type, "processes": 1},
-            "environment": {"framework": config.environment.framework,
-                            "framework_version": config.environment.framework_version,
-                            "interpreter": self.python},
-            "command": [self.python, "-u", config.code.entry_point,
-                        *contract.hyperparameter_args(config.hyperparameters)],
+            "environment": {
+                "framework": config.environment.framework,
+                "framework_version": config.environment.framework_version,
+                "interpreter": self.python,
+            },
+            "command": [
+                self.python,
+                "-u",
+                config.code.entry_point,
+                *contract.hyperparameter_args(config.hyperparameters),
+            ],
             "working_dir": str(config.code.source_dir),
             "environment_variables": contract.script_environment(
                 config.hyperparameters,
@@ -157,11 +163,15 @@ class LocalBackend:
                 spot=config.compute.spot,
                 job_name=f"{config.name}-<run-id>-a<n>",
             ),
-            "stopping_condition": {"max_run_seconds": config.compute.max_run,
-                                   "grace_period_seconds": config.local.grace_period},
-            "retry": {"strategy": config.retry.strategy,
-                      "max_attempts": config.retry.max_attempts,
-                      "on_demand_fallback": config.retry.on_demand_fallback},
+            "stopping_condition": {
+                "max_run_seconds": config.compute.max_run,
+                "grace_period_seconds": config.local.grace_period,
+            },
+            "retry": {
+                "strategy": config.retry.strategy,
+                "max_attempts": config.retry.max_attempts,
+                "on_demand_fallback": config.retry.on_demand_fallback,
+            },
             "metrics": {name: contract.metric_regex(name) for name in config.metrics},
             "attempts": attempts,
         }
@@ -202,8 +212,11 @@ class LocalBackend:
             name="local",
             instance_type=config.compute.instance_type,
             instance_count=1,
-            details={"cpus": os.cpu_count() or 1, "python": self.python,
-                     "note": f"{config.compute.instance_type} is simulated by this machine"},
+            details={
+                "cpus": os.cpu_count() or 1,
+                "python": self.python,
+                "note": f"{config.compute.instance_type} is simulated by this machine",
+            },
         )
 
     def resolve_environment(
@@ -248,8 +261,12 @@ class LocalBackend:
             ),
             "PYTHONUNBUFFERED": "1",
         }
-        command = [self.python, "-u", config.code.entry_point,
-                   *contract.hyperparameter_args(config.hyperparameters)]
+        command = [
+            self.python,
+            "-u",
+            config.code.entry_point,
+            *contract.hyperparameter_args(config.hyperparameters),
+        ]
         attempt = _LocalAttempt(
             command=command,
             cwd=config.code.source_dir,
@@ -276,9 +293,7 @@ class LocalBackend:
     def stop_attempt(self, handle: str) -> None:
         self._attempt(handle).stop()
 
-    def collect_artifacts(
-        self, config: PipelineConfig, result: TrainingResult
-    ) -> ModelArtifacts:
+    def collect_artifacts(self, config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
         final = result.final
         if final is None or final.outcome is not Outcome.SUCCEEDED:
             raise BackendError("no attempt succeeded, so there is no model to collect")
@@ -327,8 +342,7 @@ class LocalBackend:
         if importlib.util.find_spec(module) is None:
             raise ConfigError(
                 "environment.framework",
-                f"{framework} is not installed for {self.python}: "
-                f"pip install {distribution}",
+                f"{framework} is not installed for {self.python}: pip install {distribution}",
             )
         installed = importlib.metadata.version(distribution)
         wanted = config.environment.framework_version
@@ -369,7 +383,7 @@ def _tar_folder(folder: Path, archive: Path) -> None:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -464,9 +478,7 @@ class _LocalAttempt:
                         "after start",
                     )
                 elif now >= run_deadline:
-                    self._signal(
-                        Outcome.TIMED_OUT, f"compute.max_run ({self.max_run:g} s) reached"
-                    )
+                    self._signal(Outcome.TIMED_OUT, f"compute.max_run ({self.max_run:g} s) reached")
             elif now >= self._signalled_at + self.grace_period:
                 self._kill(signal.SIGKILL)
         self._reader.join()

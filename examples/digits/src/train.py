@@ -62,8 +62,12 @@ def main() -> int:
     parser.add_argument("--learning_rate", type=float, default=0.05)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--epoch_seconds", type=float, default=0.0,
-                        help="sleep per epoch, to make a demo's progress visible")
+    parser.add_argument(
+        "--epoch_seconds",
+        type=float,
+        default=0.0,
+        help="sleep per epoch, to make a demo's progress visible",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _on_sigterm)
 
@@ -81,8 +85,11 @@ def main() -> int:
         state = {
             "epoch": 0,
             "model": SGDClassifier(
-                loss="log_loss", learning_rate="constant", eta0=args.learning_rate,
-                alpha=1e-4, random_state=args.seed,
+                loss="log_loss",
+                learning_rate="constant",
+                eta0=args.learning_rate,
+                alpha=1e-4,
+                random_state=args.seed,
             ),
             "rng": np.random.RandomState(args.seed).get_state(),
             "history": [],
@@ -98,11 +105,13 @@ def main() -> int:
             model.partial_fit(x_train[batch], y_train[batch], classes=classes)
         train_loss = log_loss(y_train, model.predict_proba(x_train), labels=classes)
         val_accuracy = model.score(x_test, y_test)
-        print(f"epoch={epoch} train_loss={train_loss:.6f} val_accuracy={val_accuracy:.6f}",
-              flush=True)
+        print(
+            f"epoch={epoch} train_loss={train_loss:.6f} val_accuracy={val_accuracy:.6f}", flush=True
+        )
         state.update(epoch=epoch, model=model, rng=rng.get_state())
-        state["history"].append({"epoch": epoch, "train_loss": train_loss,
-                                 "val_accuracy": val_accuracy})
+        state["history"].append(
+            {"epoch": epoch, "train_loss": train_loss, "val_accuracy": val_accuracy}
+        )
         save_checkpoint(checkpoint_dir, state)
         if _stop_requested:
             return 143
@@ -115,7 +124,9 @@ def main() -> int:
     np.savez(model_dir / "weights.npz", coef=model.coef_, intercept=model.intercept_)
     output_dir = Path(os.environ["SM_OUTPUT_DATA_DIR"])
     (output_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
-    print(f"saved model to {model_dir}; final val_accuracy={state['history'][-1]['val_accuracy']:.6f}")
+    print(
+        f"saved model to {model_dir}; final val_accuracy={state['history'][-1]['val_accuracy']:.6f}"
+    )
     return 0
 
 
