@@ -81,14 +81,11 @@ def _plan(plan: dict[str, Any], as_json: bool) -> int:
 
 def _run(config: PipelineConfig, as_json: bool) -> int:
     _quiet_prefect_defaults()
-    from prefect import tags
-
-    from flows.pipeline import pipeline_tags
+    from prefect.exceptions import TerminationSignal
 
     flow = _flow_for(config.cloud)
     try:
-        with tags(*pipeline_tags(config)):
-            summary = flow(config=config)
+        summary = flow(config=config)
     except ConfigError as exc:
         return _fail(f"cloudtrain: invalid config: {exc}", EXIT_INVALID, as_json)
     except TrainingError as exc:
@@ -105,6 +102,8 @@ def _run(config: PipelineConfig, as_json: bool) -> int:
         return _fail(f"cloudtrain: run failed: {exc}", EXIT_FAILED, as_json)
     except KeyboardInterrupt:
         return _fail("cloudtrain: interrupted; the running attempt was stopped", 130, as_json)
+    except TerminationSignal:  # Prefect turns SIGTERM into this during a flow run
+        return _fail("cloudtrain: terminated; the running attempt was stopped", 143, as_json)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:

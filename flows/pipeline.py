@@ -10,8 +10,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from uuid import UUID
 
-from prefect import get_run_logger
+from prefect import get_run_logger, tags
+from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from cloudtrain.backend import ChannelData, ModelArtifacts, ResolvedEnvironment
@@ -50,26 +52,33 @@ def run_pipeline(
     get_backend(config).validate(config)  # refuse bad input before anything is created
     logger = get_run_logger()
     run_id = flow_run.get_id() or uuid.uuid4().hex
+    _tag_flow_run(pipeline_tags(config))
     logger.info("pipeline %s on %s, run %s", config.name, cloud, run_id)
 
-    channels = upload_data(config, dataframes)
-    compute = ensure_compute(config)
-    environment = resolve_environment(config, compute)
-    try:
-        result = train(
-            config,
-            run_id,
-            {name: data.uri for name, data in channels.items()},
-            compute,
-            environment,
-        )
-    except TrainingError as exc:
-        publish_report(config, channels, environment, exc.result, None, error=str(exc))
-        exc.summary = summary(config, channels, environment, exc.result, None, str(exc))
-        raise
-    artifacts = collect_artifacts(config, result)
-    publish_report(config, channels, environment, result, artifacts)
+    with tags(*pipeline_tags(config)):
+        channels = upload_data(config, dataframes)
+        compute = ensure_compute(config)
+        environment = resolve_environment(config, compute)
+        uris = {name: data.uri for name, data in channels.items()}
+        try:
+            result = train(config, run_id, uris, compute, environment)
+        except TrainingError as exc:
+            publish_report(config, channels, environment, exc.result, None, error=str(exc))
+            exc.summary = summary(config, channels, environment, exc.result, None, str(exc))
+            raise
+        artifacts = collect_artifacts(config, result)
+        publish_report(config, channels, environment, result, artifacts)
     return summary(config, channels, environment, result, artifacts)
+
+
+def _tag_flow_run(wanted: list[str]) -> None:
+    """Tag the run itself, however it was started (CLI, deployment, Python)."""
+    run_id = flow_run.get_id()
+    current = set(flow_run.get_tags() or [])
+    if run_id is None or set(wanted) <= current:
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(UUID(run_id), tags=sorted(current | set(wanted)))
 
 
 def summary(

@@ -147,6 +147,14 @@ def test_run_exits_0_and_prints_json(
     assert Path(summary["model"]["model_archive"]).is_file()
     assert "Traceback" not in done.stderr
 
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # the run is on the server it was pointed at
+        flow_run = client.read_flow_run(summary["run_id"])
+    assert flow_run.state.is_completed()
+    assert {"pipeline:digits-sgd", "cloud:local"} <= set(flow_run.tags)
+    assert flow_run.name.startswith("digits-sgd/local/")
+
 
 @pytest.mark.prefect
 def test_run_exits_1_when_training_fails(
@@ -162,3 +170,68 @@ def test_run_exits_1_when_training_fails(
     human = cli("run", str(path), api_url=prefect_server)
     assert human.returncode == 1
     assert "FAILED in 1 attempt(s)" in human.stdout
+
+
+@pytest.mark.prefect
+def test_sigterm_to_the_cli_stops_the_training_script(
+    prefect_server: str, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A cancelled deployment run or a killed CI job must not leave the script running."""
+    import signal
+    import time
+
+    pid_file = tmp_path / "script.pid"
+    script = f"""
+        import os, time
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        time.sleep(120)
+    """
+    path = write_config(script, local={"grace_period": 1})
+    env = {
+        **os.environ,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": prefect_server,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cloudtrain.cli", "run", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() or not pid_file.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, "the script never started"
+        time.sleep(0.1)
+    script_pid = int(pid_file.read_text())
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(script_pid, 0)
+    assert "Traceback" not in stderr, stderr[-2000:]
+
+
+@pytest.mark.prefect
+def test_embedded_server_run_shows_no_shutdown_traceback(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """No PREFECT_API_URL: Prefect's embedded server starts and stops inside the command."""
+    path = write_config("print('acc=1.0')\n", metrics=["acc"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cloudtrain.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "acc = 1" in done.stdout
+    assert "Starting temporary server" in done.stderr  # it really was the embedded server
+    for noise in ("Traceback", "CancelledError", "Error flushing"):
+        assert noise not in done.stderr, done.stderr[-3000:]

@@ -22,7 +22,9 @@ def test_every_deployment_has_a_flow_and_a_valid_config(digits_data: Path) -> No
         assert flow.name.endswith("-training")
         raw = dict(deployment["parameters"]["config"])
         # the data is prepared in the checkout before a run; here it comes from the fixture
-        raw["data"] = {channel: str(digits_data / Path(p).name) for channel, p in raw["data"].items()}
+        raw["data"] = {
+            channel: str(digits_data / Path(p).name) for channel, p in raw["data"].items()
+        }
         config = validate_config(raw, base_dir=REPO)
         assert config.code.source_dir == REPO / "examples" / "digits" / "src"
         assert {"pipeline:" + config.name, "cloud:" + config.cloud} <= set(deployment["tags"])
