@@ -1,12 +1,14 @@
-"""What a person reads about a run: the markdown report and the attempts table.
+"""What a person reads about a run: the markdown report, the attempts table, the summary.
 
-Pure functions over the run's values, so the Prefect artifacts, ``--json`` and the tests
-all see the same thing. Nothing secret goes in: the config summary names no credentials.
+One value, ``RunReport``, holds what the stages produced, so the Prefect artifacts,
+``--json`` and the tests all see the same thing. Nothing secret goes in: the config
+summary names no credentials.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from cloudtrain.backend import ChannelData, ModelArtifacts, ResolvedEnvironment
@@ -40,17 +42,47 @@ def _size(count: int) -> str:
     return f"{count} B"
 
 
-def markdown_report(
-    config: PipelineConfig,
-    *,
-    channels: Mapping[str, ChannelData],
-    environment: ResolvedEnvironment | None,
-    result: TrainingResult | None,
-    artifacts: ModelArtifacts | None,
-    error: str | None = None,
-) -> str:
+@dataclass
+class RunReport:
+    """What one pipeline run produced so far; the stages fill it in order."""
+
+    config: PipelineConfig
+    channels: Mapping[str, ChannelData] = field(default_factory=dict)
+    environment: ResolvedEnvironment | None = None
+    result: TrainingResult | None = None
+    artifacts: ModelArtifacts | None = None
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "succeeded" if self.artifacts is not None and self.error is None else "failed"
+
+    def markdown(self) -> str:
+        return markdown_report(self)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``cloudtrain run --json`` prints: status, attempts, metrics, model location."""
+        result, artifacts = self.result, self.artifacts
+        return {
+            "status": self.status,
+            "pipeline": self.config.name,
+            "cloud": self.config.cloud,
+            "run_id": result.run_id if result else None,
+            "error": self.error,
+            "data": {name: data.to_dict() for name, data in self.channels.items()},
+            "environment": self.environment.to_dict() if self.environment else None,
+            "checkpoint_uri": result.checkpoint_uri if result else None,
+            "attempts": [attempt.to_dict() for attempt in result.attempts] if result else [],
+            "metrics": dict(artifacts.metrics) if artifacts else (result.metrics if result else {}),
+            "model": artifacts.to_dict() if artifacts else None,
+        }
+
+
+def markdown_report(run: RunReport) -> str:
     """The run report: config summary, data, attempts with outcome and reason, metrics, model."""
-    status = "succeeded" if result and result.succeeded and artifacts else "failed"
+    config, channels, environment = run.config, run.channels, run.environment
+    result, artifacts, error = run.result, run.artifacts, run.error
+    status = run.status
     lines = [
         f"# {config.name} on {config.cloud}: {status}",
         "",

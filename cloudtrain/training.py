@@ -104,6 +104,16 @@ def job_name(config: PipelineConfig, run_id: str, number: int) -> str:
     return f"{config.name}-{short}-a{number}"
 
 
+def strategy_for(config: PipelineConfig) -> RecoveryStrategy:
+    """The recovery strategy the config names, with its limits."""
+    return RecoveryStrategy.from_str(
+        config.retry.strategy,
+        max_attempts=config.retry.max_attempts,
+        spot=config.compute.spot,
+        on_demand_fallback=config.retry.on_demand_fallback,
+    )
+
+
 def run_training(
     backend: Backend,
     config: PipelineConfig,
@@ -117,12 +127,7 @@ def run_training(
 ) -> TrainingResult:
     """Run attempts until one succeeds or the strategy stops; raise TrainingError if none did."""
     script_log = script_log or log
-    strategy = RecoveryStrategy.from_str(
-        config.retry.strategy,
-        max_attempts=config.retry.max_attempts,
-        spot=config.compute.spot,
-        on_demand_fallback=config.retry.on_demand_fallback,
-    )
+    strategy = strategy_for(config)
     result = TrainingResult(run_id, backend.checkpoint_location(config, run_id))
     following: NextAttempt | None = strategy.first_attempt()
     while following is not None:

@@ -16,11 +16,10 @@ from prefect import get_run_logger, tags
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from cloudtrain.backend import ChannelData, ModelArtifacts, ResolvedEnvironment
 from cloudtrain.backends import get_backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.errors import TrainingError
-from cloudtrain.training import TrainingResult
+from cloudtrain.report import RunReport
 from tasks.artifacts import collect_artifacts, publish_report
 from tasks.compute import ensure_compute
 from tasks.data import upload_data
@@ -46,7 +45,7 @@ def run_pipeline(
     cloud: str,
     dataframes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the five stages for ``cloud``; returns the run summary (see ``summary``)."""
+    """Run the five stages for ``cloud``; returns the run summary (``RunReport.summary``)."""
     if config.cloud != cloud:
         config = config.model_copy(update={"cloud": cloud})
     get_backend(config).validate(config)  # refuse bad input before anything is created
@@ -55,20 +54,22 @@ def run_pipeline(
     _tag_flow_run(pipeline_tags(config))
     logger.info("pipeline %s on %s, run %s", config.name, cloud, run_id)
 
+    run = RunReport(config)
     with tags(*pipeline_tags(config)):
-        channels = upload_data(config, dataframes)
+        run.channels = upload_data(config, dataframes)
         compute = ensure_compute(config)
-        environment = resolve_environment(config, compute)
-        uris = {name: data.uri for name, data in channels.items()}
+        run.environment = resolve_environment(config, compute)
+        uris = {name: data.uri for name, data in run.channels.items()}
         try:
-            result = train(config, run_id, uris, compute, environment)
+            run.result = train(config, run_id, uris, compute, run.environment)
         except TrainingError as exc:
-            publish_report(config, channels, environment, exc.result, None, error=str(exc))
-            exc.summary = summary(config, channels, environment, exc.result, None, str(exc))
+            run.result, run.error = exc.result, str(exc)
+            publish_report(run)
+            exc.summary = run.summary()
             raise
-        artifacts = collect_artifacts(config, result)
-        publish_report(config, channels, environment, result, artifacts)
-    return summary(config, channels, environment, result, artifacts)
+        run.artifacts = collect_artifacts(config, run.result)
+        publish_report(run)
+    return run.summary()
 
 
 def _tag_flow_run(wanted: list[str]) -> None:
@@ -79,27 +80,3 @@ def _tag_flow_run(wanted: list[str]) -> None:
         return
     with get_client(sync_client=True) as client:
         client.update_flow_run(UUID(run_id), tags=sorted(current | set(wanted)))
-
-
-def summary(
-    config: PipelineConfig,
-    channels: Mapping[str, ChannelData],
-    environment: ResolvedEnvironment | None,
-    result: TrainingResult | None,
-    artifacts: ModelArtifacts | None,
-    error: str | None = None,
-) -> dict[str, Any]:
-    """What ``cloudtrain run --json`` prints: status, attempts, metrics, model location."""
-    return {
-        "status": "succeeded" if artifacts is not None else "failed",
-        "pipeline": config.name,
-        "cloud": config.cloud,
-        "run_id": result.run_id if result else None,
-        "error": error,
-        "data": {name: data.to_dict() for name, data in channels.items()},
-        "environment": environment.to_dict() if environment else None,
-        "checkpoint_uri": result.checkpoint_uri if result else None,
-        "attempts": [attempt.to_dict() for attempt in result.attempts] if result else [],
-        "metrics": dict(artifacts.metrics) if artifacts else (result.metrics if result else {}),
-        "model": artifacts.to_dict() if artifacts else None,
-    }

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from cloudtrain.backend import ChannelData, ModelArtifacts, ResolvedEnvironment
+from cloudtrain.backend import ModelArtifacts
 from cloudtrain.backends import get_backend
 from cloudtrain.config import PipelineConfig
-from cloudtrain.report import attempts_table, markdown_report
+from cloudtrain.report import RunReport, attempts_table
 from cloudtrain.training import TrainingResult
 
 
@@ -27,32 +25,18 @@ def collect_artifacts(config: PipelineConfig, result: TrainingResult) -> ModelAr
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)
-def publish_report(
-    config: PipelineConfig,
-    channels: Mapping[str, ChannelData],
-    environment: ResolvedEnvironment | None,
-    result: TrainingResult | None,
-    artifacts: ModelArtifacts | None,
-    error: str | None = None,
-) -> str:
+def publish_report(run: RunReport) -> str:
     """The markdown report and the attempts table, keyed by pipeline so runs line up."""
-    report = markdown_report(
-        config,
-        channels=channels,
-        environment=environment,
-        result=result,
-        artifacts=artifacts,
-        error=error,
-    )
+    config, report = run.config, run.markdown()
     create_markdown_artifact(
         key=f"{config.name}-report",
         markdown=report,
         description=f"{config.name} on {config.cloud}",
     )
-    if result is not None and result.attempts:
+    if run.result is not None and run.result.attempts:
         create_table_artifact(
             key=f"{config.name}-attempts",
-            table=attempts_table(result),
+            table=attempts_table(run.result),
             description="one row per training attempt",
         )
     return report

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -40,6 +41,7 @@ from cloudtrain.config import FRAMEWORKS, PipelineConfig, is_uri
 from cloudtrain.errors import BackendError, ConfigError, UnsupportedError
 from cloudtrain.recovery import Outcome
 from cloudtrain.store import ContentStore
+from cloudtrain.training import strategy_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -117,14 +119,7 @@ class LocalBackend:
             output_data_dir=attempt_dir / "output" / "data",
             checkpoint_dir=run_dir / "checkpoints",
         )
-        from cloudtrain.recovery import RecoveryStrategy
-
-        strategy = RecoveryStrategy.from_str(
-            config.retry.strategy,
-            max_attempts=config.retry.max_attempts,
-            spot=config.compute.spot,
-            on_demand_fallback=config.retry.on_demand_fallback,
-        )
+        strategy = strategy_for(config)
         attempts = []
         for number in range(1, config.retry.max_attempts + 1):
             spot = strategy.spot_for(number)
@@ -148,12 +143,7 @@ class LocalBackend:
                 "framework_version": config.environment.framework_version,
                 "interpreter": self.python,
             },
-            "command": [
-                self.python,
-                "-u",
-                config.code.entry_point,
-                *contract.hyperparameter_args(config.hyperparameters),
-            ],
+            "command": self._command(config),
             "working_dir": str(config.code.source_dir),
             "environment_variables": contract.script_environment(
                 config.hyperparameters,
@@ -261,12 +251,7 @@ class LocalBackend:
             ),
             "PYTHONUNBUFFERED": "1",
         }
-        command = [
-            self.python,
-            "-u",
-            config.code.entry_point,
-            *contract.hyperparameter_args(config.hyperparameters),
-        ]
+        command = self._command(config)
         attempt = _LocalAttempt(
             command=command,
             cwd=config.code.source_dir,
@@ -309,8 +294,6 @@ class LocalBackend:
         if any(output_dir.iterdir()):
             _tar_folder(output_dir, run_dir / "output.tar.gz")
         records = run_dir / "attempts.json"
-        import json
-
         records.write_text(json.dumps(result.to_dict(), indent=2))
         (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
         return ModelArtifacts(
@@ -323,6 +306,15 @@ class LocalBackend:
         )
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _command(self, config: PipelineConfig) -> list[str]:
+        """As SageMaker script mode runs it: the entry point with --name value arguments."""
+        return [
+            self.python,
+            "-u",
+            config.code.entry_point,
+            *contract.hyperparameter_args(config.hyperparameters),
+        ]
 
     def _run_dir(self, config: PipelineConfig, run_id: str) -> Path:
         return self.root / "runs" / config.name / run_id
