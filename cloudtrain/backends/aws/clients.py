@@ -1,0 +1,87 @@
+"""The one place boto3 clients are built: the seam tests point at moto's server.
+
+Credentials come from boto3's default chain, or from a prefect-aws ``AwsCredentials``
+block named in ``aws.credentials_block``. ``AWS_ENDPOINT_URL`` (which boto3 honours for
+every service) or an explicit ``endpoint_url`` sends everything to an emulator. Clients
+are created once per service and shared: they are thread-safe, sessions are not.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from cloudtrain.errors import ConfigError
+
+if TYPE_CHECKING:
+    import boto3
+    from botocore.client import BaseClient
+
+    from cloudtrain.config import AwsConfig
+
+#: botocore's own retries for every call (throttling included), before ours.
+BOTOCORE_RETRIES = {"mode": "standard", "max_attempts": 5}
+#: Connections per client: enough for the upload's worker threads.
+MAX_POOL_CONNECTIONS = 32
+
+
+class AwsClients:
+    """boto3 clients for one region and one set of credentials."""
+
+    def __init__(self, session: boto3.Session, endpoint_url: str | None = None) -> None:
+        self.session = session
+        self.region = session.region_name or "us-east-1"
+        self.endpoint_url = endpoint_url
+        self._clients: dict[str, BaseClient] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, aws: AwsConfig, endpoint_url: str | None = None) -> AwsClients:
+        import boto3
+
+        if aws.credentials_block:
+            return cls(_session_from_block(aws.credentials_block, aws.region), endpoint_url)
+        return cls(boto3.Session(region_name=aws.region), endpoint_url)
+
+    def client(self, service: str) -> Any:
+        """The shared client for ``service`` (s3, sagemaker, ecr, sts, logs, iam)."""
+        with self._lock:
+            if service not in self._clients:
+                from botocore.config import Config
+
+                self._clients[service] = self.session.client(
+                    service,
+                    region_name=self.region,
+                    endpoint_url=self.endpoint_url,
+                    config=Config(
+                        retries=BOTOCORE_RETRIES,  # type: ignore[arg-type]
+                        max_pool_connections=MAX_POOL_CONNECTIONS,
+                    ),
+                )
+            return self._clients[service]
+
+
+def _session_from_block(name: str, region: str) -> boto3.Session:
+    """A boto3 session from a prefect-aws AwsCredentials block; its secret never leaves it."""
+    try:
+        from prefect_aws import AwsCredentials
+    except ImportError:
+        raise ConfigError(
+            "aws.credentials_block", "needs prefect-aws: pip install prefect-aws"
+        ) from None
+    try:
+        block = AwsCredentials.load(name)
+    except ValueError as exc:
+        raise ConfigError("aws.credentials_block", f"no AwsCredentials block {name!r}") from exc
+    session: boto3.Session = block.get_boto3_session()
+    if session.region_name is None:
+        import boto3
+
+        credentials = session.get_credentials()
+        session = boto3.Session(
+            aws_access_key_id=credentials.access_key if credentials else None,
+            aws_secret_access_key=credentials.secret_key if credentials else None,
+            aws_session_token=credentials.token if credentials else None,
+            region_name=region,
+        )
+    return session
