@@ -10,7 +10,7 @@ refused and ``cloudtrain plan`` prints the exact requests before anything is cre
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -95,6 +95,7 @@ class AttemptStatus:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     billable_seconds: float | None = None
+    training_seconds: float | None = None
     resumed_from: int = 0  # checkpoint files present when the attempt started
 
     @property
@@ -112,12 +113,14 @@ class ModelArtifacts:
     metrics: Mapping[str, float]
     links: Mapping[str, str] = field(default_factory=dict)
     records: str | None = None  # where the per-attempt records were written
+    cost: Mapping[str, Any] | None = None  # training vs billable time, USD, spot saving
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["local_model_dir"] = str(self.local_model_dir) if self.local_model_dir else None
         data["metrics"] = dict(self.metrics)
         data["links"] = dict(self.links)
+        data["cost"] = dict(self.cost) if self.cost is not None else None
         return data
 
 
@@ -138,6 +141,7 @@ class Backend(Protocol):
         self,
         config: PipelineConfig,
         dataframes: Mapping[str, pd.DataFrame] | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> dict[str, ChannelData]:
         """Put every channel where the job reads it, skipping unchanged content."""
 

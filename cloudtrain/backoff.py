@@ -23,10 +23,11 @@ POLL_JITTER = 0.2  # fraction of the delay, both ways
 class Backoff:
     """An endless series of delays; ``wait()`` sleeps for the next one."""
 
-    initial_seconds: float = POLL_INITIAL_SECONDS
-    max_seconds: float = POLL_MAX_SECONDS
-    factor: float = POLL_FACTOR
-    jitter: float = POLL_JITTER
+    # Read when a Backoff is made, so tests can monkeypatch the module's constants.
+    initial_seconds: float = field(default_factory=lambda: POLL_INITIAL_SECONDS)
+    max_seconds: float = field(default_factory=lambda: POLL_MAX_SECONDS)
+    factor: float = field(default_factory=lambda: POLL_FACTOR)
+    jitter: float = field(default_factory=lambda: POLL_JITTER)
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
 

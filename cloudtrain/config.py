@@ -185,6 +185,11 @@ class AwsConfig(_Strict):
     role: str | None = Field(None, description="IAM role ARN the training job assumes.")
     bucket: str | None = Field(None, description="S3 bucket for data and models.")
     prefix: str = Field("cloudtrain", description="Key prefix inside the bucket.")
+    verify_uploads: bool = Field(
+        False,
+        description="LIST each channel's S3 prefix even when its manifest shows no change, "
+        "to upload again objects deleted by hand (one LIST per 1,000 files).",
+    )
     credentials_block: str | None = Field(
         None, description="Name of a prefect-aws AwsCredentials block (else boto3's chain)."
     )

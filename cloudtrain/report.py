@@ -153,6 +153,12 @@ def markdown_report(run: RunReport) -> str:
             lines.append(f"- archive: `{artifacts.model_archive}`")
         lines += [f"- {name}: `{link}`" for name, link in artifacts.links.items()]
         lines.append("")
+        if artifacts.cost:
+            lines += ["## Time and cost", "", "| item | value |", "| --- | --- |"]
+            lines += [
+                f"| {name.replace('_', ' ')} | {value} |" for name, value in artifacts.cost.items()
+            ]
+            lines.append("")
     if error:
         lines += ["## Error", "", error, ""]
     return "\n".join(lines)

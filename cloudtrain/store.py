@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,14 +46,63 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _walk(source: Path) -> Iterator[tuple[str, Path]]:
-    """(relative path, absolute path) for a file or every file under a folder, sorted."""
+def walk_files(source: Path) -> Iterator[tuple[str, Path]]:
+    """(relative posix path, absolute path) for a file or every file under a folder, sorted."""
     if source.is_file():
         yield source.name, source
         return
     for path in sorted(source.rglob("*")):
         if path.is_file():
             yield path.relative_to(source).as_posix(), path
+
+
+def manifest_json(entries: dict[str, dict[str, Any]]) -> str:
+    """The canonical manifest text; its sha256 is the channel's digest on every backend."""
+    return json.dumps({"files": entries}, sort_keys=True, separators=(",", ":"))
+
+
+class HashCache:
+    """sha256 of local files, remembered by path, size and mtime_ns in one JSON file.
+
+    Hashing is the only cost of an unchanged channel, so a file whose size and mtime
+    are what they were when it was last hashed is not read again. Thread-safe.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries: dict[str, list[Any]] | None = None
+        self._dirty = False
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[str, list[Any]]:
+        if self._entries is None:
+            try:
+                loaded = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                loaded = {}
+            self._entries = loaded if isinstance(loaded, dict) else {}
+        return self._entries
+
+    def sha256(self, path: Path, stat: os.stat_result | None = None) -> str:
+        """The file's sha256, read from disk only when its size or mtime changed."""
+        stat = path.stat() if stat is None else stat
+        key = str(path.resolve())
+        with self._lock:
+            cached = self._load().get(key)
+        if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
+            return str(cached[2])
+        digest = sha256_file(path)
+        with self._lock:
+            self._load()[key] = [stat.st_size, stat.st_mtime_ns, digest]
+            self._dirty = True
+        return digest
+
+    def save(self) -> None:
+        """Write the cache if anything new was hashed (atomically: readers never see half)."""
+        with self._lock:
+            if self._entries is not None and self._dirty:
+                _atomic_write(self.path, json.dumps(self._entries))
+                self._dirty = False
 
 
 class ContentStore:
@@ -64,29 +114,7 @@ class ContentStore:
         self.manifests = root / "store" / "manifests"
         self.channels = root / "channels"
         self.latest = root / "store" / "latest"
-        self._stat_cache_path = root / "store" / "stat-cache.json"
-        self._stat_cache: dict[str, list[Any]] | None = None
-
-    # -- hashing -----------------------------------------------------------------
-
-    def _cached_sha256(self, path: Path) -> str:
-        if self._stat_cache is None:
-            try:
-                self._stat_cache = json.loads(self._stat_cache_path.read_text())
-            except (OSError, ValueError):
-                self._stat_cache = {}
-        stat = path.stat()
-        key = str(path.resolve())
-        cached = self._stat_cache.get(key)
-        if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
-            return str(cached[2])
-        digest = sha256_file(path)
-        self._stat_cache[key] = [stat.st_size, stat.st_mtime_ns, digest]
-        return digest
-
-    def _save_stat_cache(self) -> None:
-        if self._stat_cache is not None:
-            _atomic_write(self._stat_cache_path, json.dumps(self._stat_cache))
+        self.hashes = HashCache(root / "store" / "stat-cache.json")
 
     # -- storing -------------------------------------------------------------------
 
@@ -110,14 +138,14 @@ class ContentStore:
         """Store a file or folder as channel ``key`` (``pipeline/channel``)."""
         entries: dict[str, dict[str, Any]] = {}
         copied_files = copied_bytes = 0
-        for relative, path in _walk(source):
-            sha = self._cached_sha256(path)
-            size = path.stat().st_size
+        for relative, path in walk_files(source):
+            stat = path.stat()
+            sha, size = self.hashes.sha256(path, stat), stat.st_size
             if self._put_object(sha, path):
                 copied_files += 1
                 copied_bytes += size
             entries[relative] = {"sha256": sha, "size": size}
-        self._save_stat_cache()
+        self.hashes.save()
         return self._commit(key, entries, copied_files, copied_bytes)
 
     def put_dataframe(self, key: str, frame: pd.DataFrame) -> StoredChannel:
@@ -138,7 +166,7 @@ class ContentStore:
     def _commit(
         self, key: str, entries: dict[str, dict[str, Any]], copied_files: int, copied_bytes: int
     ) -> StoredChannel:
-        manifest = json.dumps({"files": entries}, sort_keys=True, separators=(",", ":"))
+        manifest = manifest_json(entries)
         digest = hashlib.sha256(manifest.encode()).hexdigest()
         manifest_path = self.manifests / f"{digest}.json"
         if not manifest_path.exists():

@@ -41,6 +41,7 @@ class AttemptRecord:
     ended_at: datetime | None
     metrics: dict[str, float] = field(default_factory=dict)
     billable_seconds: float | None = None
+    training_seconds: float | None = None
     resumed_from: int = 0
 
     @property
@@ -59,6 +60,7 @@ class AttemptRecord:
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "duration_seconds": self.duration_seconds,
+            "training_seconds": self.training_seconds,
             "billable_seconds": self.billable_seconds,
             "resumed_from_checkpoint_files": self.resumed_from,
             "metrics": self.metrics,
@@ -158,6 +160,7 @@ def run_training(
             ended_at=status.ended_at,
             metrics=dict(status.metrics),
             billable_seconds=status.billable_seconds,
+            training_seconds=status.training_seconds,
             resumed_from=status.resumed_from,
         )
         result.attempts.append(record)

@@ -61,7 +61,8 @@ def run_pipeline(
         run.environment = resolve_environment(config, compute)
         uris = {name: data.uri for name, data in run.channels.items()}
         try:
-            run.result = train(config, run_id, uris, compute, run.environment)
+            timed = train.with_options(timeout_seconds=training_budget_seconds(config))
+            run.result = timed(config, run_id, uris, compute, run.environment)
         except TrainingError as exc:
             run.result, run.error = exc.result, str(exc)
             publish_report(run)
@@ -70,6 +71,17 @@ def run_pipeline(
         run.artifacts = collect_artifacts(config, run.result)
         publish_report(run)
     return run.summary()
+
+
+#: Time on top of the attempts' own limits for uploads, image pulls and polling.
+TRAINING_SLACK_SECONDS = 15 * 60
+
+
+def training_budget_seconds(config: PipelineConfig) -> float:
+    """The train task's own timeout: every attempt at its max_wait, plus slack. When it
+    fires, the running attempt is stopped (see cloudtrain.training)."""
+    per_attempt = config.compute.effective_max_wait + TRAINING_SLACK_SECONDS
+    return float(config.retry.max_attempts * per_attempt)
 
 
 def _tag_flow_run(wanted: list[str]) -> None:

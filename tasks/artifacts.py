@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
 from cloudtrain.backend import ModelArtifacts
@@ -33,6 +39,14 @@ def publish_report(run: RunReport) -> str:
         markdown=report,
         description=f"{config.name} on {config.cloud}",
     )
+    for name, link in (run.artifacts.links if run.artifacts else {}).items():
+        if link.startswith("https://"):
+            create_link_artifact(
+                key=f"{config.name}-{_slug(name)}",
+                link=link,
+                link_text=name,
+                description=f"{config.name}: {name}",
+            )
     if run.result is not None and run.result.attempts:
         create_table_artifact(
             key=f"{config.name}-attempts",
@@ -40,3 +54,8 @@ def publish_report(run: RunReport) -> str:
             description="one row per training attempt",
         )
     return report
+
+
+def _slug(text: str) -> str:
+    """Artifact keys take lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")

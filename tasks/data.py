@@ -25,7 +25,7 @@ def upload_data(
     config: PipelineConfig, dataframes: Mapping[str, Any] | None = None
 ) -> dict[str, ChannelData]:
     logger = get_run_logger()
-    channels = get_backend(config).upload_data(config, dataframes)
+    channels = get_backend(config).upload_data(config, dataframes, log=logger.info)
     for data in channels.values():
         if data.unchanged:
             logger.info(

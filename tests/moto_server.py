@@ -28,6 +28,10 @@ class Received:
     query: str
     target: str  # X-Amz-Target for JSON APIs (SageMaker.CreateTrainingJob), else ""
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict, compare=False, hash=False)  # lower-case
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
 
     @property
     def action(self) -> str:
@@ -65,7 +69,9 @@ class _Recorder:
     def __init__(self, app: Callable[..., Iterable[bytes]], log: RequestLog) -> None:
         self.app, self.log = app, log
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         import io
 
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -75,8 +81,21 @@ class _Recorder:
             body = environ["wsgi.input"].read(length)
             environ["wsgi.input"] = io.BytesIO(body)
         if not environ.get("PATH_INFO", "").startswith("/moto-api"):
-            self.log.add(Received(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""),
-                                  environ.get("QUERY_STRING", ""), target, body))
+            headers = {
+                name[5:].replace("_", "-").lower(): str(value)
+                for name, value in environ.items()
+                if name.startswith("HTTP_")
+            }
+            self.log.add(
+                Received(
+                    environ["REQUEST_METHOD"],
+                    environ.get("PATH_INFO", ""),
+                    environ.get("QUERY_STRING", ""),
+                    target,
+                    body,
+                    headers,
+                )
+            )
         return self.app(environ, start_response)
 
 

@@ -27,6 +27,9 @@ def cli(*args: str, api_url: str | None = None) -> subprocess.CompletedProcess[s
     )
 
 
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -56,8 +59,27 @@ def cli(*args: str, api_url: str | None = None) -> subprocess.CompletedProcess[s
             "cloudtrain: invalid config: data.train: s3://bucket/train is a cloud URI",
         ),
         (
-            ["--cloud", "aws"],
-            "cloudtrain: invalid config: cloud: the aws backend is not in this version",
+            ["--cloud", "azure"],
+            "cloudtrain: invalid config: cloud: the azure backend is not in this version",
+        ),
+        (["--cloud", "aws"], "cloudtrain: invalid config: aws: is required for cloud aws"),
+        (
+            ["--cloud", "aws", "--set", "aws.bucket=b", "--set", f"aws.role={ROLE}"],
+            "cloudtrain: invalid config: aws.bucket: 'b' is not a valid S3 bucket name",
+        ),
+        (
+            [
+                "--cloud",
+                "aws",
+                "--set",
+                "aws.bucket=my-bucket",
+                "--set",
+                f"aws.role={ROLE}",
+                "--set",
+                "compute.instance_type=ml.t2.medium",
+            ],
+            "cloudtrain: invalid config: compute.instance_type: 'ml.t2.medium' is not a "
+            "SageMaker training instance type",
         ),
         (
             ["--set", "nonsense"],

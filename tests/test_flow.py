@@ -104,3 +104,29 @@ def test_dataframes_become_channels(prefect_server: str, write_config: Callable[
     assert summary["data"]["train"]["source"] == "DataFrame 3x1"
     again = local_training(config=config, dataframes={"train": frame})
     assert again["data"]["train"]["unchanged"] is True
+
+
+def test_the_train_task_timeout_stops_the_script(
+    prefect_server: str,
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the orchestrator's own timeout fires, the attempt is stopped, not left running."""
+    import os
+
+    from flows.local_training import local_training
+
+    pid_file = tmp_path / "pid"
+    script = f"""
+        import os, time
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        time.sleep(120)
+    """
+    monkeypatch.setattr("flows.pipeline.training_budget_seconds", lambda config: 3.0)
+    config = load_config(write_config(script, name="slow", local={"grace_period": 1}))
+    state = local_training(config=config, return_state=True)
+    assert not state.is_completed()
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -21,7 +21,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,6 +172,7 @@ class LocalBackend:
         self,
         config: PipelineConfig,
         dataframes: Mapping[str, pd.DataFrame] | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> dict[str, ChannelData]:
         result: dict[str, ChannelData] = {}
         sources: dict[str, Any] = {**config.data, **(dataframes or {})}

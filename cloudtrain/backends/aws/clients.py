@@ -54,7 +54,7 @@ class AwsClients:
                     region_name=self.region,
                     endpoint_url=self.endpoint_url,
                     config=Config(
-                        retries=BOTOCORE_RETRIES,  # type: ignore[arg-type]
+                        retries=BOTOCORE_RETRIES,
                         max_pool_connections=MAX_POOL_CONNECTIONS,
                     ),
                 )
@@ -70,7 +70,7 @@ def _session_from_block(name: str, region: str) -> boto3.Session:
             "aws.credentials_block", "needs prefect-aws: pip install prefect-aws"
         ) from None
     try:
-        block = AwsCredentials.load(name)
+        block: Any = AwsCredentials.load(name, _sync=True)  # type: ignore[call-arg]
     except ValueError as exc:
         raise ConfigError("aws.credentials_block", f"no AwsCredentials block {name!r}") from exc
     session: boto3.Session = block.get_boto3_session()

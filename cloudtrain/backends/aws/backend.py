@@ -1,0 +1,543 @@
+"""The AWS backend: S3 for data, SageMaker training jobs on managed spot, resumed from
+checkpoints in S3 by the next attempt.
+
+Each attempt is its own training job named ``{pipeline}-{run}-a{n}``; a rerun of the same
+flow run finds the job that already exists and reattaches instead of paying twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtrain.backend import (
+    AttemptSpec,
+    AttemptStatus,
+    ChannelData,
+    ComputeTarget,
+    ModelArtifacts,
+    ResolvedEnvironment,
+)
+from cloudtrain.backends.aws import training_job as jobs
+from cloudtrain.backends.aws.clients import AwsClients
+from cloudtrain.backoff import Backoff
+from cloudtrain.config import PipelineConfig, is_uri
+from cloudtrain.errors import BackendError, ConfigError, TransientError, UnsupportedError
+from cloudtrain.recovery import Outcome
+from cloudtrain.training import strategy_for
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from cloudtrain.training import TrainingResult
+
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+BUCKET_NAME = re.compile(r"^(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+THROTTLING_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "ProvisionedThroughputExceededException",
+    }
+)
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+CONSOLE_JOB_URL = (
+    "https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{job}"
+)
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+class AwsBackend:
+    """Runs the stages on S3 and SageMaker through one set of boto3 clients."""
+
+    cloud = "aws"
+
+    def __init__(self, config: PipelineConfig, clients: AwsClients | None = None) -> None:
+        self._config = config
+        self._clients = clients
+        self.poll = Backoff()
+        self._seen: dict[str, int] = {}  # job -> status transitions already logged
+        self._log_tokens: dict[str, dict[str, str]] = {}
+        self._pending_lines: dict[str, list[str]] = {}
+        self._last: dict[str, AttemptStatus] = {}
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> AwsBackend:
+        return cls(config)
+
+    @property
+    def clients(self) -> AwsClients:
+        """Built on first use, so validate() and plan() never need credentials."""
+        if self._clients is None:
+            assert self._config.aws is not None
+            self._clients = AwsClients.from_config(self._config.aws)
+        return self._clients
+
+    # -- validate and plan (pure) -------------------------------------------------
+
+    def validate(self, config: PipelineConfig) -> None:
+        from cloudtrain.backends.aws.instances import check_training_instance
+
+        aws = config.aws
+        if aws is None:
+            raise ConfigError("aws", "is required for cloud aws (region, role, bucket)")
+        if not aws.role or not ROLE_ARN.match(aws.role):
+            raise ConfigError(
+                "aws.role", "must be an IAM role ARN, arn:aws:iam::<account>:role/<name>"
+            )
+        if not aws.bucket or not BUCKET_NAME.match(aws.bucket):
+            raise ConfigError("aws.bucket", f"{aws.bucket!r} is not a valid S3 bucket name")
+        if not REGION.match(aws.region):
+            raise ConfigError("aws.region", f"{aws.region!r} is not an AWS region name")
+        check_training_instance(config.compute.instance_type)
+        for channel, location in config.data.items():
+            if is_uri(location) and not location.startswith("s3://"):
+                raise UnsupportedError(
+                    f"data.{channel}", f"{location}: cloud aws reads s3:// URIs and local paths"
+                )
+        if config.local.spot_interruptions:
+            raise UnsupportedError(
+                "local.spot_interruptions",
+                "simulates reclaims on the local backend only; SageMaker reclaims for real",
+            )
+        self._image(config)
+
+    def plan(self, config: PipelineConfig) -> dict[str, Any]:
+        layout = jobs.S3Layout.for_config(config)
+        image = self._image(config)
+        run_id = "<run-id>"
+        code_uri = None
+        if image.script_mode:
+            digest = jobs.archive_digest(jobs.source_archive(config.code.source_dir))
+            code_uri = f"s3://{layout.bucket}/{layout.code_key(digest)}"
+        channels = self._channel_uris(config, layout)
+        strategy = strategy_for(config)
+        requests = []
+        for number in range(1, config.retry.max_attempts + 1):
+            request = jobs.create_training_job_request(
+                config,
+                job_name=f"{config.name}-<run>-a{number}",
+                run_id=run_id,
+                attempt=number,
+                spot=strategy.spot_for(number),
+                image_uri=image.uri,
+                script_mode=image.script_mode,
+                builtin=image.kind == "builtin",
+                channels=channels,
+                code_uri=code_uri,
+                checkpoint_uri=layout.checkpoint_uri(run_id),
+                output_uri=layout.output_uri(),
+            )
+            jobs.validate_request(request)
+            requests.append(request)
+        return {
+            "cloud": "aws",
+            "region": config.aws.region if config.aws else None,
+            "uploads": {
+                **{
+                    channel: {"source": source, "to": channels[channel]}
+                    for channel, source in config.data.items()
+                    if not is_uri(source)
+                },
+                **(
+                    {"code": {"source": str(config.code.source_dir), "to": code_uri}}
+                    if code_uri
+                    else {}
+                ),
+            },
+            "environment": {
+                "image": image.uri,
+                "kind": image.kind,
+                "warnings": list(image.warnings),
+            },
+            "note": "attempt N+1 is sent only if attempt N is reclaimed or finds no capacity",
+            "create_training_job": requests,
+        }
+
+    # -- the five stages -------------------------------------------------------------
+
+    def upload_data(
+        self,
+        config: PipelineConfig,
+        dataframes: Mapping[str, pd.DataFrame] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> dict[str, ChannelData]:
+        from cloudtrain.backends.aws.s3 import require_s3_uri, upload_channel
+
+        layout = jobs.S3Layout.for_config(config)
+        sources: dict[str, Any] = {**config.data, **(dataframes or {})}
+        result: dict[str, ChannelData] = {}
+        for channel, source in sources.items():
+            if isinstance(source, str) and is_uri(source):
+                require_s3_uri(self.clients, source, f"data.{channel}")
+                result[channel] = ChannelData(
+                    channel=channel,
+                    uri=source,
+                    digest="",
+                    files=0,
+                    bytes=0,
+                    unchanged=True,
+                    source=source,
+                )
+                continue
+            result[channel] = upload_channel(
+                self.clients,
+                channel=channel,
+                source=Path(source) if isinstance(source, str) else source,
+                bucket=layout.bucket,
+                key_prefix=layout.data_key(channel),
+                manifest_key=layout.manifest_key(channel),
+                cache_dir=config.local.root / "aws",
+                verify=config.aws.verify_uploads if config.aws else False,
+                log=log or (lambda line: None),
+            )
+        return result
+
+    def ensure_compute(self, config: PipelineConfig) -> ComputeTarget:
+        """SageMaker has no cluster to create: check what a job needs before one is paid for."""
+        from cloudtrain.backends.aws.instances import accelerator, check_training_instance
+
+        warnings = check_training_instance(config.compute.instance_type)
+        identity = self._identity()
+        warnings += self._check_role(config)
+        return ComputeTarget(
+            name="sagemaker",
+            instance_type=config.compute.instance_type,
+            instance_count=config.compute.instance_count,
+            details={
+                "accelerator": accelerator(config.compute.instance_type),
+                "capacity": "managed spot" if config.compute.spot else "on-demand",
+                "max_run": config.compute.max_run,
+                "max_wait": config.compute.effective_max_wait if config.compute.spot else None,
+                "caller": identity,
+                "warnings": warnings,
+            },
+        )
+
+    def _identity(self) -> str:
+        """Who the jobs will be created as (an ARN, not a secret)."""
+        try:
+            return str(self.clients.client("sts").get_caller_identity()["Arn"])
+        except Exception as exc:
+            raise self._mapped(exc, "GetCallerIdentity") from exc
+
+    def _check_role(self, config: PipelineConfig) -> list[str]:
+        """The role must exist and trust SageMaker; a caller who may not read IAM gets a warning."""
+        assert config.aws is not None and config.aws.role
+        name = config.aws.role.rsplit("/", 1)[-1]
+        try:
+            role = self.clients.client("iam").get_role(RoleName=name)["Role"]
+        except Exception as exc:
+            code = _error_code(exc)
+            if code == "NoSuchEntity":
+                raise ConfigError("aws.role", f"{config.aws.role} does not exist") from exc
+            if code in ("AccessDenied", "AccessDeniedException"):
+                return [f"aws.role: cannot read {name} to check it ({code}); trusting it as given"]
+            raise self._mapped(exc, f"GetRole {name}") from exc
+        if role.get("Arn") and role["Arn"] != config.aws.role:
+            raise ConfigError("aws.role", f"{config.aws.role} does not match {role['Arn']}")
+        trust = json.dumps(role.get("AssumeRolePolicyDocument", {}))
+        if "sagemaker.amazonaws.com" not in trust:
+            raise ConfigError(
+                "aws.role",
+                f"{name} does not trust sagemaker.amazonaws.com, so SageMaker cannot assume it",
+            )
+        return []
+
+    def resolve_environment(
+        self, config: PipelineConfig, compute: ComputeTarget
+    ) -> ResolvedEnvironment:
+        from cloudtrain.backends.aws.images import check_ecr_image, parse_ecr_uri
+
+        image = self._image(config)
+        warnings = list(image.warnings)
+        if image.kind == "image":
+            warning = check_ecr_image(self.clients, parse_ecr_uri(image.uri))
+            warnings += [warning] if warning else []
+        return ResolvedEnvironment(
+            kind=image.kind,
+            uri=image.uri,
+            description=f"{image.kind} {image.name}"
+            + (f" {image.version}" if image.version else "")
+            + (f" ({image.processor})" if image.processor else "")
+            + f": {image.uri}",
+            warnings=tuple(warnings),
+        )
+
+    def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
+        return jobs.S3Layout.for_config(config).checkpoint_uri(run_id)
+
+    def submit_attempt(self, config: PipelineConfig, spec: AttemptSpec) -> str:
+        """Create the attempt's job, or reattach when a job of that name already exists."""
+        sagemaker = self.clients.client("sagemaker")
+        existing = self._describe(spec.job_name, missing_ok=True)
+        if existing is not None:
+            self._pending_lines[spec.job_name] = [
+                f"reattached to {spec.job_name} ({existing.get('TrainingJobStatus')}): "
+                "it was created by an earlier run of this flow"
+            ]
+            return spec.job_name
+        layout = jobs.S3Layout.for_config(config)
+        image = self._image(config)
+        code_uri = self._upload_code(config, layout) if image.script_mode else None
+        request = jobs.create_training_job_request(
+            config,
+            job_name=spec.job_name,
+            run_id=spec.run_id,
+            attempt=spec.number,
+            spot=spec.spot,
+            image_uri=spec.environment.uri,
+            script_mode=image.script_mode,
+            builtin=image.kind == "builtin",
+            channels=spec.channels,
+            code_uri=code_uri,
+            checkpoint_uri=spec.checkpoint_uri,
+            output_uri=layout.output_uri(),
+        )
+        jobs.validate_request(request)
+        try:
+            sagemaker.create_training_job(**request)
+        except Exception as exc:
+            raise self._mapped(exc, f"CreateTrainingJob {spec.job_name}") from exc
+        region = self.clients.region
+        self._pending_lines[spec.job_name] = [
+            f"created {spec.job_name}: " + CONSOLE_JOB_URL.format(region=region, job=spec.job_name)
+        ]
+        return spec.job_name
+
+    def describe_attempt(self, handle: str) -> AttemptStatus:
+        try:
+            job = self._describe(handle)
+        except TransientError as exc:  # throttled beyond botocore's retries: poll again later
+            self._pending_lines.setdefault(handle, []).append(f"describe throttled: {exc}")
+            return self._last.get(handle, AttemptStatus(running=True))
+        assert job is not None
+        self._note_transitions(handle, job)
+        outcome, reason = jobs.classify(job)
+        metrics = {m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", [])}
+        status = AttemptStatus(
+            running=outcome is None,
+            outcome=outcome,
+            reason=reason,
+            metrics=metrics,
+            started_at=_as_datetime(job.get("TrainingStartTime") or job.get("CreationTime")),
+            ended_at=_as_datetime(job.get("TrainingEndTime")) if outcome else None,
+            billable_seconds=job.get("BillableTimeInSeconds"),
+            training_seconds=job.get("TrainingTimeInSeconds"),
+        )
+        self._last[handle] = status
+        return status
+
+    def read_logs(self, handle: str) -> list[str]:
+        lines = self._pending_lines.pop(handle, [])
+        return lines + self._cloudwatch_lines(handle)
+
+    def stop_attempt(self, handle: str) -> None:
+        try:
+            self.clients.client("sagemaker").stop_training_job(TrainingJobName=handle)
+        except Exception as exc:
+            if _error_code(exc) == "ValidationException":  # already ended: nothing bills
+                return
+            raise self._mapped(exc, f"StopTrainingJob {handle}") from exc
+
+    def collect_artifacts(self, config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
+        from cloudtrain.backends.aws.s3 import parse_s3_uri
+
+        final = result.final
+        if final is None or final.outcome is not Outcome.SUCCEEDED:
+            raise BackendError("no attempt succeeded, so there is no model to collect")
+        job = self._describe(final.job_name)
+        assert job is not None
+        model_uri = job.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+        if not model_uri:
+            raise BackendError(f"{final.job_name} completed without ModelArtifacts")
+        run_dir = config.local.root / "runs" / config.name / result.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        archive = run_dir / "model.tar.gz"
+        bucket, key = parse_s3_uri(model_uri)
+        try:
+            self.clients.client("s3").download_file(bucket, key, str(archive))
+        except Exception as exc:
+            raise self._mapped(exc, f"downloading {model_uri}") from exc
+        model_dir = run_dir / "model"
+        with tarfile.open(archive) as tar:
+            tar.extractall(model_dir, filter="data")
+        links = {
+            "SageMaker console": CONSOLE_JOB_URL.format(
+                region=self.clients.region, job=final.job_name
+            ),
+            "model in S3": model_uri,
+        }
+        metrics = dict(final.metrics) or {
+            m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", [])
+        }
+        cost = run_cost(config, result)
+        return ModelArtifacts(
+            model_uri=model_uri,
+            model_archive=str(archive),
+            local_model_dir=model_dir,
+            metrics=metrics,
+            links=links,
+            records=None,
+            cost=cost,
+        )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _image(self, config: PipelineConfig) -> Any:
+        from cloudtrain.backends.aws.images import resolve_image
+
+        assert config.aws is not None
+        return resolve_image(
+            config.environment,
+            region=config.aws.region,
+            instance_type=config.compute.instance_type,
+        )
+
+    def _channel_uris(self, config: PipelineConfig, layout: jobs.S3Layout) -> dict[str, str]:
+        return {
+            channel: source
+            if is_uri(source)
+            else f"s3://{layout.bucket}/{layout.data_key(channel)}/"
+            for channel, source in config.data.items()
+        }
+
+    def _upload_code(self, config: PipelineConfig, layout: jobs.S3Layout) -> str:
+        """Upload the source folder once per content; the same code is the same key."""
+        archive = jobs.source_archive(config.code.source_dir)
+        key = layout.code_key(jobs.archive_digest(archive))
+        s3 = self.clients.client("s3")
+        try:
+            s3.head_object(Bucket=layout.bucket, Key=key)
+        except Exception as exc:
+            if _error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+                raise self._mapped(exc, f"HeadObject s3://{layout.bucket}/{key}") from exc
+            try:
+                s3.put_object(
+                    Bucket=layout.bucket, Key=key, Body=archive, ChecksumAlgorithm="SHA256"
+                )
+            except Exception as put_exc:
+                raise self._mapped(put_exc, f"uploading the code to {key}") from put_exc
+        return f"s3://{layout.bucket}/{key}"
+
+    def _describe(self, name: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
+        try:
+            job: dict[str, Any] = self.clients.client("sagemaker").describe_training_job(
+                TrainingJobName=name
+            )
+            return job
+        except Exception as exc:
+            if (
+                missing_ok
+                and _error_code(exc) == "ValidationException"
+                and ("Could not find" in str(exc) or "not found" in str(exc).lower())
+            ):
+                return None
+            raise self._mapped(exc, f"DescribeTrainingJob {name}") from exc
+
+    def _note_transitions(self, handle: str, job: Mapping[str, Any]) -> None:
+        transitions = job.get("SecondaryStatusTransitions", [])
+        seen = self._seen.get(handle, 0)
+        for transition in transitions[seen:]:
+            message = transition.get("StatusMessage", "")
+            self._pending_lines.setdefault(handle, []).append(
+                f"status {transition.get('Status')}" + (f": {message}" if message else "")
+            )
+        self._seen[handle] = len(transitions)
+
+    def _cloudwatch_lines(self, handle: str) -> list[str]:
+        """New lines of the job's CloudWatch streams; none yet is normal early on."""
+        logs = self.clients.client("logs")
+        tokens = self._log_tokens.setdefault(handle, {})
+        lines: list[str] = []
+        try:
+            streams = logs.describe_log_streams(
+                logGroupName=LOG_GROUP, logStreamNamePrefix=handle + "/"
+            ).get("logStreams", [])
+            for stream in streams:
+                name = stream["logStreamName"]
+                kwargs: dict[str, Any] = {
+                    "logGroupName": LOG_GROUP,
+                    "logStreamName": name,
+                    "startFromHead": True,
+                }
+                if name in tokens:
+                    kwargs["nextToken"] = tokens[name]
+                page = logs.get_log_events(**kwargs)
+                tokens[name] = page["nextForwardToken"]
+                lines += [event["message"].rstrip("\n") for event in page.get("events", [])]
+        except Exception as exc:
+            if _error_code(exc) in ("ResourceNotFoundException", *THROTTLING_CODES):
+                return lines
+            raise self._mapped(exc, f"reading the logs of {handle}") from exc
+        return lines
+
+    @staticmethod
+    def _mapped(exc: Exception, doing: str) -> Exception:
+        """SDK errors into our tree: throttling is transient, bad input is the user's."""
+        code = _error_code(exc)
+        if not code:
+            return BackendError(f"{doing}: {exc}")
+        if (
+            code in THROTTLING_CODES
+            or code.startswith("5")
+            or code in ("InternalFailure", "ServiceUnavailable", "InternalServerError")
+        ):
+            return TransientError(f"{doing}: {code}: {exc}")
+        if code in (
+            "AccessDenied",
+            "AccessDeniedException",
+            "UnrecognizedClientException",
+            "InvalidClientTokenId",
+            "ExpiredToken",
+        ):
+            return BackendError(f"{doing}: {code}: check the AWS credentials and role: {exc}")
+        if code == "ResourceLimitExceeded":
+            return BackendError(f"{doing}: account quota reached: {exc}")
+        return BackendError(f"{doing}: {code}: {exc}")
+
+
+def run_cost(config: PipelineConfig, result: TrainingResult) -> dict[str, Any] | None:
+    """The whole run's SageMaker bill, every attempt included, against on-demand prices."""
+    from cloudtrain.backends.aws.pricing import PRICES_AS_OF, estimate_cost
+
+    training = sum(a.training_seconds or 0.0 for a in result.attempts)
+    billable = sum(
+        a.billable_seconds if a.billable_seconds is not None else (a.training_seconds or 0.0)
+        for a in result.attempts
+    )
+    estimate = estimate_cost(
+        config.compute.instance_type, config.compute.instance_count, training, billable
+    )
+    if estimate is None:
+        return {
+            "training_seconds": training,
+            "billable_seconds": billable,
+            "note": f"no price for {config.compute.instance_type} (table of {PRICES_AS_OF})",
+        }
+    return {
+        "training_seconds": training,
+        "billable_seconds": billable,
+        "on_demand_usd": round(estimate.on_demand_usd, 4),
+        "billed_usd": round(estimate.billed_usd, 4),
+        "saved_usd": round(estimate.saved_usd, 4),
+        "saved_percent": round(estimate.saved_percent, 1),
+        "prices_as_of": estimate.prices_as_of,
+    }
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None

@@ -1,0 +1,96 @@
+"""Which instance types a SageMaker training job accepts, and what each one accelerates with.
+
+SageMaker has no persistent compute to create, so "ensure compute" is a check made before
+anything is spent. The list of valid types is botocore's own service model (the enum of
+``CreateTrainingJob.ResourceConfig.InstanceType``), so it follows boto3 upgrades rather
+than a table kept here. It holds no notebook-only type such as ``ml.t2.medium``; it does
+hold the burstable ``ml.t3.*`` types, which are accepted with a warning.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+
+from cloudtrain.errors import ConfigError
+
+#: Families that burst above a baseline CPU share: fine for a smoke test, slow to train on.
+BURSTABLE_FAMILIES: tuple[str, ...] = ("t3",)
+#: The usual small training type, suggested instead of a burstable one.
+SMALL_TRAINING_TYPE = "ml.m5.large"
+
+
+@lru_cache(maxsize=1)
+def training_instance_types() -> frozenset[str]:
+    """Every instance type CreateTrainingJob accepts, from botocore's service model."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    resource = model.operation_model("CreateTrainingJob").input_shape.members["ResourceConfig"]
+    return frozenset(resource.members["InstanceType"].enum)
+
+
+def instance_family(instance_type: str) -> str:
+    """``ml.g4dn.xlarge`` -> ``g4dn``; ``""`` when the name has no ``ml.<family>.`` form."""
+    parts = instance_type.split(".")
+    return parts[1] if len(parts) == 3 and parts[0] == "ml" else ""
+
+
+def check_training_instance(instance_type: str, field: str = "compute.instance_type") -> list[str]:
+    """Refuse a type SageMaker training would reject; return warnings for accepted ones.
+
+    Runs offline, so ``cloudtrain plan`` and config checks catch a typo or a notebook-only
+    type in one line naming ``field`` instead of a ValidationException from the API.
+    """
+    valid = training_instance_types()
+    if instance_type not in valid:
+        raise ConfigError(field, _not_a_training_type(instance_type, valid))
+    if instance_family(instance_type) in BURSTABLE_FAMILIES:
+        return [
+            f"{field}: {instance_type} is a burstable type sized for notebooks and light, "
+            "intermittent work; sustained training may be held to its baseline CPU share "
+            f"({SMALL_TRAINING_TYPE} is the usual small training type)"
+        ]
+    return []
+
+
+def accelerator(instance_type: str) -> str:
+    """``"gpu"``, ``"neuron"`` (Trainium, Inferentia) or ``"cpu"``: picks the image's processor.
+
+    Follows the rule sagemaker's ``image_uris`` uses: a family starting with ``g`` or ``p``
+    carries NVIDIA GPUs, ``trn``/``inf`` carry AWS Neuron devices, anything else is CPU.
+    """
+    family = instance_family(instance_type)
+    if family.startswith(("trn", "inf")):
+        return "neuron"
+    if family.startswith(("g", "p")):
+        return "gpu"
+    return "cpu"
+
+
+def _not_a_training_type(instance_type: str, valid: frozenset[str]) -> str:
+    message = f"{instance_type!r} is not a SageMaker training instance type"
+    candidate = instance_type.strip().lower()
+    if candidate.startswith("standard_"):
+        message += " (it looks like an Azure VM size)"
+    elif not candidate.startswith("ml."):
+        candidate = "ml." + candidate
+    family = candidate.split(".")[1] if candidate.count(".") >= 1 else ""
+    sizes = sorted((t for t in valid if instance_family(t) == family), key=_size_rank)
+    close = difflib.get_close_matches(candidate, sizes or sorted(valid), n=1, cutoff=0.75)
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    if sizes:
+        return message + f" (ml.{family} sizes: " + ", ".join(t.split(".")[2] for t in sizes) + ")"
+    if close:
+        return message
+    families = sorted({instance_family(name) for name in valid})
+    return message + "; training families: " + ", ".join(f"ml.{f}.*" for f in families)
+
+
+def _size_rank(instance_type: str) -> float:
+    """medium < large < xlarge < 2xlarge < ... so sizes read smallest first."""
+    size = instance_type.rpartition(".")[2]
+    if size.endswith("xlarge"):
+        return 2.0 * int(size.removesuffix("xlarge") or 1)
+    return {"medium": 0.5, "large": 1.0}.get(size, 0.0)

@@ -1,0 +1,239 @@
+"""Planning and reading SageMaker training jobs: pure functions, no network.
+
+Why boto3's ``create_training_job`` and not the SDK's ``ModelTrainer``: the request is
+the product here. ``cloudtrain plan`` prints it exactly, botocore's own validator checks it
+offline, and every field that matters for a bill (spot, stopping condition, checkpoint
+URI, tags) is set by us and visible in one dict. ModelTrainer costs ~2 s and ~200 MB to
+import, uploads the code its own way, and needed three workarounds to talk to an
+emulator (FIELD-NOTES); the SDK is still used where it is the authority: the image URIs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloudtrain import contract
+from cloudtrain.config import HyperparameterValue, PipelineConfig
+from cloudtrain.errors import ConfigError
+from cloudtrain.recovery import Outcome
+
+CODE_DIR = "/opt/ml/code"
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+VOLUME_SIZE_GB = 30
+CONTAINER_LOG_LEVEL = 20  # logging.INFO, as the SDK sets it
+MAX_HYPERPARAMETER_CHARS = 2500  # SageMaker's limit per value
+SOURCE_ARCHIVE = "sourcedir.tar.gz"
+
+# FailureReason texts SageMaker uses when it could not get the instances.
+_CAPACITY = re.compile(
+    r"CapacityError|InsufficientCapacity|InsufficientInstanceCapacity|"
+    r"Unable to provision requested ML compute capacity",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class S3Layout:
+    """Where one pipeline keeps its things: s3://{bucket}/{prefix}/{name}/..."""
+
+    bucket: str
+    prefix: str
+    name: str
+
+    @classmethod
+    def for_config(cls, config: PipelineConfig) -> S3Layout:
+        aws = config.aws
+        if aws is None or not aws.bucket:
+            raise ConfigError("aws.bucket", "is required for cloud aws")
+        return cls(aws.bucket, aws.prefix.strip("/"), config.name)
+
+    def key(self, *parts: str) -> str:
+        return "/".join(part for part in (self.prefix, self.name, *parts) if part)
+
+    def uri(self, *parts: str) -> str:
+        return f"s3://{self.bucket}/{self.key(*parts)}"
+
+    def data_key(self, channel: str) -> str:
+        return self.key("data", channel)
+
+    def manifest_key(self, channel: str) -> str:
+        return self.key("manifests", f"{channel}.json")
+
+    def code_key(self, digest: str) -> str:
+        return self.key("code", digest[:16], SOURCE_ARCHIVE)
+
+    def checkpoint_uri(self, run_id: str) -> str:
+        """Stable across the attempts of one run: the next attempt resumes from it."""
+        return self.uri("checkpoints", run_id) + "/"
+
+    def output_uri(self) -> str:
+        return self.uri("output")
+
+
+def source_archive(source_dir: Path) -> bytes:
+    """The source folder as a reproducible tar.gz: same files, same bytes, same digest."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped:
+        with tarfile.open(fileobj=zipped, mode="w") as tar:
+            for path in sorted(source_dir.rglob("*")):
+                relative = path.relative_to(source_dir)
+                if any(part in {"__pycache__", ".git"} for part in relative.parts):
+                    continue
+                info = tar.gettarinfo(str(path), arcname=relative.as_posix())
+                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                if path.is_file():
+                    with path.open("rb") as handle:
+                        tar.addfile(info, handle)
+                else:
+                    tar.addfile(info)
+    return buffer.getvalue()
+
+
+def archive_digest(archive: bytes) -> str:
+    return hashlib.sha256(archive).hexdigest()
+
+
+def hyperparameters(
+    values: Mapping[str, HyperparameterValue], *, script_mode: bool
+) -> dict[str, str]:
+    """Script mode JSON-encodes each value (the training toolkit decodes it); built-in
+    algorithms and BYOC containers read plain strings."""
+    encoded = {
+        name: json.dumps(value) if script_mode else contract.hyperparameter_value(value)
+        for name, value in values.items()
+    }
+    for name, value in encoded.items():
+        if len(value) > MAX_HYPERPARAMETER_CHARS:
+            raise ConfigError(
+                f"hyperparameters.{name}",
+                f"is {len(value)} characters; SageMaker takes at most {MAX_HYPERPARAMETER_CHARS}",
+            )
+    return encoded
+
+
+def create_training_job_request(
+    config: PipelineConfig,
+    *,
+    job_name: str,
+    run_id: str,
+    attempt: int,
+    spot: bool,
+    image_uri: str,
+    script_mode: bool,
+    builtin: bool,
+    channels: Mapping[str, str],
+    code_uri: str | None,
+    checkpoint_uri: str,
+    output_uri: str,
+) -> dict[str, Any]:
+    """The exact CreateTrainingJob request for one attempt."""
+    aws = config.aws
+    assert aws is not None and aws.role
+    hps = hyperparameters(config.hyperparameters, script_mode=script_mode)
+    if script_mode:
+        assert code_uri is not None
+        hps.update(
+            sagemaker_program=json.dumps(config.code.entry_point),
+            sagemaker_submit_directory=json.dumps(code_uri),
+            sagemaker_region=json.dumps(aws.region),
+            sagemaker_container_log_level=json.dumps(CONTAINER_LOG_LEVEL),
+            sagemaker_job_name=json.dumps(job_name),
+        )
+    algorithm: dict[str, Any] = {"TrainingImage": image_uri, "TrainingInputMode": "File"}
+    if config.metrics and not builtin:  # built-in algorithms publish their own metrics
+        algorithm["MetricDefinitions"] = [
+            {"Name": name, "Regex": contract.metric_regex(name)} for name in config.metrics
+        ]
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": config.compute.max_run}
+    if spot:
+        stopping["MaxWaitTimeInSeconds"] = config.compute.effective_max_wait
+    request: dict[str, Any] = {
+        "TrainingJobName": job_name,
+        "RoleArn": aws.role,
+        "AlgorithmSpecification": algorithm,
+        "HyperParameters": hps,
+        "InputDataConfig": [
+            {
+                "ChannelName": channel,
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": uri,
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            }
+            for channel, uri in channels.items()
+        ],
+        "OutputDataConfig": {"S3OutputPath": output_uri},
+        "ResourceConfig": {
+            "InstanceType": config.compute.instance_type,
+            "InstanceCount": config.compute.instance_count,
+            "VolumeSizeInGB": VOLUME_SIZE_GB,
+        },
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": spot,
+        "CheckpointConfig": {"S3Uri": checkpoint_uri, "LocalPath": CHECKPOINT_LOCAL_PATH},
+        "Tags": [
+            {"Key": "cloudtrain:pipeline", "Value": config.name},
+            {"Key": "cloudtrain:run", "Value": run_id},
+            {"Key": "cloudtrain:attempt", "Value": str(attempt)},
+            {"Key": "cloudtrain:capacity", "Value": "spot" if spot else "on-demand"},
+        ],
+    }
+    if not builtin:  # the script contract's names that SageMaker does not set itself
+        request["Environment"] = {
+            "SM_CHECKPOINT_DIR": CHECKPOINT_LOCAL_PATH,
+            "CLOUDTRAIN_ATTEMPT": str(attempt),
+            "CLOUDTRAIN_SPOT": "true" if spot else "false",
+        }
+    return request
+
+
+def validate_request(request: Mapping[str, Any]) -> None:
+    """botocore's own parameter validation for CreateTrainingJob, offline."""
+    import botocore.session
+    from botocore.exceptions import ParamValidationError
+    from botocore.validate import validate_parameters
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    shape = model.operation_model("CreateTrainingJob").input_shape
+    try:
+        validate_parameters(dict(request), shape)
+    except ParamValidationError as exc:
+        raise ConfigError("", f"the CreateTrainingJob request is invalid: {exc}") from exc
+
+
+def classify(job: Mapping[str, Any]) -> tuple[Outcome | None, str]:
+    """An ended job's outcome and reason from DescribeTrainingJob; (None, status) while it runs."""
+    status = job.get("TrainingJobStatus", "")
+    secondary = job.get("SecondaryStatus", "")
+    reason = job.get("FailureReason", "")
+    if status in ("InProgress", "Stopping"):
+        return None, f"{status} ({secondary})" if secondary else status
+    if status == "Completed":
+        return Outcome.SUCCEEDED, "Completed"
+    if status == "Failed":
+        if _CAPACITY.search(reason):
+            return Outcome.NO_CAPACITY, f"no capacity: {reason}"
+        return Outcome.FAILED, reason or "Failed (no FailureReason given)"
+    if status == "Stopped":
+        if secondary == "MaxWaitTimeExceeded":
+            return Outcome.NO_CAPACITY, (
+                "spot capacity not found within compute.max_wait (MaxWaitTimeExceeded)"
+            )
+        if secondary == "MaxRuntimeExceeded":
+            return Outcome.TIMED_OUT, "compute.max_run reached (MaxRuntimeExceeded)"
+        if secondary == "Interrupted":
+            return Outcome.INTERRUPTED, "spot capacity reclaimed (Interrupted)"
+        return Outcome.STOPPED, "stopped (StopTrainingJob)"
+    return Outcome.FAILED, f"unknown status {status!r}"
