@@ -100,3 +100,65 @@ def test_aws_flow_resumes_after_a_reclaim_and_reports_the_spot_saving(
     assert "console.aws.amazon.com/sagemaker" in str(by_key["unit-sagemaker-console"].data)
     report = by_key["unit-report"].data
     assert "spot capacity reclaimed (Interrupted)" in report and "saved percent" in report
+
+
+@pytest.mark.prefect
+def test_a_credentials_block_signs_the_requests_and_its_secret_goes_nowhere(
+    prefect_server: str,
+    aws_config: Callable[..., Path],
+    aws: MotoServer,
+    lifecycle: Lifecycle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect_aws import AwsCredentials
+
+    from flows.aws_training import aws_training
+
+    key_id, secret = "AKIABLOCKTEST0000001", "block-secret-value-do-not-print"
+    AwsCredentials(
+        aws_access_key_id=key_id, aws_secret_access_key=secret, region_name="us-east-1"
+    ).save("cloudtrain-test-aws", overwrite=True)
+    monkeypatch.setattr("cloudtrain.backoff.POLL_INITIAL_SECONDS", 0.0)
+    monkeypatch.setattr("cloudtrain.backoff.POLL_MAX_SECONDS", 0.0)
+    lifecycle.script("a1", IN_PROGRESS, {**COMPLETED, "model": model_archive({"m": b"1"})})
+    path = aws_config(aws={"credentials_block": "cloudtrain-test-aws"})
+
+    plan = subprocess.run(
+        [sys.executable, "-m", "cloudtrain.cli", "plan", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plan.returncode == 0, plan.stderr
+    aws.log.clear()  # the fixture made the bucket and role with the environment's keys
+    state = aws_training(config=load_config(path), return_state=True)
+    assert state.is_completed(), state
+
+    signed = [e.header("authorization") for e in aws.log.entries if e.header("authorization")]
+    assert signed and all(f"Credential={key_id}/" in value for value in signed)
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+        artifacts = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    everything = "\n".join(
+        [
+            plan.stdout,
+            plan.stderr,
+            json.dumps(state.result(), default=str),
+            *(log.message for log in logs),
+            *(str(a.data) for a in artifacts),
+        ]
+    )
+    assert logs and artifacts
+    assert secret not in everything

@@ -327,3 +327,37 @@ def test_compute_names_the_caller_and_the_accelerator(
     compute = AwsBackend.from_config(config).ensure_compute(config)
     assert compute.details["accelerator"] == "gpu"
     assert compute.details["caller"] == "arn:aws:sts::123456789012:user/moto"
+
+
+def test_a_rerun_after_a_cancel_resumes_with_the_next_attempt(
+    aws_config: Callable[..., Path], aws: MotoServer, lifecycle: Lifecycle
+) -> None:
+    """Cancelled and retried (same flow run): a1 was stopped by us, so a2 resumes it."""
+    lifecycle.script("a1", IN_PROGRESS)
+    path = aws_config()
+    config, backend, channels, compute, environment = prepare(path)
+
+    def cancel(_: float) -> None:
+        raise KeyboardInterrupt
+
+    backend.poll = Backoff(0.0, 0.0, jitter=0.0, sleep=cancel)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(
+            backend,
+            config,
+            run_id=RUN_ID,
+            channels=channels,
+            compute=compute,
+            environment=environment,
+            log=lambda line: None,
+        )
+    assert lifecycle.stopped == ["unit-feedc0de-a1"]
+
+    lifecycle.script("a2", IN_PROGRESS, DONE)
+    result, _ = train(path)
+    assert isinstance(result, TrainingResult), result
+    assert [a.outcome for a in result.attempts] == [Outcome.INTERRUPTED, Outcome.SUCCEEDED]
+    assert "orchestrator was cancelled" in result.attempts[0].reason
+    names = [r["TrainingJobName"] for r in created(aws)]
+    assert names == ["unit-feedc0de-a1", "unit-feedc0de-a2"]
+    assert created(aws)[1]["CheckpointConfig"] == created(aws)[0]["CheckpointConfig"]

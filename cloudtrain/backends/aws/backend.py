@@ -50,6 +50,7 @@ THROTTLING_CODES = frozenset(
     }
 )
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+STOPPED_BY_US = {"Key": "cloudtrain:stopped-by", "Value": "orchestrator"}
 CONSOLE_JOB_URL = (
     "https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{job}"
 )
@@ -327,6 +328,14 @@ class AwsBackend:
         assert job is not None
         self._note_transitions(handle, job)
         outcome, reason = jobs.classify(job)
+        if outcome is Outcome.STOPPED and self._stopped_by_orchestrator(job):
+            outcome, reason = (
+                Outcome.INTERRUPTED,
+                (
+                    "stopped when its orchestrator was cancelled; the next attempt resumes "
+                    "from the checkpoints"
+                ),
+            )
         metrics = {m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", [])}
         status = AttemptStatus(
             running=outcome is None,
@@ -334,7 +343,9 @@ class AwsBackend:
             reason=reason,
             metrics=metrics,
             started_at=_as_datetime(job.get("TrainingStartTime") or job.get("CreationTime")),
-            ended_at=_as_datetime(job.get("TrainingEndTime")) if outcome else None,
+            ended_at=_as_datetime(job.get("TrainingEndTime") or job.get("LastModifiedTime"))
+            if outcome
+            else None,
             billable_seconds=job.get("BillableTimeInSeconds"),
             training_seconds=job.get("TrainingTimeInSeconds"),
         )
@@ -346,12 +357,23 @@ class AwsBackend:
         return lines + self._cloudwatch_lines(handle)
 
     def stop_attempt(self, handle: str) -> None:
+        """Stop the job, tagged so that a rerun of this flow run resumes instead of ending."""
+        sagemaker = self.clients.client("sagemaker")
         try:
-            self.clients.client("sagemaker").stop_training_job(TrainingJobName=handle)
+            job = sagemaker.describe_training_job(TrainingJobName=handle)
+            if job["TrainingJobStatus"] not in ("InProgress", "Stopping"):
+                return  # already ended: nothing bills
+            sagemaker.add_tags(ResourceArn=job["TrainingJobArn"], Tags=[STOPPED_BY_US])
+            sagemaker.stop_training_job(TrainingJobName=handle)
         except Exception as exc:
-            if _error_code(exc) == "ValidationException":  # already ended: nothing bills
-                return
             raise self._mapped(exc, f"StopTrainingJob {handle}") from exc
+
+    def _stopped_by_orchestrator(self, job: Mapping[str, Any]) -> bool:
+        try:
+            tags = self.clients.client("sagemaker").list_tags(ResourceArn=job["TrainingJobArn"])
+        except Exception as exc:
+            raise self._mapped(exc, f"ListTags {job['TrainingJobName']}") from exc
+        return STOPPED_BY_US in tags.get("Tags", [])
 
     def collect_artifacts(self, config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
         from cloudtrain.backends.aws.s3 import parse_s3_uri
