@@ -103,12 +103,12 @@ def archive_digest(archive: bytes) -> str:
 
 
 def hyperparameters(
-    values: Mapping[str, HyperparameterValue], *, script_mode: bool
+    values: Mapping[str, HyperparameterValue], *, json_values: bool
 ) -> dict[str, str]:
-    """Script mode JSON-encodes each value (the training toolkit decodes it); built-in
-    algorithms and BYOC containers read plain strings."""
+    """Framework images get each value JSON-encoded (the training toolkit decodes it);
+    built-in algorithms and BYOC containers read plain strings."""
     encoded = {
-        name: json.dumps(value) if script_mode else contract.hyperparameter_value(value)
+        name: json.dumps(value) if json_values else contract.hyperparameter_value(value)
         for name, value in values.items()
     }
     for name, value in encoded.items():
@@ -128,17 +128,24 @@ def create_training_job_request(
     attempt: int,
     spot: bool,
     image_uri: str,
+    image_kind: str,
     script_mode: bool,
-    builtin: bool,
     channels: Mapping[str, str],
     code_uri: str | None,
     checkpoint_uri: str,
     output_uri: str,
 ) -> dict[str, Any]:
-    """The exact CreateTrainingJob request for one attempt."""
+    """The exact CreateTrainingJob request for one attempt.
+
+    ``image_kind`` is framework, builtin or image (BYOC); ``script_mode`` says whether the
+    image runs ``code.entry_point`` (framework and BYOC images do).
+    """
     aws = config.aws
     assert aws is not None and aws.role
-    hps = hyperparameters(config.hyperparameters, script_mode=script_mode)
+    builtin = image_kind == "builtin"
+    # Framework images JSON-decode every value, as the SDK's estimators send them; a BYOC
+    # container may not, and the training toolkit falls back to the raw string anyway.
+    hps = hyperparameters(config.hyperparameters, json_values=image_kind == "framework")
     if script_mode:
         assert code_uri is not None
         hps.update(
