@@ -1,10 +1,13 @@
-# Everything installs itself: a fresh machine needs only python3 (>= 3.11) and make.
+# Everything installs itself: a fresh machine needs only python3 (>= 3.11) and make, plus
+# node (>= 20) and npm for `make test` (the Azure Storage emulator, Azurite).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Inside node_modules/, so deleting that folder reinstalls it.
+NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup node-tools demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +16,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Azurite, pinned in package-lock.json, into ./node_modules (nothing global).
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+node-tools: $(NODE_STAMP)
 
 ## The digits example: prepare the data, train through two simulated spot reclaims.
 demo: setup
@@ -23,11 +33,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+test: lint $(NODE_STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m pytest
 
 bench: setup
 	$(BIN)/python bench/overhead.py
 
 clean:
-	rm -rf $(VENV) examples/digits/.cloudtrain examples/digits/data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules examples/digits/.cloudtrain examples/digits/data .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,7 @@ POLL_INITIAL_SECONDS = 2.0
 POLL_MAX_SECONDS = 30.0
 POLL_FACTOR = 1.5
 POLL_JITTER = 0.2  # fraction of the delay, both ways
+sleep_seconds: Callable[[float], None] = time.sleep  # what a Backoff waits with, by default
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Backoff:
     max_seconds: float = field(default_factory=lambda: POLL_MAX_SECONDS)
     factor: float = field(default_factory=lambda: POLL_FACTOR)
     jitter: float = field(default_factory=lambda: POLL_JITTER)
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = field(default_factory=lambda: sleep_seconds)
     rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:

@@ -211,6 +211,7 @@ class AzureConfig(_Strict):
         120, ge=0, description="Seconds a node idles before the cluster scales down."
     )
     datastore: str = Field("workspaceblobstore", description="Datastore for data.")
+    prefix: str = Field("cloudtrain", description="Path prefix inside the datastore.")
     credentials_block: str | None = Field(
         None,
         description="Name of a prefect-azure credentials block (else DefaultAzureCredential).",

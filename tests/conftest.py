@@ -99,3 +99,38 @@ def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mo
     monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     yield moto_server
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[str]:
+    """Azurite's blob service on loopback for the session; yields its connection string.
+
+    Fails (never skips) when Azurite is not installed: `make test` installs it with npm.
+    """
+    from azurite import Azurite, AzuriteError
+
+    server = Azurite()
+    try:
+        server.start()
+        reason = ""
+    except AzuriteError as exc:
+        server.close()
+        reason = str(exc)
+    if reason:
+        pytest.fail(reason, pytrace=False)
+    yield server.connection_string
+    server.close()
+
+
+@pytest.fixture
+def azurite_container(azurite: str) -> Iterator[str]:
+    """A new, empty blob container on Azurite for one test; yields its name."""
+    import uuid
+
+    from azure.storage.blob import ContainerClient
+
+    name = f"test-{uuid.uuid4().hex}"
+    with ContainerClient.from_connection_string(azurite, container_name=name) as container:
+        container.create_container()
+        yield name
+        container.delete_container()

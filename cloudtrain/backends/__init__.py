@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 _BACKENDS: dict[str, str] = {
     "local": "cloudtrain.backends.local:LocalBackend",
     "aws": "cloudtrain.backends.aws.backend:AwsBackend",
+    "azure": "cloudtrain.backends.azure.backend:AzureBackend",
 }
 
 

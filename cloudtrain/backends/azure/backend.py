@@ -1,0 +1,588 @@
+"""The Azure ML backend: datastore uploads registered as data assets, compute clusters
+ensured idempotently, curated or custom environments, command jobs on low-priority
+capacity resumed from a checkpoint path on the datastore.
+
+Each attempt is a command job named ``{pipeline}-{run}-a{n}``; a rerun of the same flow
+run finds it and reattaches. Low priority is a property of an AmlCompute cluster, so the
+on-demand fallback runs on a dedicated twin cluster (``{compute}-od``, min 0 nodes);
+serverless jobs choose their tier per job instead.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtrain import contract
+from cloudtrain.backend import (
+    AttemptSpec,
+    AttemptStatus,
+    ChannelData,
+    ComputeTarget,
+    ModelArtifacts,
+    ResolvedEnvironment,
+)
+from cloudtrain.backends.azure import jobs
+from cloudtrain.backends.azure.clients import AzureClients
+from cloudtrain.backoff import Backoff
+from cloudtrain.config import PipelineConfig, is_uri
+from cloudtrain.errors import BackendError, ConfigError, TransientError, UnsupportedError
+from cloudtrain.recovery import Outcome
+from cloudtrain.training import strategy_for
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from cloudtrain.training import TrainingResult
+
+FALLBACK_SUFFIX = "-od"
+MAX_COMPUTE_NAME = 16  # AmlCompute names: 2 to 16 characters
+CANCELED_BY_US = ("cloudtrain:canceled-by", "orchestrator")
+STUDIO_URL = (
+    "https://ml.azure.com/runs/{job}?wsid=/subscriptions/{sub}/resourcegroups/{rg}/workspaces/{ws}"
+)
+
+
+def fallback_compute_name(compute: str) -> str:
+    """The dedicated twin of a low-priority cluster, within AmlCompute's 16 characters."""
+    return compute[: MAX_COMPUTE_NAME - len(FALLBACK_SUFFIX)] + FALLBACK_SUFFIX
+
+
+def _status_code(exc: Exception) -> int | None:
+    return getattr(exc, "status_code", None)
+
+
+class AzureBackend:
+    """Runs the stages on one Azure ML workspace through an MLClient and blob clients."""
+
+    cloud = "azure"
+
+    def __init__(self, config: PipelineConfig, clients: AzureClients | None = None) -> None:
+        self._config = config
+        self._clients = clients
+        self.poll = Backoff()
+        self._pending: dict[str, list[str]] = {}
+        self._last_status: dict[str, str] = {}
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> AzureBackend:
+        return cls(config)
+
+    @property
+    def clients(self) -> AzureClients:
+        if self._clients is None:
+            assert self._config.azure is not None
+            self._clients = AzureClients.from_config(self._config.azure)
+        return self._clients
+
+    @property
+    def ml(self) -> Any:
+        return self.clients.ml_client
+
+    def _compute_log(self, line: str) -> None:
+        """What ensure_compute did also lands in the target's details, which the task logs."""
+
+    # -- validate and plan (pure) -------------------------------------------------
+
+    def validate(self, config: PipelineConfig) -> None:
+        from cloudtrain.backends.azure.compute import validate_compute
+
+        azure = config.azure
+        if azure is None:
+            raise ConfigError("azure", "is required for cloud azure (subscription, workspace)")
+        for name in ("subscription_id", "resource_group", "workspace"):
+            if not getattr(azure, name):
+                raise ConfigError(f"azure.{name}", "is required for cloud azure")
+        if config.environment.builtin:
+            raise UnsupportedError(
+                "environment.builtin",
+                "Azure ML has no built-in algorithms; use environment.framework or curated",
+            )
+        for channel, location in config.data.items():
+            if is_uri(location) and not location.startswith("azureml:"):
+                raise UnsupportedError(
+                    f"data.{channel}",
+                    f"{location}: cloud azure reads azureml:// URIs, azureml:name:version "
+                    "data assets and local paths",
+                )
+        if config.local.spot_interruptions:
+            raise UnsupportedError(
+                "local.spot_interruptions",
+                "simulates reclaims on the local backend only; Azure preempts for real",
+            )
+        validate_compute(config)
+
+    def plan(self, config: PipelineConfig) -> dict[str, Any]:
+        from cloudtrain.backends.azure.compute import desired_cluster, is_gpu_size
+        from cloudtrain.backends.azure.environments import plan_environment
+
+        azure = config.azure
+        assert azure is not None
+        gpu = is_gpu_size(config.compute.instance_type)
+        computes = self._compute_plan(config)
+        bodies: dict[str, Any] = {
+            name: desired_cluster(_with_compute(config, name, spot), low_priority=spot)
+            ._to_rest_object()
+            .as_dict()
+            for name, spot in computes.items()
+            if azure.compute_type == "amlcompute"
+        }
+        strategy = strategy_for(config)
+        run_id = "<run-id>"
+        data = {}
+        inputs: dict[str, tuple[str, str]] = {}
+        for channel, source in config.data.items():
+            if is_uri(source):
+                inputs[channel] = (_input_kind(source), source)
+                continue
+            path = self._data_path(config, channel)
+            data[channel] = {
+                "source": source,
+                "to": jobs.datastore_uri(azure.datastore, path),
+                "data_asset": self._data_asset(config, channel, "<content-digest>", path)
+                ._to_rest_object()
+                .as_dict(),
+            }
+            inputs[channel] = ("uri_folder", f"azureml:{config.name}-{channel}:<content-digest>")
+        job_bodies = []
+        for number in range(1, config.retry.max_attempts + 1):
+            spot = strategy.spot_for(number)
+            job = jobs.command_job(
+                config,
+                job_name=f"{config.name}-<run>-a{number}",
+                run_id=run_id,
+                attempt=number,
+                spot=spot,
+                environment="<resolved environment>",
+                compute=self._compute_for(config, spot),
+                inputs=inputs,
+                checkpoint_uri=self.checkpoint_location(config, run_id),
+            )
+            job_bodies.append(jobs.rest_body(job))
+        return {
+            "cloud": "azure",
+            "workspace": f"{azure.subscription_id}/{azure.resource_group}/{azure.workspace}",
+            "compute": bodies or {"type": azure.compute_type, "name": azure.compute},
+            "environment": plan_environment(config, gpu=gpu),
+            "data": data,
+            "note": "attempt N+1 is sent only if attempt N is preempted or finds no capacity",
+            "jobs": job_bodies,
+        }
+
+    # -- the five stages -------------------------------------------------------------
+
+    def upload_data(
+        self,
+        config: PipelineConfig,
+        dataframes: Mapping[str, pd.DataFrame] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> dict[str, ChannelData]:
+        from cloudtrain.backends.azure.storage import upload_channel
+
+        azure = config.azure
+        assert azure is not None
+        sources: dict[str, Any] = {**config.data, **(dataframes or {})}
+        result: dict[str, ChannelData] = {}
+        container = None
+        for channel, source in sources.items():
+            if isinstance(source, str) and is_uri(source):
+                self._require_data(source, f"data.{channel}")
+                result[channel] = ChannelData(
+                    channel=channel,
+                    uri=source,
+                    digest="",
+                    files=0,
+                    bytes=0,
+                    unchanged=True,
+                    source=source,
+                )
+                continue
+            if container is None:
+                container = self._datastore_container(azure.datastore)
+            path = self._data_path(config, channel)
+            uploaded = upload_channel(
+                container,
+                channel=channel,
+                source=Path(source) if isinstance(source, str) else source,
+                path_prefix=path,
+                manifest_path=f"{azure.prefix}/{config.name}/manifests/{channel}.json",
+                cache_dir=config.local.root / "azure",
+                log=log or (lambda line: None),
+            )
+            version = uploaded.digest[:16]
+            asset = self._register(config, channel, version, path)
+            result[channel] = ChannelData(
+                channel=channel,
+                uri=f"azureml:{asset.name}:{asset.version}",
+                digest=uploaded.digest,
+                files=uploaded.files,
+                bytes=uploaded.bytes,
+                copied_files=uploaded.copied_files,
+                copied_bytes=uploaded.copied_bytes,
+                unchanged=uploaded.unchanged,
+                source=uploaded.source,
+            )
+        return result
+
+    def ensure_compute(self, config: PipelineConfig) -> ComputeTarget:
+        from cloudtrain.backends.azure.compute import ensure_compute
+
+        quiet = self._compute_log
+        target: ComputeTarget = ensure_compute(self.ml, config, log=quiet)
+        twin = self._fallback_name(config)
+        if twin:
+            dedicated = ensure_compute(self.ml, _with_compute(config, twin, spot=False), log=quiet)
+            target = ComputeTarget(
+                name=target.name,
+                instance_type=target.instance_type,
+                instance_count=target.instance_count,
+                details={**target.details, "on_demand_fallback": dedicated.to_dict()},
+            )
+        return target
+
+    def resolve_environment(
+        self, config: PipelineConfig, compute: ComputeTarget
+    ) -> ResolvedEnvironment:
+        from cloudtrain.backends.azure.compute import is_gpu_size
+        from cloudtrain.backends.azure.environments import resolve_environment
+
+        resolved = resolve_environment(
+            self.ml,
+            config,
+            gpu=is_gpu_size(config.compute.instance_type),
+            curated_client=self.clients.registry_client,
+        )
+        return ResolvedEnvironment(
+            kind=resolved.kind,
+            uri=resolved.reference,
+            description=f"{resolved.kind} {resolved.name}"
+            + (f" version {resolved.version}" if resolved.version else "")
+            + (f" (image {resolved.image})" if resolved.image else ""),
+            warnings=tuple(resolved.warnings),
+        )
+
+    def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
+        azure = config.azure
+        assert azure is not None
+        path = f"{azure.prefix}/{config.name}/checkpoints/{run_id}"
+        return jobs.datastore_uri(azure.datastore, path)
+
+    def submit_attempt(self, config: PipelineConfig, spec: AttemptSpec) -> str:
+        existing = self._get_job(spec.job_name, missing_ok=True)
+        if existing is not None:
+            self._pending[spec.job_name] = [
+                f"reattached to {spec.job_name} ({_text(existing.status)}): it was created by "
+                "an earlier run of this flow"
+            ]
+            return spec.job_name
+        job = jobs.command_job(
+            config,
+            job_name=spec.job_name,
+            run_id=spec.run_id,
+            attempt=spec.number,
+            spot=spec.spot,
+            environment=spec.environment.uri,
+            compute=self._compute_for(config, spec.spot),
+            inputs={channel: (self._kind_of(uri), uri) for channel, uri in spec.channels.items()},
+            checkpoint_uri=spec.checkpoint_uri,
+        )
+        try:
+            created = self.ml.jobs.create_or_update(job)
+        except Exception as exc:
+            raise _mapped(exc, f"creating job {spec.job_name}") from exc
+        link = getattr(created, "studio_url", None) or self._studio_url(spec.job_name)
+        self._pending[spec.job_name] = [f"created {spec.job_name}: {link}"]
+        return spec.job_name
+
+    def describe_attempt(self, handle: str) -> AttemptStatus:
+        try:
+            job = self._get_job(handle)
+        except TransientError as exc:
+            self._pending.setdefault(handle, []).append(f"get job throttled: {exc}")
+            return AttemptStatus(running=True)
+        assert job is not None
+        status = _text(job.status)
+        if self._last_status.get(handle) != status:
+            self._pending.setdefault(handle, []).append(f"status {status}")
+            self._last_status[handle] = status
+        if status in jobs.RUNNING_STATES:
+            return AttemptStatus(running=True)
+        details = self._run_details(handle)
+        error = _error_message(details)
+        canceled_by_us = (job.tags or {}).get(CANCELED_BY_US[0]) == CANCELED_BY_US[1]
+        outcome, reason = jobs.classify(status, error, canceled_by_us=canceled_by_us)
+        started = getattr(details, "start_time_utc", None)
+        ended = getattr(details, "end_time_utc", None)
+        lines, metrics = self._job_log(handle)
+        self._pending.setdefault(handle, []).extend(lines)
+        seconds = (ended - started).total_seconds() if started and ended else None
+        return AttemptStatus(
+            running=False,
+            outcome=outcome,
+            reason=reason,
+            metrics=metrics,
+            started_at=started if isinstance(started, datetime) else None,
+            ended_at=ended if isinstance(ended, datetime) else None,
+            training_seconds=seconds,
+            billable_seconds=seconds,
+        )
+
+    def read_logs(self, handle: str) -> list[str]:
+        return self._pending.pop(handle, [])
+
+    def stop_attempt(self, handle: str) -> None:
+        """Cancel the job, tagged so that a rerun of this flow run resumes instead of ending."""
+        try:
+            job = self._get_job(handle)
+            if job is None or _text(job.status) not in jobs.RUNNING_STATES:
+                return
+            job.tags = {**(job.tags or {}), CANCELED_BY_US[0]: CANCELED_BY_US[1]}
+            self.ml.jobs.create_or_update(job)
+            self.ml.jobs.begin_cancel(handle).result()
+        except Exception as exc:
+            raise _mapped(exc, f"canceling {handle}") from exc
+
+    def collect_artifacts(self, config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
+        from cloudtrain.backends.azure.compute import is_gpu_size  # noqa: F401  (lazy group)
+        from cloudtrain.backends.azure.pricing import estimate_cost
+
+        final = result.final
+        if final is None or final.outcome is not Outcome.SUCCEEDED:
+            raise BackendError("no attempt succeeded, so there is no model to collect")
+        run_dir = config.local.root / "runs" / config.name / result.run_id
+        download = run_dir / "download"
+        try:
+            self.ml.jobs.download(
+                final.job_name, download_path=str(download), output_name=jobs.MODEL_OUTPUT
+            )
+        except Exception as exc:
+            raise _mapped(exc, f"downloading the model of {final.job_name}") from exc
+        found = [p for p in download.rglob("*") if p.is_file()]
+        if not found:
+            raise BackendError(f"{final.job_name} wrote no files to SM_MODEL_DIR")
+        model_dir = _common_folder(download, found)
+        archive = run_dir / "model.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in sorted(model_dir.rglob("*")):
+                tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
+        cost = _run_cost(config, result, estimate_cost)
+        return ModelArtifacts(
+            model_uri=f"azureml://jobs/{final.job_name}/outputs/{jobs.MODEL_OUTPUT}",
+            model_archive=str(archive),
+            local_model_dir=model_dir,
+            metrics=dict(final.metrics),
+            links={"Azure ML studio": self._studio_url(final.job_name)},
+            cost=cost,
+        )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _compute_plan(self, config: PipelineConfig) -> dict[str, bool]:
+        """Cluster name -> low priority, for the clusters this config needs."""
+        azure = config.azure
+        assert azure is not None
+        if azure.compute_type != "amlcompute" or not azure.compute:
+            return {}
+        plan = {azure.compute: config.compute.spot}
+        twin = self._fallback_name(config)
+        if twin:
+            plan[twin] = False
+        return plan
+
+    def _fallback_name(self, config: PipelineConfig) -> str | None:
+        """A dedicated twin is needed when low-priority attempts may fall back."""
+        azure = config.azure
+        assert azure is not None
+        strategy = strategy_for(config)
+        needs = azure.compute_type == "amlcompute" and azure.compute and config.compute.spot
+        if not needs or all(strategy.spot_for(n) for n in range(1, config.retry.max_attempts + 1)):
+            return None
+        assert azure.compute is not None
+        return fallback_compute_name(azure.compute)
+
+    def _compute_for(self, config: PipelineConfig, spot: bool) -> str | None:
+        azure = config.azure
+        assert azure is not None
+        if azure.compute_type == "serverless":
+            return None
+        if azure.compute_type == "amlcompute" and config.compute.spot and not spot:
+            return self._fallback_name(config) or azure.compute
+        return azure.compute
+
+    def _data_path(self, config: PipelineConfig, channel: str) -> str:
+        assert config.azure is not None
+        return f"{config.azure.prefix}/{config.name}/data/{channel}"
+
+    def _data_asset(self, config: PipelineConfig, channel: str, version: str, path: str) -> Any:
+        from azure.ai.ml.entities import Data
+
+        assert config.azure is not None
+        return Data(
+            name=f"{config.name}-{channel}",
+            version=version,
+            type="uri_folder",
+            path=jobs.datastore_uri(config.azure.datastore, path),
+            description=f"cloudtrain channel {channel} of {config.name} (sha256 {version}...)",
+            tags={"cloudtrain:pipeline": config.name, "cloudtrain:channel": channel},
+        )
+
+    def _register(self, config: PipelineConfig, channel: str, version: str, path: str) -> Any:
+        """The data asset for this content: the same content is the same version."""
+        name = f"{config.name}-{channel}"
+        try:
+            return self.ml.data.get(name, version=version)
+        except Exception as exc:
+            if _status_code(exc) != 404 and type(exc).__name__ != "ResourceNotFoundError":
+                raise _mapped(exc, f"reading data asset {name}:{version}") from exc
+        try:
+            return self.ml.data.create_or_update(self._data_asset(config, channel, version, path))
+        except Exception as exc:
+            raise _mapped(exc, f"registering data asset {name}:{version}") from exc
+
+    def _require_data(self, uri: str, field: str) -> None:
+        if uri.startswith("azureml:") and not uri.startswith("azureml://"):
+            name, _, version = uri.removeprefix("azureml:").partition(":")
+            try:
+                self.ml.data.get(name, version=version or None, label=None if version else "latest")
+            except Exception as exc:
+                raise ConfigError(field, f"data asset {uri} was not found") from exc
+
+    def _kind_of(self, uri: str) -> str:
+        if uri.startswith("azureml:") and not uri.startswith("azureml://"):
+            name, _, version = uri.removeprefix("azureml:").partition(":")
+            try:
+                return str(self.ml.data.get(name, version=version).type)
+            except Exception as exc:
+                raise _mapped(exc, f"reading data asset {uri}") from exc
+        return _input_kind(uri)
+
+    def _datastore_container(self, name: str) -> Any:
+        try:
+            store = self.ml.datastores.get(name)
+        except Exception as exc:
+            raise ConfigError("azure.datastore", f"datastore {name!r} was not found") from exc
+        account = getattr(store, "account_name", None)
+        container = getattr(store, "container_name", None)
+        if not account or not container:
+            raise UnsupportedError("azure.datastore", f"{name} is not an Azure Blob datastore")
+        endpoint = getattr(store, "endpoint", None) or "core.windows.net"
+        protocol = getattr(store, "protocol", None) or "https"
+        return self.clients.container_client(f"{protocol}://{account}.blob.{endpoint}", container)
+
+    def _get_job(self, name: str, *, missing_ok: bool = False) -> Any:
+        try:
+            return self.ml.jobs.get(name)
+        except Exception as exc:
+            if missing_ok and (
+                _status_code(exc) == 404 or type(exc).__name__ == "ResourceNotFoundError"
+            ):
+                return None
+            raise _mapped(exc, f"reading job {name}") from exc
+
+    def _run_details(self, name: str) -> Any:
+        """Start, end and error of a run, as the SDK's own ``jobs.stream`` reads them."""
+        try:
+            return self.ml.jobs._runs_operations.get_run_details(name)
+        except Exception as exc:
+            raise _mapped(exc, f"reading the run details of {name}") from exc
+
+    def _job_log(self, name: str) -> tuple[list[str], dict[str, float]]:
+        """The script's output (user_logs/std_log.txt) and the metrics it printed."""
+        import tempfile
+
+        parser = contract.MetricParser(self._config.metrics)
+        with tempfile.TemporaryDirectory(prefix="cloudtrain-azure-logs-") as tmp:
+            try:
+                self.ml.jobs.download(name, download_path=tmp, all=True)
+            except Exception:
+                return [f"(no logs could be downloaded for {name})"], {}
+            lines: list[str] = []
+            for log in sorted(Path(tmp).rglob("std_log*.txt")):
+                for line in log.read_text(errors="replace").splitlines():
+                    parser.feed(line)
+                    lines.append(line)
+        return lines, parser.final
+
+    def _studio_url(self, job: str) -> str:
+        azure = self._config.azure
+        assert azure is not None
+        return STUDIO_URL.format(
+            job=job, sub=azure.subscription_id, rg=azure.resource_group, ws=azure.workspace
+        )
+
+
+def _with_compute(config: PipelineConfig, name: str, spot: bool) -> PipelineConfig:
+    assert config.azure is not None
+    return config.model_copy(
+        update={
+            "azure": config.azure.model_copy(update={"compute": name}),
+            "compute": config.compute.model_copy(update={"spot": spot}),
+        }
+    )
+
+
+def _text(value: Any) -> str:
+    """SDK enums (JobStatus.RUNNING) as the service spells them ("Running")."""
+    return str(getattr(value, "value", value))
+
+
+def _input_kind(uri: str) -> str:
+    return "uri_folder" if uri.endswith("/") else "uri_file"
+
+
+def _common_folder(root: Path, files: list[Path]) -> Path:
+    """The folder holding the model files (downloads nest them under named/output/...)."""
+    folder = files[0].parent
+    while not all(folder in f.parents for f in files):
+        folder = folder.parent
+    return folder if folder != root.parent else root
+
+
+def _error_message(details: Any) -> str:
+    error = getattr(getattr(details, "error", None), "error", None)
+    if error is None:
+        return ""
+    parts = [getattr(error, "code", None), getattr(error, "message", None)]
+    return ": ".join(str(part) for part in parts if part)
+
+
+def _run_cost(
+    config: PipelineConfig, result: TrainingResult, estimate_cost: Callable[..., Any]
+) -> dict[str, Any] | None:
+    """Every attempt's node time at its tier's price, against all of it on dedicated."""
+    nodes = config.compute.instance_count
+    billed = dedicated = 0.0
+    seconds = 0.0
+    for attempt in result.attempts:
+        span = attempt.training_seconds or 0.0
+        estimate = estimate_cost(config.compute.instance_type, nodes, span, attempt.spot)
+        if estimate is None:
+            return {
+                "training_seconds": sum(a.training_seconds or 0 for a in result.attempts),
+                "note": f"no price for {config.compute.instance_type}",
+            }
+        seconds += span
+        billed += estimate.billed_usd
+        dedicated += estimate.dedicated_usd
+    saved = dedicated - billed
+    return {
+        "training_seconds": seconds,
+        "billed_usd": round(billed, 4),
+        "dedicated_usd": round(dedicated, 4),
+        "saved_usd": round(saved, 4),
+        "saved_percent": round(100 * saved / dedicated, 1) if dedicated else 0.0,
+    }
+
+
+def _mapped(exc: Exception, doing: str) -> Exception:
+    """azure-core errors into our tree: throttling and 5xx are transient."""
+    code = _status_code(exc)
+    name = type(exc).__name__
+    if code in (429, 500, 502, 503, 504) or name in ("ServiceRequestError",):
+        return TransientError(f"{doing}: {exc}")
+    if code in (401, 403) or name == "ClientAuthenticationError":
+        return BackendError(f"{doing}: check the Azure credentials and role: {exc}")
+    return BackendError(f"{doing}: {exc}")

@@ -1,0 +1,173 @@
+"""Azure ML command jobs for one attempt: built with azure-ai-ml's own entities, pure.
+
+The script contract is the same as on SageMaker: the paths Azure ML mounts are bound
+into the command (``${{inputs.train}}`` and friends, which only the command can use),
+everything else travels as environment variables. Checkpoints are an output bound to
+one datastore path per run, mounted read-write, so the next attempt finds them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from cloudtrain import contract
+from cloudtrain.config import PipelineConfig
+from cloudtrain.recovery import Outcome
+
+MODEL_OUTPUT = "model"
+OUTPUT_DATA = "output_data"
+CHECKPOINTS = "checkpoints"
+SPOT_TIER, DEDICATED_TIER = "spot", "standard"  # serverless job tiers
+RUNNING_STATES = frozenset(
+    {
+        "NotStarted",
+        "Queued",
+        "Preparing",
+        "Provisioning",
+        "Starting",
+        "Running",
+        "Finalizing",
+        "CancelRequested",
+        "NotResponding",
+        "Paused",
+        "Unknown",
+    }
+)
+_PREEMPTED = re.compile(r"preempt|low.priority node.*(lost|removed|reclaimed)", re.IGNORECASE)
+_NO_CAPACITY = re.compile(
+    r"insufficient (quota|capacity)|not enough (quota|capacity)|AllocationFailed|"
+    r"quota (exceeded|limit)",
+    re.IGNORECASE,
+)
+_TIMEOUT = re.compile(
+    r"timeout|timed out|exceeded the (maximum|max) (allowed )?(time|duration)", re.IGNORECASE
+)
+
+
+def datastore_uri(datastore: str, path: str) -> str:
+    return f"azureml://datastores/{datastore}/paths/{path.strip('/')}/"
+
+
+def script_command(config: PipelineConfig, channels: Mapping[str, object]) -> str:
+    """``env SM_CHANNEL_X=${{inputs.x}} ... python entry --name value ...``."""
+    bindings = [f"SM_CHANNEL_{channel.upper()}=${{{{inputs.{channel}}}}}" for channel in channels]
+    bindings += [
+        f"SM_MODEL_DIR=${{{{outputs.{MODEL_OUTPUT}}}}}",
+        f"SM_OUTPUT_DATA_DIR=${{{{outputs.{OUTPUT_DATA}}}}}",
+        f"SM_CHECKPOINT_DIR=${{{{outputs.{CHECKPOINTS}}}}}",
+    ]
+    script = [
+        "python",
+        config.code.entry_point,
+        *contract.hyperparameter_args(config.hyperparameters),
+    ]
+    return "env " + " ".join(bindings) + " " + " ".join(shlex.quote(part) for part in script)
+
+
+def static_environment(
+    config: PipelineConfig, *, attempt: int, spot: bool, job_name: str
+) -> dict[str, str]:
+    """The contract's variables that need no binding."""
+    env = {
+        "SM_HPS": json.dumps(dict(config.hyperparameters)),
+        "SM_CHANNELS": json.dumps(sorted(config.data)),
+        "SM_CURRENT_INSTANCE_TYPE": config.compute.instance_type,
+        "SM_TRAINING_JOB_NAME": job_name,
+        "CLOUDTRAIN_ATTEMPT": str(attempt),
+        "CLOUDTRAIN_SPOT": "true" if spot else "false",
+    }
+    for name, value in config.hyperparameters.items():
+        env[f"SM_HP_{name.upper()}"] = contract.hyperparameter_value(value)
+    return env
+
+
+def command_job(
+    config: PipelineConfig,
+    *,
+    job_name: str,
+    run_id: str,
+    attempt: int,
+    spot: bool,
+    environment: str,
+    compute: str | None,
+    inputs: Mapping[str, tuple[str, str]],  # channel -> (uri_folder | uri_file, path)
+    checkpoint_uri: str,
+) -> Any:
+    """The attempt's CommandJob; ``compute=None`` runs serverless, its tier from ``spot``."""
+    from azure.ai.ml import Input, Output, command
+    from azure.ai.ml.entities import CommandJobLimits, QueueSettings
+
+    queue = None if compute else QueueSettings(job_tier=SPOT_TIER if spot else DEDICATED_TIER)
+    job = command(
+        name=job_name,
+        display_name=f"{config.name} attempt {attempt} ({'spot' if spot else 'dedicated'})",
+        experiment_name=config.name,
+        description=f"cloudtrain run {run_id}, attempt {attempt}",
+        code=str(config.code.source_dir),
+        command=script_command(config, inputs),
+        inputs={channel: Input(type=kind, path=path) for channel, (kind, path) in inputs.items()},
+        outputs={
+            MODEL_OUTPUT: Output(type="uri_folder", mode="rw_mount"),
+            OUTPUT_DATA: Output(type="uri_folder", mode="rw_mount"),
+            CHECKPOINTS: Output(type="uri_folder", mode="rw_mount", path=checkpoint_uri),
+        },
+        environment=environment,
+        compute=compute,
+        instance_count=config.compute.instance_count,
+        environment_variables=static_environment(
+            config, attempt=attempt, spot=spot, job_name=job_name
+        ),
+        tags={
+            "cloudtrain:pipeline": config.name,
+            "cloudtrain:run": run_id,
+            "cloudtrain:attempt": str(attempt),
+            "cloudtrain:capacity": "low-priority" if spot else "dedicated",
+        },
+        queue_settings=queue,
+    )
+    job.limits = CommandJobLimits(timeout=config.compute.max_run)
+    if compute is None:
+        from azure.ai.ml.entities import JobResourceConfiguration
+
+        job.resources = JobResourceConfiguration(
+            instance_type=config.compute.instance_type,
+            instance_count=config.compute.instance_count,
+        )
+    return job
+
+
+def rest_body(job: Any) -> dict[str, Any]:
+    """The REST body azure-ai-ml sends for this job, from its own serializer."""
+    entity = job._to_job() if hasattr(job, "_to_job") else job
+    body: dict[str, Any] = entity._to_rest_object().as_dict()
+    return body
+
+
+def classify(
+    status: str, error: str = "", *, canceled_by_us: bool = False
+) -> tuple[Outcome | None, str]:
+    """An Azure ML job's outcome from its status and error message; None while it runs."""
+    if status in RUNNING_STATES:
+        return None, status
+    if status == "Completed":
+        return Outcome.SUCCEEDED, "Completed"
+    if status == "Canceled":
+        if canceled_by_us:
+            return Outcome.INTERRUPTED, (
+                "canceled when its orchestrator was cancelled; the next attempt resumes "
+                "from the checkpoints"
+            )
+        return Outcome.STOPPED, "canceled"
+    if status == "Failed":
+        if _PREEMPTED.search(error):
+            return Outcome.INTERRUPTED, f"low-priority node preempted: {error}"
+        if _NO_CAPACITY.search(error):
+            return Outcome.NO_CAPACITY, f"no capacity: {error}"
+        if _TIMEOUT.search(error):
+            return Outcome.TIMED_OUT, f"compute.max_run reached: {error}"
+        return Outcome.FAILED, error or "Failed (no error message)"
+    return Outcome.FAILED, f"unknown status {status!r}"
