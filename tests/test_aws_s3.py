@@ -22,6 +22,7 @@ from cloudtrain.backends.aws import s3 as s3_module
 from cloudtrain.backends.aws.clients import AwsClients
 from cloudtrain.backends.aws.s3 import parse_s3_uri, require_s3_uri, upload_channel
 from cloudtrain.errors import BackendError, ConfigError, TransientError
+from cloudtrain.uploads import Progress
 
 BUCKET = "cloudtrain-test-bucket"
 PREFIX = "cloudtrain/digits-sgd/data/train"
@@ -319,7 +320,7 @@ def test_no_progress_bar_unless_stderr_is_a_terminal(
 
 
 def test_the_progress_bar_counts_the_bytes_to_upload(capsys: pytest.CaptureFixture[str]) -> None:
-    bar = s3_module._Progress("train", enabled=True)
+    bar = Progress("train", enabled=True)
     bar.add_total(300)
     bar.on_progress(bytes_transferred=100)
     bar.add_total(200)

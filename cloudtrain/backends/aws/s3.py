@@ -26,9 +26,7 @@ import base64
 import hashlib
 import json
 import re
-import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -37,7 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backend import ChannelData
 from cloudtrain.errors import BackendError, ConfigError, TransientError
-from cloudtrain.store import PARQUET_NAME, HashCache, manifest_json, sha256_file, walk_files
+from cloudtrain.store import PARQUET_NAME, HashCache, manifest_json, sha256_file
+from cloudtrain.uploads import (
+    HASH_CACHE_NAME,
+    MiB,
+    Progress,
+    digest_if_unchanged,
+    human_size,
+    is_big_on_a_terminal,
+    local_files,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,7 +53,6 @@ if TYPE_CHECKING:
 
     from cloudtrain.backends.aws.clients import AwsClients
 
-MiB = 1024 * 1024
 #: Requests in flight at once, across files and parts (AwsClients pools 32 connections).
 MAX_CONCURRENCY = 16
 #: Files at least this big go multipart; smaller ones are one PUT whose full-object
@@ -57,10 +63,7 @@ MULTIPART_CHUNK_BYTES = 8 * MiB
 #: DeleteObjects takes at most this many keys per request.
 DELETE_BATCH = 1000
 #: With ``progress=None``, a bar is shown on a terminal once a channel is this big.
-PROGRESS_MIN_BYTES = 64 * MiB
-PROGRESS_MIN_FILES = 200
 #: The stat/hash cache, in ``cache_dir``.
-HASH_CACHE_NAME = "hash-cache.json"
 BUCKET_FIELD = "aws.bucket"
 
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
@@ -150,7 +153,7 @@ def upload_channel(
         return _sync(
             clients,
             channel=channel,
-            list_files=lambda: _local_files(channel, source),
+            list_files=lambda: local_files(channel, source),
             hashes=HashCache(cache_dir / HASH_CACHE_NAME),
             bucket=bucket,
             key_prefix=key_prefix,
@@ -176,15 +179,6 @@ def upload_channel(
             log=log,
             described=f"DataFrame {source.shape[0]}x{source.shape[1]}",
         )
-
-
-def _local_files(channel: str, source: Path) -> list[tuple[str, Path]]:
-    if not source.exists():
-        raise ConfigError(f"data.{channel}", f"{source} does not exist")
-    files = list(walk_files(source))
-    if not files:
-        raise ConfigError(f"data.{channel}", f"{source} holds no files")
-    return files
 
 
 def _sync(
@@ -215,7 +209,7 @@ def _sync(
         total_bytes = sum(stat.st_size for _, _, stat in stats)
         if listed is None and previous_digest is not None:
             # Same content as the manifest says S3 holds: one GET, no LIST, no PUT.
-            same = _digest_if_unchanged(stats, hashes, previous_digest)
+            same = digest_if_unchanged(stats, hashes, previous_digest)
             if same is not None:
                 log(f"{channel}: unchanged, {len(stats)} files at {uri}")
                 return ChannelData(
@@ -228,8 +222,8 @@ def _sync(
                     source=described,
                 )
         remote = (listed or pool.submit(_list_sizes, s3, bucket, key_prefix + "/")).result()
-    show = progress if progress is not None else _is_big_on_a_terminal(len(stats), total_bytes)
-    bar = _Progress(f"upload {channel}", enabled=show)
+    show = progress if progress is not None else is_big_on_a_terminal(len(stats), total_bytes)
+    bar = Progress(f"upload {channel}", enabled=show)
     subs = [bar] if show else []  # no per-read callbacks when nobody watches
 
     def sha256(path: Path, stat: Any) -> str:
@@ -303,7 +297,7 @@ def _sync(
     else:
         log(
             f"{channel}: uploaded {len(futures)} of {len(entries)} files "
-            f"({_human(uploaded_bytes)}) to {uri}"
+            f"({human_size(uploaded_bytes)}) to {uri}"
         )
     return ChannelData(
         channel=channel,
@@ -316,23 +310,6 @@ def _sync(
         unchanged=unchanged,
         source=described,
     )
-
-
-def _digest_if_unchanged(
-    stats: list[tuple[str, Path, Any]], hashes: HashCache | None, previous_digest: str
-) -> str | None:
-    """The local manifest's digest when it equals the previous one, else None."""
-    entries = {
-        relative: {
-            "sha256": hashes.sha256(path, stat) if hashes else sha256_file(path),
-            "size": stat.st_size,
-        }
-        for relative, path, stat in stats
-    }
-    if hashes:
-        hashes.save()
-    digest = hashlib.sha256(manifest_json(dict(sorted(entries.items()))).encode()).hexdigest()
-    return digest if digest == previous_digest else None
 
 
 def _checksum_args(sha256_hex: str, multipart: bool) -> dict[str, str]:
@@ -401,66 +378,6 @@ def _delete(
 
 
 # -- progress --------------------------------------------------------------------------
-
-
-def _is_big_on_a_terminal(files: int, total_bytes: int) -> bool:
-    if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
-        return False
-    return total_bytes >= PROGRESS_MIN_BYTES or files >= PROGRESS_MIN_FILES
-
-
-class _Progress:
-    """An s3transfer subscriber feeding a tqdm bar on stderr, opened at the first upload."""
-
-    def __init__(self, description: str, enabled: bool) -> None:
-        self.description, self.enabled = description, enabled
-        self._bar: Any = None
-        self._lock = threading.Lock()
-
-    def add_total(self, size: int) -> None:
-        if not self.enabled:
-            return
-        with self._lock:
-            if self._bar is None:
-                from tqdm import tqdm
-
-                self._bar = tqdm(
-                    total=0,
-                    desc=self.description,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    file=sys.stderr,
-                    leave=False,
-                )
-            self._bar.total += size  # drawn at the next update, at most 10 times a second
-
-    def on_progress(self, bytes_transferred: int = 0, **kwargs: Any) -> None:
-        if self._bar is not None:
-            with self._lock:
-                self._bar.update(bytes_transferred)
-
-    def on_queued(self, **kwargs: Any) -> None:
-        pass
-
-    def on_done(self, **kwargs: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-# -- errors ----------------------------------------------------------------------------
 
 
 def _code(exc: ClientError) -> str:

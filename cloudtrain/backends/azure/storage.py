@@ -36,17 +36,18 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from cloudtrain.backend import ChannelData
-
-# Cloud-neutral helpers of the S3 upload (cheap to import: botocore is loaded lazily there).
-from cloudtrain.backends.aws.s3 import (
-    _digest_if_unchanged,
-    _human,
-    _is_big_on_a_terminal,
-    _local_files,
-    _Progress,
-)
 from cloudtrain.errors import BackendError, ConfigError, TransientError
 from cloudtrain.store import CHUNK_BYTES, PARQUET_NAME, HashCache, manifest_json
+
+# Cloud-neutral helpers of the S3 upload (cheap to import: botocore is loaded lazily there).
+from cloudtrain.uploads import (
+    HASH_CACHE_NAME,
+    Progress,
+    digest_if_unchanged,
+    human_size,
+    is_big_on_a_terminal,
+    local_files,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,7 +67,6 @@ IN_MEMORY_MAX_BYTES = 32 * MiB
 #: The blob metadata key holding the file's sha256 (MD5 alone is too weak to trust).
 SHA256_METADATA = "sha256"
 #: The stat/hash cache, in ``cache_dir`` (the same file the S3 upload uses).
-HASH_CACHE_NAME = "hash-cache.json"
 DATASTORE_FIELD = "azure.datastore"
 CREDENTIALS_FIELD = "azure.credentials_block"
 
@@ -111,7 +111,7 @@ def upload_channel(
         return _sync(
             container,
             channel=channel,
-            list_files=lambda: _local_files(channel, source),
+            list_files=lambda: local_files(channel, source),
             hashes=HashCache(cache_dir / HASH_CACHE_NAME),
             prefix=prefix,
             manifest_path=manifest_path,
@@ -161,7 +161,7 @@ def _sync(
         total_bytes = sum(stat.st_size for _, _, stat in stats)
         if listed is None and previous_digest is not None:
             # Same content as the manifest says the container holds: one GET, nothing else.
-            same = _digest_if_unchanged(stats, hashes, previous_digest)
+            same = digest_if_unchanged(stats, hashes, previous_digest)
             if same is not None:
                 log(f"{channel}: unchanged, {len(stats)} files at {where}")
                 return ChannelData(
@@ -201,8 +201,8 @@ def _sync(
             hashes.save()
 
     uploaded_bytes = sum(stat.st_size for _, _, stat, _ in todo)
-    show = progress if progress is not None else _is_big_on_a_terminal(len(stats), total_bytes)
-    bar = _Progress(f"upload {channel}", enabled=show and bool(todo))
+    show = progress if progress is not None else is_big_on_a_terminal(len(stats), total_bytes)
+    bar = Progress(f"upload {channel}", enabled=show and bool(todo))
     bar.add_total(uploaded_bytes)
 
     def upload(item: tuple[str, Path, os.stat_result, str]) -> None:
@@ -233,7 +233,7 @@ def _sync(
     else:
         log(
             f"{channel}: uploaded {len(todo)} of {len(entries)} files "
-            f"({_human(uploaded_bytes)}) to {where}"
+            f"({human_size(uploaded_bytes)}) to {where}"
         )
     return ChannelData(
         channel=channel,
@@ -431,7 +431,7 @@ def _run_all(work: Callable[[_T], None], items: Iterable[_T]) -> None:
             failed.result()
 
 
-def _hook(bar: _Progress) -> Callable[[int, int | None], None]:
+def _hook(bar: Progress) -> Callable[[int, int | None], None]:
     """The SDK reports bytes sent so far per blob; the bar wants increments."""
     sent = 0
 
