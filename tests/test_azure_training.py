@@ -293,3 +293,66 @@ def test_azure_flow_collects_the_model_metrics_cost_and_studio_link(
     assert Path(model["model_archive"]).is_file()
     assert model["links"]["Azure ML studio"].startswith("https://ml.azure.com/runs/digits-")
     assert model["cost"]["dedicated_usd"] >= model["cost"]["billed_usd"]
+
+
+@pytest.mark.prefect
+def test_a_prefect_azure_block_gives_a_service_principal_credential(prefect_server: str) -> None:
+    """The block is read through Prefect's API: prefect-azure itself need not be installed."""
+    from azure.identity import ClientSecretCredential
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import (
+        BlockDocumentCreate,
+        BlockSchemaCreate,
+        BlockTypeCreate,
+    )
+
+    from cloudtrain.backends.azure.clients import AZUREML_BLOCK_TYPE
+    from cloudtrain.config import AzureConfig
+    from cloudtrain.errors import ConfigError
+
+    secret = "sp-secret-value-never-printed"
+    with get_client(sync_client=True) as client:
+        try:
+            block_type = client.read_block_type_by_slug(AZUREML_BLOCK_TYPE)
+        except Exception:
+            block_type = client.create_block_type(
+                BlockTypeCreate(name="AzureML Credentials", slug=AZUREML_BLOCK_TYPE)
+            )
+        schema = client.create_block_schema(
+            BlockSchemaCreate(
+                block_type_id=block_type.id,
+                capabilities=[],
+                fields={
+                    "title": "AzureMlCredentials",
+                    "type": "object",
+                    "properties": {
+                        "tenant_id": {"type": "string"},
+                        "service_principal_id": {"type": "string"},
+                        "service_principal_password": {"type": "string", "format": "password"},
+                    },
+                    "secret_fields": ["service_principal_password"],
+                    "block_type_slug": AZUREML_BLOCK_TYPE,
+                    "block_schema_references": {},
+                },
+            )
+        )
+        client.create_block_document(
+            BlockDocumentCreate(
+                name="ct-azure-sp",
+                block_type_id=block_type.id,
+                block_schema_id=schema.id,
+                data={
+                    "tenant_id": "11111111-1111-1111-1111-111111111111",
+                    "service_principal_id": "22222222-2222-2222-2222-222222222222",
+                    "service_principal_password": secret,
+                },
+            )
+        )
+
+    credential = AzureClients(AzureConfig(credentials_block="ct-azure-sp")).credential
+    assert isinstance(credential, ClientSecretCredential)
+    assert secret not in repr(credential)
+    with pytest.raises(
+        ConfigError, match="azure.credentials_block: no azureml-credentials block named 'missing'"
+    ):
+        AzureClients(AzureConfig(credentials_block="missing")).credential  # noqa: B018

@@ -92,22 +92,42 @@ class AzureClients:
         return ContainerClient(account_url, container, credential=self.credential)
 
 
-def _credential(azure: AzureConfig) -> Any:
-    if azure.credentials_block:
-        try:
-            from prefect_azure import AzureMlCredentials
-        except ImportError:
-            raise ConfigError(
-                "azure.credentials_block", "needs prefect-azure: pip install prefect-azure"
-            ) from None
-        try:
-            block: Any = AzureMlCredentials.load(azure.credentials_block, _sync=True)
-        except ValueError as exc:
-            raise ConfigError(
-                "azure.credentials_block",
-                f"no AzureMlCredentials block {azure.credentials_block!r}",
-            ) from exc
-        return block.get_credential()
-    from azure.identity import DefaultAzureCredential
+#: prefect-azure's "AzureML Credentials" block: a service principal for one workspace.
+AZUREML_BLOCK_TYPE = "azureml-credentials"
 
-    return DefaultAzureCredential()
+
+def _credential(azure: AzureConfig) -> Any:
+    """DefaultAzureCredential, or a service principal from a prefect-azure block.
+
+    The block document is read through Prefect's API, so prefect-azure (and what it pulls
+    in) need not be installed; its secret goes straight into the credential object.
+    """
+    if not azure.credentials_block:
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential()
+    from azure.identity import ClientSecretCredential
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            document = client.read_block_document_by_name(
+                azure.credentials_block, AZUREML_BLOCK_TYPE, include_secrets=True
+            )
+    except ObjectNotFound as exc:
+        raise ConfigError(
+            "azure.credentials_block",
+            f"no {AZUREML_BLOCK_TYPE} block named {azure.credentials_block!r}",
+        ) from exc
+    data = document.data
+    missing = [
+        k
+        for k in ("tenant_id", "service_principal_id", "service_principal_password")
+        if not data.get(k)
+    ]
+    if missing:
+        raise ConfigError("azure.credentials_block", f"the block has no {missing[0]}")
+    secret = data["service_principal_password"]
+    secret = secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret)
+    return ClientSecretCredential(data["tenant_id"], data["service_principal_id"], secret)
