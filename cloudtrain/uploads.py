@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import tempfile
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudtrain.errors import ConfigError
-from cloudtrain.store import HashCache, manifest_json, sha256_file, walk_files
+from cloudtrain.store import PARQUET_NAME, HashCache, manifest_json, sha256_file, walk_files
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MiB = 1024 * 1024
 #: A progress bar on a terminal for uploads at least this big or this many files.
@@ -107,3 +114,34 @@ def human_size(size: int) -> str:
 
 
 # -- errors ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChannelSource:
+    """A channel's files, how to hash them, and how to name the source in logs."""
+
+    list_files: Callable[[], list[tuple[str, Path]]]
+    hashes: HashCache | None
+    described: str
+
+
+@contextmanager
+def channel_source(
+    channel: str, source: Path | pd.DataFrame, cache_dir: Path
+) -> Iterator[ChannelSource]:
+    """A folder or file (hashes remembered), or a DataFrame written as one parquet file."""
+    if isinstance(source, Path):
+        yield ChannelSource(
+            list_files=lambda: local_files(channel, source),
+            hashes=HashCache(cache_dir / HASH_CACHE_NAME),
+            described=str(source),
+        )
+        return
+    with tempfile.TemporaryDirectory(prefix="cloudtrain-parquet-") as tmp:
+        path = Path(tmp) / PARQUET_NAME
+        source.to_parquet(path, engine="pyarrow", index=True)
+        yield ChannelSource(
+            list_files=lambda: [(PARQUET_NAME, path)],
+            hashes=None,  # a new temp file each time: nothing to remember
+            described=f"DataFrame {source.shape[0]}x{source.shape[1]}",
+        )

@@ -26,7 +26,6 @@ import base64
 import hashlib
 import json
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,15 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backend import ChannelData
 from cloudtrain.errors import BackendError, ConfigError, TransientError
-from cloudtrain.store import PARQUET_NAME, HashCache, manifest_json, sha256_file
+from cloudtrain.store import manifest_json, sha256_file
 from cloudtrain.uploads import (
-    HASH_CACHE_NAME,
+    ChannelSource,
     MiB,
     Progress,
+    channel_source,
     digest_if_unchanged,
     human_size,
     is_big_on_a_terminal,
-    local_files,
 )
 
 if TYPE_CHECKING:
@@ -149,35 +148,17 @@ def upload_channel(
     if not key_prefix or manifest_key.startswith(key_prefix + "/"):
         # Everything under the prefix that is not in the channel gets deleted.
         raise ValueError(f"key_prefix {key_prefix!r} must be non-empty and not hold the manifest")
-    if isinstance(source, Path):
+    with channel_source(channel, source, cache_dir) as files:
         return _sync(
             clients,
             channel=channel,
-            list_files=lambda: local_files(channel, source),
-            hashes=HashCache(cache_dir / HASH_CACHE_NAME),
+            files=files,
             bucket=bucket,
             key_prefix=key_prefix,
             manifest_key=manifest_key,
             progress=progress,
             verify=verify,
             log=log,
-            described=str(source),
-        )
-    with tempfile.TemporaryDirectory(prefix="cloudtrain-parquet-") as tmp:
-        path = Path(tmp) / PARQUET_NAME
-        source.to_parquet(path, engine="pyarrow", index=True)
-        return _sync(
-            clients,
-            channel=channel,
-            list_files=lambda: [(PARQUET_NAME, path)],
-            hashes=None,  # a new temp file each time: nothing to remember
-            bucket=bucket,
-            key_prefix=key_prefix,
-            manifest_key=manifest_key,
-            progress=progress,
-            verify=verify,
-            log=log,
-            described=f"DataFrame {source.shape[0]}x{source.shape[1]}",
         )
 
 
@@ -185,16 +166,15 @@ def _sync(
     clients: AwsClients,
     *,
     channel: str,
-    list_files: Callable[[], list[tuple[str, Path]]],
-    hashes: HashCache | None,
+    files: ChannelSource,
     bucket: str,
     key_prefix: str,
     manifest_key: str,
     progress: bool | None,
     verify: bool,
     log: Callable[[str], None],
-    described: str,
 ) -> ChannelData:
+    list_files, hashes, described = files.list_files, files.hashes, files.described
     from boto3.s3.transfer import TransferConfig
     from s3transfer.manager import TransferManager
 

@@ -37,16 +37,16 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from cloudtrain.backend import ChannelData
 from cloudtrain.errors import BackendError, ConfigError, TransientError
-from cloudtrain.store import CHUNK_BYTES, PARQUET_NAME, HashCache, manifest_json
+from cloudtrain.store import CHUNK_BYTES, manifest_json
 
 # Cloud-neutral helpers of the S3 upload (cheap to import: botocore is loaded lazily there).
 from cloudtrain.uploads import (
-    HASH_CACHE_NAME,
+    ChannelSource,
     Progress,
+    channel_source,
     digest_if_unchanged,
     human_size,
     is_big_on_a_terminal,
-    local_files,
 )
 
 if TYPE_CHECKING:
@@ -107,33 +107,16 @@ def upload_channel(
         # Everything under the prefix that is not in the channel gets deleted.
         raise ValueError(f"path_prefix {prefix!r} must be non-empty and not hold the manifest")
     manifest_path = manifest_path.strip("/")
-    if isinstance(source, Path):
+    with channel_source(channel, source, cache_dir) as files:
         return _sync(
             container,
             channel=channel,
-            list_files=lambda: local_files(channel, source),
-            hashes=HashCache(cache_dir / HASH_CACHE_NAME),
+            files=files,
             prefix=prefix,
             manifest_path=manifest_path,
             progress=progress,
             verify=verify,
             log=log,
-            described=str(source),
-        )
-    with tempfile.TemporaryDirectory(prefix="cloudtrain-parquet-") as tmp:
-        path = Path(tmp) / PARQUET_NAME
-        source.to_parquet(path, engine="pyarrow", index=True)
-        return _sync(
-            container,
-            channel=channel,
-            list_files=lambda: [(PARQUET_NAME, path)],
-            hashes=None,  # a new temp file each time: nothing to remember
-            prefix=prefix,
-            manifest_path=manifest_path,
-            progress=progress,
-            verify=verify,
-            log=log,
-            described=f"DataFrame {source.shape[0]}x{source.shape[1]}",
         )
 
 
@@ -141,15 +124,14 @@ def _sync(
     container: ContainerClient,
     *,
     channel: str,
-    list_files: Callable[[], list[tuple[str, Path]]],
-    hashes: HashCache | None,
+    files: ChannelSource,
     prefix: str,
     manifest_path: str,
     progress: bool | None,
     verify: bool,
     log: Callable[[str], None],
-    described: str,
 ) -> ChannelData:
+    list_files, hashes, described = files.list_files, files.hashes, files.described
     name = container.container_name
     where = f"{name}/{prefix}/"
     # The manifest in the container and the files here, found at the same time.
