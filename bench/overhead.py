@@ -114,22 +114,27 @@ def main() -> int:
     started = time.perf_counter()
     bare()
     print(f"  first flow in this process: {time.perf_counter() - started:.1f} s")
-    local_training(config=config)  # first run: imports and the data store
+    local_training(config=config, force=True)  # first run: imports and the data store
     warm = median_of(
         args.runs,
         {
             "script": run_script,
             "prefect": bare,
-            "pipeline": lambda: local_training(config=config),
+            "pipeline": lambda: local_training(config=config, force=True),
         },
     )
     report(f"warm, median of {args.runs} (Prefect server already up)", warm)
 
     # -- cold ------------------------------------------------------------------------
     if args.cold_runs:
-        cli = [str(Path(sys.executable).with_name("cloudtrain")), "run", str(config_path)]
+        cli = [
+            str(Path(sys.executable).with_name("cloudtrain")),
+            "run",
+            str(config_path),
+            "--force",
+        ]
         if not Path(cli[0]).exists():
-            cli = [sys.executable, "-m", "cloudtrain.cli", "run", str(config_path)]
+            cli = [sys.executable, "-m", "cloudtrain.cli", "run", str(config_path), "--force"]
         env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
 
         def cold(command: list[str]) -> Callable[[], None]:

@@ -104,3 +104,27 @@ class MetricParser:
     def final(self) -> dict[str, float]:
         """The last value of each metric, as SageMaker's FinalMetricDataList reports."""
         return {name: values[-1] for name, values in self.series.items()}
+
+
+_PROGRESS = re.compile(r"(?<![\w.-])progress=([0-9]*\.?[0-9]+)(%?)")
+_EPOCH = re.compile(r"(?<![\w.-])epoch=([0-9]+)")
+
+
+@dataclass
+class ProgressParser:
+    """How far training is, from ``progress=0.4`` (or ``40%``) lines, else from
+    ``epoch=N`` against the ``epochs`` hyperparameter."""
+
+    total_epochs: int | None = None
+
+    def feed(self, line: str) -> float | None:
+        """A fraction in [0, 1] when the line says how far along the script is."""
+        match = _PROGRESS.search(line)
+        if match:
+            value = float(match.group(1))
+            value = value / 100 if match.group(2) or value > 1 else value
+            return min(max(value, 0.0), 1.0)
+        match = _EPOCH.search(line)
+        if match and self.total_epochs:
+            return min(int(match.group(1)) / self.total_epochs, 1.0)
+        return None

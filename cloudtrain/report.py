@@ -52,9 +52,13 @@ class RunReport:
     result: TrainingResult | None = None
     artifacts: ModelArtifacts | None = None
     error: str | None = None
+    decision: str | None = None  # why it trained, or why it did not
+    reused: Mapping[str, Any] | None = None  # the earlier run's summary, when it did not
 
     @property
     def status(self) -> str:
+        if self.reused is not None:
+            return "skipped"
         return "succeeded" if self.artifacts is not None and self.error is None else "failed"
 
     def markdown(self) -> str:
@@ -62,6 +66,14 @@ class RunReport:
 
     def summary(self) -> dict[str, Any]:
         """What ``cloudtrain run --json`` prints: status, attempts, metrics, model location."""
+        if self.reused is not None:  # nothing changed: the earlier run's model and metrics
+            return {
+                **self.reused,
+                "status": "skipped",
+                "skip_reason": self.decision,
+                "reused_run_id": self.reused.get("run_id"),
+                "data": {name: data.to_dict() for name, data in self.channels.items()},
+            }
         result, artifacts = self.result, self.artifacts
         return {
             "status": self.status,
@@ -75,6 +87,7 @@ class RunReport:
             "attempts": [attempt.to_dict() for attempt in result.attempts] if result else [],
             "metrics": dict(artifacts.metrics) if artifacts else (result.metrics if result else {}),
             "model": artifacts.to_dict() if artifacts else None,
+            "decision": self.decision,
         }
 
 
@@ -108,6 +121,19 @@ def markdown_report(run: RunReport) -> str:
         + " |",
         "",
     ]
+    if run.decision:
+        verb = "Skipped training" if run.reused is not None else "Trained"
+        lines += ["## Retraining", "", f"{verb}: {run.decision}", ""]
+    if run.reused is not None:
+        model = run.reused.get("model") or {}
+        lines += [
+            f"Model reused from run `{run.reused.get('run_id')}`: "
+            f"`{model.get('model_archive') or model.get('model_uri')}`",
+            "",
+        ]
+        lines += ["| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v:g} |" for k, v in (run.reused.get("metrics") or {}).items()]
+        lines.append("")
     if environment is not None:
         lines += [f"Environment: {environment.description}", ""]
         lines += [f"> warning: {warning}" for warning in environment.warnings]

@@ -101,7 +101,7 @@ class HashCache:
         """Write the cache if anything new was hashed (atomically: readers never see half)."""
         with self._lock:
             if self._entries is not None and self._dirty:
-                _atomic_write(self.path, json.dumps(self._entries))
+                atomic_write(self.path, json.dumps(self._entries))
                 self._dirty = False
 
 
@@ -170,11 +170,11 @@ class ContentStore:
         digest = hashlib.sha256(manifest.encode()).hexdigest()
         manifest_path = self.manifests / f"{digest}.json"
         if not manifest_path.exists():
-            _atomic_write(manifest_path, manifest)
+            atomic_write(manifest_path, manifest)
         folder = self._materialize(digest, entries)
         latest = self.latest / f"{key}.digest"
         previous = latest.read_text().strip() if latest.exists() else None
-        _atomic_write(latest, digest)
+        atomic_write(latest, digest)
         return StoredChannel(
             digest=digest,
             path=folder,
@@ -207,7 +207,7 @@ class ContentStore:
         return folder
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     with os.fdopen(fd, "w") as handle:

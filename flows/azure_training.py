@@ -17,9 +17,12 @@ def _run_name() -> str:
 
 @flow(name="azure-training", flow_run_name=_run_name, validate_parameters=True)
 def azure_training(
-    config: PipelineConfig, dataframes: Mapping[str, Any] | None = None
+    config: PipelineConfig,
+    dataframes: Mapping[str, Any] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train ``config`` on Azure ML: data to a datastore as data assets, one command job per
     attempt, all attempts of a run sharing one checkpoint path, dedicated as the last resort.
+    Skipped (reusing the last success) when nothing changed, unless ``force``.
     """
-    return run_pipeline(config, "azure", dataframes)
+    return run_pipeline(config, "azure", dataframes, force)

@@ -17,11 +17,14 @@ def _run_name() -> str:
 
 @flow(name="local-training", flow_run_name=_run_name, validate_parameters=True)
 def local_training(
-    config: PipelineConfig, dataframes: Mapping[str, Any] | None = None
+    config: PipelineConfig,
+    dataframes: Mapping[str, Any] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train ``config`` on this machine: the same script contract as SageMaker and Azure ML.
 
     ``dataframes`` adds channels from pandas DataFrames (stored as parquet) when the flow
-    is called from Python.
+    is called from Python. Training is skipped, and the last successful run's model
+    reused, when data, code and config are unchanged, unless ``force``.
     """
-    return run_pipeline(config, "local", dataframes)
+    return run_pipeline(config, "local", dataframes, force)

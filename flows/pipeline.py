@@ -17,10 +17,12 @@ from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from cloudtrain.backends import get_backend
+from cloudtrain.changes import RunRecords
 from cloudtrain.config import PipelineConfig
 from cloudtrain.errors import TrainingError
 from cloudtrain.report import RunReport
 from tasks.artifacts import collect_artifacts, publish_report
+from tasks.changes import check_for_changes
 from tasks.compute import ensure_compute
 from tasks.data import upload_data
 from tasks.environment import resolve_environment
@@ -44,6 +46,7 @@ def run_pipeline(
     config: PipelineConfig,
     cloud: str,
     dataframes: Mapping[str, Any] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Run the five stages for ``cloud``; returns the run summary (``RunReport.summary``)."""
     if config.cloud != cloud:
@@ -57,6 +60,12 @@ def run_pipeline(
     run = RunReport(config)
     with tags(*pipeline_tags(config)):
         run.channels = upload_data(config, dataframes)
+        decision, current = check_for_changes(config, run.channels, force)
+        run.decision = decision.reason
+        if not decision.train and decision.previous is not None:
+            run.reused = decision.previous
+            publish_report(run)
+            return run.summary()
         compute = ensure_compute(config)
         run.environment = resolve_environment(config, compute)
         uris = {name: data.uri for name, data in run.channels.items()}
@@ -70,7 +79,10 @@ def run_pipeline(
             raise
         run.artifacts = collect_artifacts(config, run.result)
         publish_report(run)
-    return run.summary()
+    summary = run.summary()
+    if current is not None:
+        RunRecords(config.local.root).save_success(config.name, cloud, current, summary)
+    return summary
 
 
 #: Time on top of the attempts' own limits for uploads, image pulls and polling.

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+from uuid import UUID
+
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from cloudtrain.backend import ComputeTarget, ResolvedEnvironment
 from cloudtrain.backends import get_backend
 from cloudtrain.config import PipelineConfig
+from cloudtrain.contract import ProgressParser
 from cloudtrain.training import TrainingResult, run_training
+
+#: The progress artifact is updated at most this often (each update is an API call).
+PROGRESS_UPDATE_SECONDS = 2.0
 
 
 @task(name="train", cache_policy=NO_CACHE)
@@ -21,7 +30,13 @@ def train(
 ) -> TrainingResult:
     """Retries live in the recovery strategy, not in Prefect: a script error is final."""
     logger = get_run_logger()
-    return run_training(
+    progress = _Progress(config)
+
+    def script_log(line: str) -> None:
+        logger.info("| %s", line)
+        progress.feed(line)
+
+    result = run_training(
         get_backend(config),
         config,
         run_id=run_id,
@@ -29,5 +44,38 @@ def train(
         compute=compute,
         environment=environment,
         log=logger.info,
-        script_log=lambda line: logger.info("| %s", line),
+        script_log=script_log,
     )
+    progress.done()
+    return result
+
+
+class _Progress:
+    """A Prefect progress artifact fed by the script's output, while it trains."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        epochs = config.hyperparameters.get("epochs")
+        self.parser = ProgressParser(epochs if isinstance(epochs, int) else None)
+        self.artifact: UUID | Any = create_progress_artifact(
+            progress=0.0,
+            key=f"{config.name}-progress",
+            description=f"{config.name}: training progress of the running attempt",
+        )
+        self.last_sent = 0.0
+        self.value = 0.0
+
+    def feed(self, line: str) -> None:
+        value = self.parser.feed(line)
+        if value is None:
+            return
+        self.value = value
+        if time.monotonic() - self.last_sent >= PROGRESS_UPDATE_SECONDS:
+            self._send()
+
+    def done(self) -> None:
+        self.value = 1.0
+        self._send()
+
+    def _send(self) -> None:
+        update_progress_artifact(artifact_id=self.artifact, progress=round(self.value * 100, 1))
+        self.last_sent = time.monotonic()

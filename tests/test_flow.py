@@ -59,6 +59,7 @@ def test_digits_flow_survives_two_reclaims(
     assert {"pipeline:digits-sgd", "cloud:local"} <= set(flow_run.tags)
     assert {run.name.rsplit("-", 1)[0] for run in task_runs} == {
         "upload-data",
+        "check-for-changes",
         "ensure-compute",
         "resolve-environment",
         "train",
