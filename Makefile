@@ -27,7 +27,7 @@ node-tools: $(NODE_STAMP)
 ## The digits example: prepare the data, train through two simulated spot reclaims.
 demo: setup
 	$(BIN)/python examples/digits/prepare_data.py
-	$(BIN)/cloudtrain run examples/digits/cloudtrain.yaml
+	$(BIN)/cloudtrain run examples/digits/cloudtrain.yaml --force
 
 lint: setup
 	$(BIN)/ruff check .

@@ -3,7 +3,7 @@ of the last successful run to compare it with.
 
 A run's fingerprint covers the data (each channel's content digest from the upload
 stage), the code (a manifest digest of ``code.source_dir``) and the config, less the
-settings that cannot change the model (recovery and simulated reclaims). A channel given
+settings that cannot change the model (recovery, and where things are kept). A channel given
 as a URI has no digest cloudtrain can vouch for, so a config with one always trains.
 """
 
@@ -23,7 +23,8 @@ from cloudtrain.store import HashCache, atomic_write, manifest_json, walk_files
 #: Config fields that do not change the trained model, so they do not force retraining.
 NOT_IN_FINGERPRINT: dict[str, Any] = {
     "retry": True,
-    "local": {"spot_interruptions", "grace_period", "root"},
+    # Simulated reclaims stay in: a changed simulation is a test the user wants to see run.
+    "local": {"grace_period", "root"},
     # Where the data and code are is not what they are: their digests are parts of their own.
     "data": True,
     "code": {"source_dir"},

@@ -30,7 +30,7 @@ def test_each_input_changes_the_fingerprint(
     )
     (tmp_path / "src" / "train.py").write_text("print('changed')\n")
     assert fingerprint(config, channels()).digest != base.digest  # code
-    # recovery settings and simulated reclaims do not change the model
+    # recovery settings do not change the model
     (tmp_path / "src" / "train.py").write_text("print('ok')\n")
     same = load_config(write_config(hyperparameters={"lr": 0.1}, retry={"max_attempts": 7}))
     assert fingerprint(same, channels()).digest == fingerprint(config, channels()).digest
