@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
             help="override a config value (read as YAML); repeatable",
         )
         command.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "run":
+            command.add_argument(
+                "--force",
+                action="store_true",
+                help="train even when data, code and config are unchanged",
+            )
     return parser
 
 
@@ -66,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plan(backend.plan(config), args.json)
     except ConfigError as exc:
         return _fail(f"cloudtrain: invalid config: {exc}", EXIT_INVALID, args.json)
-    return _run(config, args.json)
+    return _run(config, args.json, args.force)
 
 
 def _plan(plan: dict[str, Any], as_json: bool) -> int:
@@ -79,13 +85,13 @@ def _plan(plan: dict[str, Any], as_json: bool) -> int:
     return EXIT_OK
 
 
-def _run(config: PipelineConfig, as_json: bool) -> int:
+def _run(config: PipelineConfig, as_json: bool, force: bool = False) -> int:
     _quiet_prefect_defaults()
     from prefect.exceptions import TerminationSignal
 
     flow = _flow_for(config.cloud)
     try:
-        summary = flow(config=config)
+        summary = flow(config=config, force=force)
     except ConfigError as exc:
         return _fail(f"cloudtrain: invalid config: {exc}", EXIT_INVALID, as_json)
     except TrainingError as exc:
@@ -128,6 +134,11 @@ def _quiet_prefect_defaults() -> None:
 def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
     if not summary:
         print(f"failed: {error}")
+        return
+    if summary["status"] == "skipped":
+        print(f"\n{summary['pipeline']} on {summary['cloud']}: skipped, {summary['skip_reason']}")
+        model = summary.get("model") or {}
+        print(f"  model: {model.get('model_archive') or model.get('model_uri')}")
         return
     attempts = summary["attempts"]
     lost = sum(1 for attempt in attempts if attempt["outcome"] in ("interrupted", "no_capacity"))
