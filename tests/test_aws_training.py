@@ -7,6 +7,7 @@ are on the requests moto received over HTTP.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -361,3 +362,41 @@ def test_a_rerun_after_a_cancel_resumes_with_the_next_attempt(
     names = [r["TrainingJobName"] for r in created(aws)]
     assert names == ["unit-feedc0de-a1", "unit-feedc0de-a2"]
     assert created(aws)[1]["CheckpointConfig"] == created(aws)[0]["CheckpointConfig"]
+
+
+def test_the_jobs_cloudwatch_lines_reach_the_log_once_each(
+    aws_config: Callable[..., Path], aws: MotoServer, lifecycle: Lifecycle
+) -> None:
+    logs = boto3.client("logs")
+    logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
+    stream = "unit-feedc0de-a1/algo-1-1700000000"
+    logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream)
+    now_ms = int(time.time() * 1000)  # CloudWatch drops events older than 14 days
+    logs.put_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs",
+        logStreamName=stream,
+        logEvents=[
+            {"timestamp": now_ms + i, "message": f"epoch={i} val_accuracy=0.{i}"}
+            for i in range(1, 4)
+        ],
+    )
+    lifecycle.script("a1", IN_PROGRESS, IN_PROGRESS, IN_PROGRESS, DONE)
+    config, backend, channels, compute, environment = prepare(aws_config())
+    script_lines: list[str] = []
+    result = run_training(
+        backend,
+        config,
+        run_id=RUN_ID,
+        channels=channels,
+        compute=compute,
+        environment=environment,
+        log=lambda line: None,
+        script_log=script_lines.append,
+    )
+    assert result.succeeded
+    epochs = [line for line in script_lines if line.startswith("epoch=")]
+    assert epochs == [
+        "epoch=1 val_accuracy=0.1",
+        "epoch=2 val_accuracy=0.2",
+        "epoch=3 val_accuracy=0.3",
+    ]
