@@ -83,7 +83,9 @@ class AzureBackend:
         return self.clients.ml_client
 
     def _compute_log(self, line: str) -> None:
-        """What ensure_compute did also lands in the target's details, which the task logs."""
+        """Dropped: what ensure_compute did is also in the target's details, which the
+        ensure-compute task logs."""
+        del line
 
     # -- validate and plan (pure) -------------------------------------------------
 
@@ -346,7 +348,6 @@ class AzureBackend:
             raise _mapped(exc, f"canceling {handle}") from exc
 
     def collect_artifacts(self, config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
-        from cloudtrain.backends.azure.compute import is_gpu_size  # noqa: F401  (lazy group)
         from cloudtrain.backends.azure.pricing import estimate_cost
 
         final = result.final
