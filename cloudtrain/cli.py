@@ -57,11 +57,20 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="train even when data, code and config are unchanged",
             )
+    text = "start a deployment's run through the Prefect API and follow it (for CI)"
+    from cloudtrain import trigger
+
+    trigger.add_arguments(commands.add_parser("trigger", help=text, description=text))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "trigger":
+        from cloudtrain import trigger
+
+        _quiet_prefect_defaults()
+        return trigger.main(args)
     try:
         config = load_config(args.config, args.overrides, args.cloud)
         from cloudtrain.backends import get_backend

@@ -436,15 +436,25 @@ def config_error(exc: ValidationError) -> ConfigError:
     errors = exc.errors(include_url=False)
     first = errors[0]
     cause = (first.get("ctx") or {}).get("error")
+    loc = tuple(first["loc"])
+    union_member = bool(loc) and str(loc[-1]) in _UNION_MEMBERS
     if isinstance(cause, ConfigError):
         field, message = cause.field, cause.message
+    elif union_member:  # one error per member of a union: say what the field takes once
+        field = _dotted(loc[:-1])
+        errors = [e for e in errors if tuple(e["loc"])[:-1] != loc[:-1]] + [first]
+        message = f"must be a string, a number or true/false (got {first['input']!r})"
     else:
-        field = _dotted(first["loc"])
+        field = _dotted(loc)
         message = _message(first)
     more = len(errors) - 1
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ConfigError(field, message)
+
+
+#: The names pydantic puts in an error's location for a member of a union.
+_UNION_MEMBERS = frozenset({"bool", "int", "float", "str"})
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:

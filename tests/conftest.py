@@ -134,3 +134,17 @@ def azurite_container(azurite: str) -> Iterator[str]:
         container.create_container()
         yield name
         container.delete_container()
+
+
+@pytest.fixture(scope="session")
+def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Prefect server on loopback, prefect.yaml deployed from a copy of the
+    checkout, and a process worker (tests/prefect_server.py); all stopped by process id
+    at the end of the session, also when a test failed."""
+    from prefect_server import PrefectStack
+
+    stack = PrefectStack(tmp_path_factory.mktemp("prefect-stack"))
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()

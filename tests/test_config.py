@@ -105,6 +105,11 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
         "hyperparameters: 'learning rate' is not a valid --argument name",
     ),
     ("missing name", {"name": None}, "name: "),
+    (
+        "hyperparameter of a list",
+        {"hyperparameters": {"epochs": [1]}},
+        "hyperparameters.epochs: must be a string, a number or true/false (got [1])",
+    ),
 ]
 
 

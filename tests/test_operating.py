@@ -1,0 +1,394 @@
+"""Operating cloudtrain: deployments from prefect.yaml, runs triggered from CI.
+
+The first tests check ``cloudtrain trigger``'s parts without a server. The ones marked
+``prefect`` run what the README's Operating section gives a person, against a real
+``prefect server start`` with a process worker (the ``prefect_stack`` fixture, see
+tests/prefect_server.py), and check what happened through the Prefect API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prefect_server import PrefectStack
+
+from cloudtrain.errors import ConfigError
+from cloudtrain.trigger import Outcome, build_parameters, check_config, report_status
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = "local-training/smoke"
+
+
+def deployment_parameters(flow: str, name: str) -> dict[str, Any]:
+    parameters: dict[str, Any] = yaml.safe_load(
+        (REPO / "deployments" / flow / f"{name}.yaml").read_text()
+    )
+    return parameters
+
+
+SCHEMA = {"properties": {"config": {}, "dataframes": {}, "force": {}}}
+
+
+# --- without a server ---------------------------------------------------------------------
+
+
+def test_overrides_apply_to_the_deployments_parameters() -> None:
+    defaults = deployment_parameters("local-training", "smoke")
+    parameters = build_parameters(
+        defaults,
+        SCHEMA,
+        ["config.hyperparameters.epochs=2", "force=true", "config.local.spot_interruptions=[]"],
+        "local-training",
+    )
+    assert parameters["force"] is True
+    assert parameters["config"]["hyperparameters"] == {
+        **defaults["config"]["hyperparameters"],
+        "epochs": 2,
+    }
+    assert parameters["config"]["local"]["spot_interruptions"] == []
+    assert defaults["config"]["hyperparameters"]["epochs"] == 3  # the defaults are untouched
+    assert parameters["config"]["code"]["source_dir"] == "examples/smoke/src"  # still relative
+    assert check_config(parameters["config"], "local-training", REPO) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["forse=true"],
+            "--set forse: local-training has no parameter 'forse' (parameters: config, "
+            "dataframes, force); did you mean 'force'?",
+        ),
+        (["nonsense"], "--set: 'nonsense' is not key.path=value"),
+        (["config.compute=3", "config.compute.spot=true"], "--set config.compute.spot:"),
+    ],
+)
+def test_bad_overrides_name_what_is_wrong(overrides: list[str], message: str) -> None:
+    defaults = deployment_parameters("local-training", "smoke")
+    with pytest.raises(ConfigError) as caught:
+        build_parameters(defaults, SCHEMA, overrides, "local-training")
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("flow", "override", "message"),
+    [
+        (
+            "local-training",
+            "compute.max_wait=1",
+            "config.compute.max_wait: must be >= compute.max_run (60)",
+        ),
+        ("local-training", "compute.instance_count=2", "config.compute.instance_count:"),
+        ("local-training", "code.entry_point=nope.py", "config.code.entry_point:"),
+        ("local-training", "retry.strategy=nope", "config.retry.strategy: unknown"),
+        # the flow pins its cloud: the smoke config has no aws section
+        ("aws-training", "name=smoke", "config.aws: is required for cloud aws"),
+    ],
+)
+def test_config_is_checked_as_the_flow_will(flow: str, override: str, message: str) -> None:
+    raw = deployment_parameters("local-training", "smoke")["config"]
+    from cloudtrain.config import apply_override
+
+    apply_override(raw, override)
+    with pytest.raises(ConfigError) as caught:
+        check_config(raw, flow, REPO)
+    assert str(caught.value).startswith(message)
+
+
+def test_missing_data_is_a_note_and_the_rest_is_still_checked(tmp_path: Path) -> None:
+    """Data is often generated or mounted on the worker's machine, code never is."""
+    (tmp_path / "examples" / "digits").mkdir(parents=True)
+    (tmp_path / "examples" / "digits" / "src").symlink_to(REPO / "examples" / "digits" / "src")
+    raw = deployment_parameters("local-training", "digits-nightly")["config"]
+    notes = check_config(raw, "local-training", tmp_path)
+    assert [note.split(":")[0] for note in notes] == ["config.data.train", "config.data.test"]
+    raw["compute"]["instance_count"] = 2
+    with pytest.raises(ConfigError, match=r"^config\.compute\.instance_count"):
+        check_config(raw, "local-training", tmp_path)
+
+
+def test_report_status_is_the_reports_first_line() -> None:
+    assert report_status("# digits-sgd on local: succeeded\n\n## Config") == "succeeded"
+    assert report_status("# cloudtrain-smoke on local: skipped\n") == "skipped"
+    assert report_status("no heading") is None
+
+
+@pytest.mark.parametrize(
+    ("state", "timed_out", "code"),
+    [
+        (None, False, 0),  # created, not followed
+        ("COMPLETED", False, 0),
+        ("FAILED", False, 1),
+        ("CRASHED", False, 1),
+        ("CANCELLED", False, 1),
+        ("RUNNING", True, 1),
+    ],
+)
+def test_exit_codes(state: str | None, timed_out: bool, code: int) -> None:
+    outcome = Outcome("f/d", "id", "name", "url", {}, state=state, timed_out=timed_out)
+    assert outcome.exit_code == code
+
+
+def test_without_an_api_it_exits_2(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path)  # no profile that could name an API
+    for args, message in (
+        ([SMOKE], "cloudtrain: PREFECT_API_URL is not set"),
+        (["smoke"], "cloudtrain: invalid deployment 'smoke': expected FLOW/DEPLOYMENT"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "cloudtrain.cli", "trigger", *args, "--wait"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 2
+        assert done.stderr.startswith(message), done.stderr
+
+
+# --- against a real server and worker --------------------------------------------------
+
+
+@contextmanager
+def api(stack: PrefectStack) -> Iterator[Any]:
+    """A Prefect client for the stack's server."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        with get_client(sync_client=True) as client:
+            yield client
+
+
+def trigger(stack: PrefectStack, *args: str) -> tuple[int, dict[str, Any], str]:
+    """``cloudtrain trigger ... --json`` from the checkout; (exit code, JSON, stderr)."""
+    done = stack.run("cloudtrain", "trigger", *args, "--json", check=False, timeout=300)
+    try:
+        result = json.loads(done.stdout)
+    except ValueError:
+        pytest.fail(f"no JSON on stdout ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.returncode, result, done.stderr
+
+
+def task_names(client: Any, flow_run_id: str) -> set[str]:
+    """The tasks that ran in a flow run: ``train``, ``upload-data``, ..."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs = client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    )
+    return {run.name.rsplit("-", 1)[0] for run in runs}
+
+
+def smoke_runs(client: Any) -> int:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    deployment = client.read_deployment_by_name(SMOKE)
+    return len(
+        client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        )
+    )
+
+
+@pytest.mark.prefect
+def test_prefect_yaml_deploys_every_deployment(prefect_stack: PrefectStack) -> None:
+    with api(prefect_stack) as client:
+        flows = {flow.id: flow.name for flow in client.read_flows()}
+        deployments = {f"{flows[d.flow_id]}/{d.name}": d for d in client.read_deployments()}
+    assert sorted(deployments) == [
+        "aws-training/digits-nightly",
+        "azure-training/digits-nightly",
+        "local-training/digits-nightly",
+        "local-training/smoke",
+    ]
+    for name, deployment in deployments.items():
+        assert deployment.work_pool_name == "cloudtrain-process", name
+        assert deployment.enforce_parameter_schema, name
+        assert deployment.pull_steps[0] == {
+            "prefect.deployments.steps.set_working_directory": {
+                "directory": str(prefect_stack.checkout)
+            }
+        }, name
+        assert set(deployment.parameter_openapi_schema["properties"]) >= {"config", "force"}
+        flow, _, short = name.partition("/")
+        assert deployment.parameters == deployment_parameters(flow, short), name
+    schedules = {
+        name: [(s.schedule.cron, s.active) for s in d.schedules] for name, d in deployments.items()
+    }
+    assert schedules == {
+        "local-training/smoke": [],
+        "local-training/digits-nightly": [("0 3 * * *", True)],
+        "aws-training/digits-nightly": [("0 4 * * *", False)],  # nobody's account yet
+        "azure-training/digits-nightly": [("0 5 * * *", False)],
+    }
+
+
+@pytest.mark.prefect
+def test_trigger_runs_the_smoke_deployment_with_overrides(prefect_stack: PrefectStack) -> None:
+    code, result, stderr = trigger(
+        prefect_stack, SMOKE, "--set", "config.hyperparameters.epochs=2", "--wait"
+    )
+    assert code == 0, stderr
+    assert (result["state"], result["status"]) == ("COMPLETED", "succeeded")
+    run_id = result["flow_run_id"]
+    ui = prefect_stack.api_url.removesuffix("/api")
+    assert result["url"] == f"{ui}/runs/flow-run/{run_id}"
+    assert f"watch it at {result['url']}" in stderr
+    assert "| epoch=2 loss=" in stderr  # the run's logs, followed
+
+    with api(prefect_stack) as client:
+        flow_run = client.read_flow_run(run_id)
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        artifacts = {
+            artifact.key: artifact
+            for artifact in client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+            )
+        }
+        tasks = task_names(client, run_id)
+    assert flow_run.state.is_completed()
+    assert flow_run.name.startswith("cloudtrain-smoke/local/")
+    assert {"pipeline:cloudtrain-smoke", "cloud:local", "ci"} <= set(flow_run.tags)
+    hyperparameters = flow_run.parameters["config"]["hyperparameters"]
+    assert hyperparameters == {
+        "epochs": 2,
+        "learning_rate": 0.02,
+        "epoch_seconds": 0.3,
+        "fail": False,
+    }
+    assert "train" in tasks
+
+    report = artifacts["cloudtrain-smoke-report"].data
+    assert report.startswith("# cloudtrain-smoke on local: succeeded")
+    assert "`epochs=2`" in report
+    rows = json.loads(artifacts["cloudtrain-smoke-attempts"].data)
+    assert [row["outcome"] for row in rows] == ["interrupted", "succeeded"]  # resumed once
+    assert result["report"]["attempts"] == rows
+    archive = re.search(r"- archive: `([^`]+)`", report)
+    assert archive and Path(archive.group(1)).is_file()
+    assert Path(archive.group(1)).is_relative_to(prefect_stack.checkout)  # the flow ran there
+
+
+@pytest.mark.prefect
+def test_unchanged_trigger_skips_training_and_force_retrains(
+    prefect_stack: PrefectStack,
+) -> None:
+    name = ("--set", "config.name=smoke-rerun")  # a pipeline of its own: no earlier runs
+    first = trigger(prefect_stack, SMOKE, *name, "--wait")
+    again = trigger(prefect_stack, SMOKE, *name, "--wait")
+    forced = trigger(prefect_stack, SMOKE, *name, "--set", "force=true", "--wait")
+
+    assert [code for code, _, _ in (first, again, forced)] == [0, 0, 0]
+    assert [result["status"] for _, result, _ in (first, again, forced)] == [
+        "succeeded",
+        "skipped",
+        "succeeded",
+    ]
+    assert "Skipped training" in again[1]["report"]["markdown"]
+    with api(prefect_stack) as client:
+        trained = [
+            "train" in task_names(client, r["flow_run_id"]) for _, r, _ in (first, again, forced)
+        ]
+        forced_run = client.read_flow_run(forced[1]["flow_run_id"])
+    assert trained == [True, False, True]
+    assert forced_run.parameters["force"] is True
+
+
+@pytest.mark.prefect
+def test_a_failing_training_script_fails_the_trigger(prefect_stack: PrefectStack) -> None:
+    code, result, stderr = trigger(
+        prefect_stack, SMOKE, "--set", "config.hyperparameters.fail=true", "--wait"
+    )
+    assert code == 1
+    assert (result["state"], result["status"]) == ("FAILED", "failed")
+    assert "failing on purpose" in result["message"]
+    assert "| failing on purpose: hyperparameter fail is true" in stderr
+    with api(prefect_stack) as client:
+        assert client.read_flow_run(result["flow_run_id"]).state.is_failed()
+
+
+@pytest.mark.prefect
+def test_invalid_input_exits_2_and_creates_no_run(prefect_stack: PrefectStack) -> None:
+    with api(prefect_stack) as client:
+        before = smoke_runs(client)
+    cases = [
+        (
+            [SMOKE, "--set", "config.compute.max_wait=1"],
+            "cloudtrain: invalid parameters: config.compute.max_wait: "
+            "must be >= compute.max_run (60)",
+        ),
+        (
+            ["local-training/smok"],
+            "cloudtrain: unknown deployment 'local-training/smok'; valid: "
+            "aws-training/digits-nightly, azure-training/digits-nightly, "
+            "local-training/digits-nightly, local-training/smoke "
+            "(did you mean 'local-training/smoke'?)",
+        ),
+        ([SMOKE, "--set", "forse=true"], "cloudtrain: invalid parameters: --set forse:"),
+        # not a config value: the server checks it against the flow's signature
+        (
+            [SMOKE, "--set", "force=maybe"],
+            "cloudtrain: invalid parameters: Error creating flow run: Validation failed "
+            "for field 'force'",
+        ),
+    ]
+    for args, message in cases:
+        code, result, stderr = trigger(prefect_stack, *args, "--wait")
+        assert code == 2, stderr
+        assert result["status"] == "invalid"
+        assert stderr.startswith(message), stderr
+        assert len(stderr.strip().splitlines()) == 1, stderr
+    with api(prefect_stack) as client:
+        assert smoke_runs(client) == before
+
+
+@pytest.mark.prefect
+def test_timeout_exits_1_and_the_run_goes_on(prefect_stack: PrefectStack) -> None:
+    code, result, stderr = trigger(
+        prefect_stack,
+        SMOKE,
+        "--set",
+        "config.name=smoke-timeout",
+        "--set",
+        "config.hyperparameters.epoch_seconds=1",
+        "--timeout",
+        "1",
+    )
+    assert code == 1, stderr
+    assert result["timed_out"] is True
+    assert result["state"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+    with api(prefect_stack) as client:  # not cancelled: it finishes on its own
+        deadline = time.monotonic() + 120
+        while not (run := client.read_flow_run(result["flow_run_id"])).state.is_final():
+            assert time.monotonic() < deadline, run.state
+            time.sleep(0.5)
+    assert run.state.is_completed()
+
+
+def test_what_only_the_worker_can_know_is_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI job that installed only cloudtrain may trigger a run that needs scikit-learn."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a)
+    )
+    raw = deployment_parameters("local-training", "smoke")["config"]
+    assert check_config(raw, "local-training", REPO) == [
+        "config.environment.framework: sklearn is not installed here; "
+        "the worker's interpreter must have it"
+    ]
