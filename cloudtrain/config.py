@@ -212,6 +212,9 @@ class AzureConfig(_Strict):
     )
     datastore: str = Field("workspaceblobstore", description="Datastore for data.")
     prefix: str = Field("cloudtrain", description="Path prefix inside the datastore.")
+    register_model: bool = Field(
+        False, description="Register the trained model in the workspace, named after the pipeline."
+    )
     credentials_block: str | None = Field(
         None,
         description="Name of a prefect-azure credentials block (else DefaultAzureCredential).",

@@ -35,7 +35,7 @@ def run_name(cloud: str) -> str:
     config = parameters.get("config")
     name = config.get("name") if isinstance(config, dict) else getattr(config, "name", "?")
     started = flow_run.scheduled_start_time
-    return f"{name}/{cloud}/{started.strftime('%Y-%m-%dT%H:%M:%S')}"
+    return f"{name}/{cloud}/{started.strftime('%Y-%m-%dT%H:%M')}"
 
 
 def pipeline_tags(config: PipelineConfig) -> list[str]:

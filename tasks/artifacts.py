@@ -48,11 +48,18 @@ def publish_report(run: RunReport) -> str:
                 description=f"{config.name}: {name}",
             )
     if run.result is not None and run.result.attempts:
+        rows = attempts_table(run.result)
         create_table_artifact(
             key=f"{config.name}-attempts",
-            table=attempts_table(run.result),
+            table=rows,
             description="one row per training attempt",
         )
+        for row in rows:  # and one table per attempt, to follow a single attempt over runs
+            create_table_artifact(
+                key=f"{config.name}-attempt-{row['attempt']}",
+                table=[{"field": name, "value": value} for name, value in row.items()],
+                description=f"attempt {row['attempt']}: {row['outcome']}",
+            )
     return report
 
 

@@ -62,6 +62,7 @@ from azure.ai.ml.entities import (
     Datastore,
     Environment,
     Job,
+    Model,
 )
 from azure.ai.ml.exceptions import (
     ErrorCategory,
@@ -752,6 +753,24 @@ class DataOperations(_AssetOperations):
 # --- datastores ----------------------------------------------------------------------------
 
 
+class ModelOperations(_AssetOperations):
+    """``ml_client.models``: registered models, versioned like the other assets."""
+
+    plural = "models"
+    rest_version = rest.ModelVersion
+    entity = Model
+
+    def _wire_of(self, asset: Any) -> dict[str, Any]:
+        wire = to_wire(asset._to_rest_object())
+        # The service answers with "flavors": {} when none were given; the SDK's reader
+        # needs the key.
+        wire.setdefault("properties", {}).setdefault("flavors", {})
+        return wire
+
+    def _from_container(self, wire: dict[str, Any]) -> Any:
+        return self.entity._from_container_rest_object(_decode(rest.ModelContainer, wire))
+
+
 class DatastoreOperations(_Ops):
     """``ml_client.datastores``: get, get_default, list; seeded with workspaceblobstore."""
 
@@ -1127,6 +1146,7 @@ class FakeMLClient:
         self.compute = ComputeOperations(self)
         self.environments = EnvironmentOperations(self, curated)
         self.data = DataOperations(self)
+        self.models = ModelOperations(self)
         self.datastores = DatastoreOperations(
             self,
             AzureBlobDatastore(

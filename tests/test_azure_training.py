@@ -283,7 +283,7 @@ def test_azure_flow_collects_the_model_metrics_cost_and_studio_link(
     monkeypatch.setattr("cloudtrain.backoff.sleep_seconds", driver)
     monkeypatch.setattr("cloudtrain.backoff.POLL_INITIAL_SECONDS", 0.0)
     monkeypatch.setattr("cloudtrain.backoff.POLL_MAX_SECONDS", 0.0)
-    state = azure_training(config=azure_config(), return_state=True)
+    state = azure_training(config=azure_config(azure={"register_model": True}), return_state=True)
     assert state.is_completed(), state
     summary = state.result()
     assert [a["outcome"] for a in summary["attempts"]] == ["interrupted", "succeeded"]
@@ -293,6 +293,11 @@ def test_azure_flow_collects_the_model_metrics_cost_and_studio_link(
     assert Path(model["model_archive"]).is_file()
     assert model["links"]["Azure ML studio"].startswith("https://ml.azure.com/runs/digits-")
     assert model["cost"]["dedicated_usd"] >= model["cost"]["billed_usd"]
+    assert model["links"]["registered model"] == "azureml:digits:1"
+    registered = fake.models.get("digits", version="1")
+    assert registered.path.endswith(
+        "/jobs/digits-" + summary["run_id"].replace("-", "")[:8] + "-a2/outputs/model"
+    )
 
 
 @pytest.mark.prefect

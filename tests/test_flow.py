@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,8 @@ def test_digits_flow_survives_two_reclaims(
     assert "# digits-sgd on local: succeeded" in report
     assert "simulated spot reclaim: the output matched '^epoch=3 '" in report
     assert "| val_accuracy |" in report and "model.tar.gz" in report
+    second = artifacts["digits-sgd-attempt-2"]
+    assert {"field": "outcome", "value": "interrupted"} in json.loads(second.data)
     table = artifacts["digits-sgd-attempts"]
     assert table.type == "table" and '"outcome": "interrupted"' in str(table.data)
 

@@ -370,14 +370,35 @@ class AzureBackend:
             for path in sorted(model_dir.rglob("*")):
                 tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
         cost = _run_cost(config, result, estimate_cost)
+        model_uri = f"azureml://jobs/{final.job_name}/outputs/{jobs.MODEL_OUTPUT}"
+        links = {"Azure ML studio": self._studio_url(final.job_name)}
+        if config.azure and config.azure.register_model:
+            links["registered model"] = self._register_model(config, final.job_name, model_uri)
         return ModelArtifacts(
-            model_uri=f"azureml://jobs/{final.job_name}/outputs/{jobs.MODEL_OUTPUT}",
+            model_uri=model_uri,
             model_archive=str(archive),
             local_model_dir=model_dir,
             metrics=dict(final.metrics),
-            links={"Azure ML studio": self._studio_url(final.job_name)},
+            links=links,
             cost=cost,
         )
+
+    def _register_model(self, config: PipelineConfig, job_name: str, model_uri: str) -> str:
+        """A new version of the model named after the pipeline; returns ``azureml:name:v``."""
+        from azure.ai.ml.entities import Model
+
+        model = Model(
+            name=config.name,
+            path=model_uri,
+            type="custom_model",
+            description=f"trained by cloudtrain job {job_name}",
+            tags={"cloudtrain:pipeline": config.name, "cloudtrain:job": job_name},
+        )
+        try:
+            registered = self.ml.models.create_or_update(model)
+        except Exception as exc:
+            raise _mapped(exc, f"registering model {config.name}") from exc
+        return f"azureml:{registered.name}:{registered.version}"
 
     # -- helpers -------------------------------------------------------------------------
 
