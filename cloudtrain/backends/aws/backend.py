@@ -25,6 +25,7 @@ from cloudtrain.backend import (
 )
 from cloudtrain.backends.aws import training_job as jobs
 from cloudtrain.backends.aws.clients import AwsClients
+from cloudtrain.backends.aws.errors import error_code, is_transient, mapped
 from cloudtrain.backoff import Backoff
 from cloudtrain.config import PipelineConfig, is_uri
 from cloudtrain.errors import BackendError, ConfigError, TransientError, UnsupportedError
@@ -39,26 +40,11 @@ if TYPE_CHECKING:
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 BUCKET_NAME = re.compile(r"^(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
-THROTTLING_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "SlowDown",
-        "ProvisionedThroughputExceededException",
-    }
-)
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 STOPPED_BY_US = {"Key": "cloudtrain:stopped-by", "Value": "orchestrator"}
 CONSOLE_JOB_URL = (
     "https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{job}"
 )
-
-
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
 
 
 class AwsBackend:
@@ -233,7 +219,7 @@ class AwsBackend:
         try:
             return str(self.clients.client("sts").get_caller_identity()["Arn"])
         except Exception as exc:
-            raise self._mapped(exc, "GetCallerIdentity") from exc
+            raise mapped(exc, "GetCallerIdentity") from exc
 
     def _check_role(self, config: PipelineConfig) -> list[str]:
         """The role must exist and trust SageMaker; a caller who may not read IAM gets a warning."""
@@ -242,12 +228,12 @@ class AwsBackend:
         try:
             role = self.clients.client("iam").get_role(RoleName=name)["Role"]
         except Exception as exc:
-            code = _error_code(exc)
+            code = error_code(exc)
             if code == "NoSuchEntity":
                 raise ConfigError("aws.role", f"{config.aws.role} does not exist") from exc
             if code in ("AccessDenied", "AccessDeniedException"):
                 return [f"aws.role: cannot read {name} to check it ({code}); trusting it as given"]
-            raise self._mapped(exc, f"GetRole {name}") from exc
+            raise mapped(exc, f"GetRole {name}") from exc
         if role.get("Arn") and role["Arn"] != config.aws.role:
             raise ConfigError("aws.role", f"{config.aws.role} does not match {role['Arn']}")
         trust = json.dumps(role.get("AssumeRolePolicyDocument", {}))
@@ -312,7 +298,7 @@ class AwsBackend:
         try:
             sagemaker.create_training_job(**request)
         except Exception as exc:
-            raise self._mapped(exc, f"CreateTrainingJob {spec.job_name}") from exc
+            raise mapped(exc, f"CreateTrainingJob {spec.job_name}") from exc
         region = self.clients.region
         self._pending_lines[spec.job_name] = [
             f"created {spec.job_name}: " + CONSOLE_JOB_URL.format(region=region, job=spec.job_name)
@@ -366,13 +352,13 @@ class AwsBackend:
             sagemaker.add_tags(ResourceArn=job["TrainingJobArn"], Tags=[STOPPED_BY_US])
             sagemaker.stop_training_job(TrainingJobName=handle)
         except Exception as exc:
-            raise self._mapped(exc, f"StopTrainingJob {handle}") from exc
+            raise mapped(exc, f"StopTrainingJob {handle}") from exc
 
     def _stopped_by_orchestrator(self, job: Mapping[str, Any]) -> bool:
         try:
             tags = self.clients.client("sagemaker").list_tags(ResourceArn=job["TrainingJobArn"])
         except Exception as exc:
-            raise self._mapped(exc, f"ListTags {job['TrainingJobName']}") from exc
+            raise mapped(exc, f"ListTags {job['TrainingJobName']}") from exc
         return STOPPED_BY_US in tags.get("Tags", [])
 
     def collect_artifacts(self, config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
@@ -393,7 +379,7 @@ class AwsBackend:
         try:
             self.clients.client("s3").download_file(bucket, key, str(archive))
         except Exception as exc:
-            raise self._mapped(exc, f"downloading {model_uri}") from exc
+            raise mapped(exc, f"downloading {model_uri}") from exc
         model_dir = run_dir / "model"
         with tarfile.open(archive) as tar:
             tar.extractall(model_dir, filter="data")
@@ -445,14 +431,14 @@ class AwsBackend:
         try:
             s3.head_object(Bucket=layout.bucket, Key=key)
         except Exception as exc:
-            if _error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
-                raise self._mapped(exc, f"HeadObject s3://{layout.bucket}/{key}") from exc
+            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+                raise mapped(exc, f"HeadObject s3://{layout.bucket}/{key}") from exc
             try:
                 s3.put_object(
                     Bucket=layout.bucket, Key=key, Body=archive, ChecksumAlgorithm="SHA256"
                 )
             except Exception as put_exc:
-                raise self._mapped(put_exc, f"uploading the code to {key}") from put_exc
+                raise mapped(put_exc, f"uploading the code to {key}") from put_exc
         return f"s3://{layout.bucket}/{key}"
 
     def _describe(self, name: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
@@ -464,11 +450,11 @@ class AwsBackend:
         except Exception as exc:
             if (
                 missing_ok
-                and _error_code(exc) == "ValidationException"
+                and error_code(exc) == "ValidationException"
                 and ("Could not find" in str(exc) or "not found" in str(exc).lower())
             ):
                 return None
-            raise self._mapped(exc, f"DescribeTrainingJob {name}") from exc
+            raise mapped(exc, f"DescribeTrainingJob {name}") from exc
 
     def _note_transitions(self, handle: str, job: Mapping[str, Any]) -> None:
         transitions = job.get("SecondaryStatusTransitions", [])
@@ -502,34 +488,10 @@ class AwsBackend:
                 tokens[name] = page["nextForwardToken"]
                 lines += [event["message"].rstrip("\n") for event in page.get("events", [])]
         except Exception as exc:
-            if _error_code(exc) in ("ResourceNotFoundException", *THROTTLING_CODES):
+            if error_code(exc) == "ResourceNotFoundException" or is_transient(exc):
                 return lines
-            raise self._mapped(exc, f"reading the logs of {handle}") from exc
+            raise mapped(exc, f"reading the logs of {handle}") from exc
         return lines
-
-    @staticmethod
-    def _mapped(exc: Exception, doing: str) -> Exception:
-        """SDK errors into our tree: throttling is transient, bad input is the user's."""
-        code = _error_code(exc)
-        if not code:
-            return BackendError(f"{doing}: {exc}")
-        if (
-            code in THROTTLING_CODES
-            or code.startswith("5")
-            or code in ("InternalFailure", "ServiceUnavailable", "InternalServerError")
-        ):
-            return TransientError(f"{doing}: {code}: {exc}")
-        if code in (
-            "AccessDenied",
-            "AccessDeniedException",
-            "UnrecognizedClientException",
-            "InvalidClientTokenId",
-            "ExpiredToken",
-        ):
-            return BackendError(f"{doing}: {code}: check the AWS credentials and role: {exc}")
-        if code == "ResourceLimitExceeded":
-            return BackendError(f"{doing}: account quota reached: {exc}")
-        return BackendError(f"{doing}: {code}: {exc}")
 
 
 def run_cost(config: PipelineConfig, result: TrainingResult) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain.backends.aws.errors import DENIED_CODES, error_code
 from cloudtrain.backends.aws.instances import accelerator
 from cloudtrain.config import FRAMEWORKS, unknown_name_message
 from cloudtrain.errors import BackendError, ConfigError, UnsupportedError
@@ -42,15 +43,6 @@ _REPOSITORY = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__
 #: Docker's tag grammar (ECR allows up to 300 characters, Docker clients 128).
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-#: ECR errors that mean "not allowed to look", not "not there".
-_DENIED = frozenset(
-    {
-        "AccessDeniedException",
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "ExpiredTokenException",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -380,7 +372,7 @@ def check_ecr_image(
             registryId=image.account, repositoryName=image.repository, imageIds=[image_id]
         )
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
+        code = error_code(exc)
         if code == "RepositoryNotFoundException":
             raise ConfigError(
                 field,
@@ -389,7 +381,7 @@ def check_ecr_image(
             ) from exc
         if code == "ImageNotFoundException":
             raise ConfigError(field, _missing_image(ecr, image)) from exc
-        if code in _DENIED:
+        if code in DENIED_CODES:
             return f"{field}: could not check {image.uri} ({code}); SageMaker checks it at start"
         raise BackendError(f"ECR DescribeImages for {image.uri} failed: {exc}") from exc
     except BotoCoreError as exc:

@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backend import ChannelData
-from cloudtrain.errors import BackendError, ConfigError, TransientError
+from cloudtrain.backends.aws.errors import (
+    DENIED_CODES,
+    error_code,
+    http_status,
+    is_transient,
+    mapped,
+)
+from cloudtrain.errors import BackendError, ConfigError
 from cloudtrain.store import manifest_json, sha256_file
 from cloudtrain.uploads import (
     ChannelSource,
@@ -47,7 +54,6 @@ from cloudtrain.uploads import (
 
 if TYPE_CHECKING:
     import pandas as pd
-    from botocore.exceptions import ClientError
     from s3transfer.futures import TransferFuture
 
     from cloudtrain.backends.aws.clients import AwsClients
@@ -66,21 +72,6 @@ DELETE_BATCH = 1000
 BUCKET_FIELD = "aws.bucket"
 
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
-_TRANSIENT_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "InternalError",
-        "ServiceUnavailable",
-    }
-)
-_DENIED_CODES = frozenset(
-    {"AccessDenied", "Forbidden", "403", "AllAccessDisabled", "AccountProblem"}
-)
 
 
 # -- URIs ------------------------------------------------------------------------------
@@ -115,7 +106,7 @@ def require_s3_uri(clients: AwsClients, uri: str, field: str) -> None:
                 s3.head_object(Bucket=bucket, Key=key)
                 return
             except ClientError as exc:
-                if _status(exc) not in (403, 404):  # 403: no ListBucket right; LIST tells
+                if http_status(exc) not in (403, 404):  # 403: no ListBucket right; LIST tells
                     raise
         listing = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
     if not listing.get("KeyCount"):
@@ -312,7 +303,7 @@ def _read_manifest(s3: Any, bucket: str, key: str) -> tuple[dict[str, dict[str, 
         try:
             body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
+            if error_code(exc) in ("NoSuchKey", "404"):
                 return {}, None
             raise
     try:
@@ -360,36 +351,26 @@ def _delete(
 # -- progress --------------------------------------------------------------------------
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-
-
 @contextmanager
 def _s3_errors(what: str, *, bucket: str, field: str = BUCKET_FIELD) -> Iterator[None]:
     """Map botocore's errors into cloudtrain's tree; ``field`` names what to fix."""
-    from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     try:
         yield
     except ClientError as exc:
-        code, status = _code(exc), _status(exc)
+        code, status = error_code(exc), http_status(exc)
         message = exc.response.get("Error", {}).get("Message") or code
         if code == "NoSuchBucket":
             raise ConfigError(field, f"bucket {bucket!r} does not exist ({what})") from exc
-        if code in _DENIED_CODES or status == 403:
+        if code in DENIED_CODES or status == 403:
             raise ConfigError(field, f"access denied to bucket {bucket!r} ({what})") from exc
-        if code in _TRANSIENT_CODES or status >= 500:
-            raise TransientError(f"{what}: {code}: {message}") from exc
         if code == "BadDigest":
             message = f"{message} (a file changed while it was uploading?)"
-        raise BackendError(f"{what}: {code}: {message}") from exc
+        raise (
+            mapped(exc, what) if is_transient(exc) else BackendError(f"{what}: {code}: {message}")
+        ) from exc
     except NoCredentialsError as exc:
         raise ConfigError("aws.credentials_block", f"no AWS credentials found ({what})") from exc
-    except HTTPClientError as exc:  # connection refused, reset, timed out
-        raise TransientError(f"{what}: {exc}") from exc
-    except BotoCoreError as exc:
-        raise BackendError(f"{what}: {exc}") from exc
+    except BotoCoreError as exc:  # connection refused, reset, timed out: transient
+        raise mapped(exc, what) from exc
