@@ -27,6 +27,7 @@ from cloudtrain.backend import (
 )
 from cloudtrain.backends.azure import jobs
 from cloudtrain.backends.azure.clients import AzureClients
+from cloudtrain.backends.azure.errors import is_not_found, service_error, text
 from cloudtrain.backoff import Backoff
 from cloudtrain.config import PipelineConfig, is_uri
 from cloudtrain.errors import BackendError, ConfigError, TransientError, UnsupportedError
@@ -49,10 +50,6 @@ STUDIO_URL = (
 def fallback_compute_name(compute: str) -> str:
     """The dedicated twin of a low-priority cluster, within AmlCompute's 16 characters."""
     return compute[: MAX_COMPUTE_NAME - len(FALLBACK_SUFFIX)] + FALLBACK_SUFFIX
-
-
-def _status_code(exc: Exception) -> int | None:
-    return getattr(exc, "status_code", None)
 
 
 class AzureBackend:
@@ -276,7 +273,7 @@ class AzureBackend:
         existing = self._get_job(spec.job_name, missing_ok=True)
         if existing is not None:
             self._pending[spec.job_name] = [
-                f"reattached to {spec.job_name} ({_text(existing.status)}): it was created by "
+                f"reattached to {spec.job_name} ({text(existing.status)}): it was created by "
                 "an earlier run of this flow"
             ]
             return spec.job_name
@@ -294,7 +291,7 @@ class AzureBackend:
         try:
             created = self.ml.jobs.create_or_update(job)
         except Exception as exc:
-            raise _mapped(exc, f"creating job {spec.job_name}") from exc
+            raise service_error(exc, f"creating job {spec.job_name}") from exc
         link = getattr(created, "studio_url", None) or self._studio_url(spec.job_name)
         self._pending[spec.job_name] = [f"created {spec.job_name}: {link}"]
         return spec.job_name
@@ -306,7 +303,7 @@ class AzureBackend:
             self._pending.setdefault(handle, []).append(f"get job throttled: {exc}")
             return AttemptStatus(running=True)
         assert job is not None
-        status = _text(job.status)
+        status = text(job.status)
         if self._last_status.get(handle) != status:
             self._pending.setdefault(handle, []).append(f"status {status}")
             self._last_status[handle] = status
@@ -339,13 +336,13 @@ class AzureBackend:
         """Cancel the job, tagged so that a rerun of this flow run resumes instead of ending."""
         try:
             job = self._get_job(handle)
-            if job is None or _text(job.status) not in jobs.RUNNING_STATES:
+            if job is None or text(job.status) not in jobs.RUNNING_STATES:
                 return
             job.tags = {**(job.tags or {}), CANCELED_BY_US[0]: CANCELED_BY_US[1]}
             self.ml.jobs.create_or_update(job)
             self.ml.jobs.begin_cancel(handle).result()
         except Exception as exc:
-            raise _mapped(exc, f"canceling {handle}") from exc
+            raise service_error(exc, f"canceling {handle}") from exc
 
     def collect_artifacts(self, config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
         from cloudtrain.backends.azure.pricing import estimate_cost
@@ -360,7 +357,7 @@ class AzureBackend:
                 final.job_name, download_path=str(download), output_name=jobs.MODEL_OUTPUT
             )
         except Exception as exc:
-            raise _mapped(exc, f"downloading the model of {final.job_name}") from exc
+            raise service_error(exc, f"downloading the model of {final.job_name}") from exc
         found = [p for p in download.rglob("*") if p.is_file()]
         if not found:
             raise BackendError(f"{final.job_name} wrote no files to SM_MODEL_DIR")
@@ -397,7 +394,7 @@ class AzureBackend:
         try:
             registered = self.ml.models.create_or_update(model)
         except Exception as exc:
-            raise _mapped(exc, f"registering model {config.name}") from exc
+            raise service_error(exc, f"registering model {config.name}") from exc
         return f"azureml:{registered.name}:{registered.version}"
 
     # -- helpers -------------------------------------------------------------------------
@@ -457,12 +454,12 @@ class AzureBackend:
         try:
             return self.ml.data.get(name, version=version)
         except Exception as exc:
-            if _status_code(exc) != 404 and type(exc).__name__ != "ResourceNotFoundError":
-                raise _mapped(exc, f"reading data asset {name}:{version}") from exc
+            if not is_not_found(exc):
+                raise service_error(exc, f"reading data asset {name}:{version}") from exc
         try:
             return self.ml.data.create_or_update(self._data_asset(config, channel, version, path))
         except Exception as exc:
-            raise _mapped(exc, f"registering data asset {name}:{version}") from exc
+            raise service_error(exc, f"registering data asset {name}:{version}") from exc
 
     def _require_data(self, uri: str, field: str) -> None:
         if uri.startswith("azureml:") and not uri.startswith("azureml://"):
@@ -478,7 +475,7 @@ class AzureBackend:
             try:
                 return str(self.ml.data.get(name, version=version).type)
             except Exception as exc:
-                raise _mapped(exc, f"reading data asset {uri}") from exc
+                raise service_error(exc, f"reading data asset {uri}") from exc
         return _input_kind(uri)
 
     def _datastore_container(self, name: str) -> Any:
@@ -498,18 +495,16 @@ class AzureBackend:
         try:
             return self.ml.jobs.get(name)
         except Exception as exc:
-            if missing_ok and (
-                _status_code(exc) == 404 or type(exc).__name__ == "ResourceNotFoundError"
-            ):
+            if missing_ok and is_not_found(exc):
                 return None
-            raise _mapped(exc, f"reading job {name}") from exc
+            raise service_error(exc, f"reading job {name}") from exc
 
     def _run_details(self, name: str) -> Any:
         """Start, end and error of a run, as the SDK's own ``jobs.stream`` reads them."""
         try:
             return self.ml.jobs._runs_operations.get_run_details(name)
         except Exception as exc:
-            raise _mapped(exc, f"reading the run details of {name}") from exc
+            raise service_error(exc, f"reading the run details of {name}") from exc
 
     def _job_log(self, name: str) -> tuple[list[str], dict[str, float]]:
         """The script's output (user_logs/std_log.txt) and the metrics it printed."""
@@ -544,11 +539,6 @@ def _with_compute(config: PipelineConfig, name: str, spot: bool) -> PipelineConf
             "compute": config.compute.model_copy(update={"spot": spot}),
         }
     )
-
-
-def _text(value: Any) -> str:
-    """SDK enums (JobStatus.RUNNING) as the service spells them ("Running")."""
-    return str(getattr(value, "value", value))
 
 
 def _input_kind(uri: str) -> str:
@@ -597,14 +587,3 @@ def _run_cost(
         "saved_usd": round(saved, 4),
         "saved_percent": round(100 * saved / dedicated, 1) if dedicated else 0.0,
     }
-
-
-def _mapped(exc: Exception, doing: str) -> Exception:
-    """azure-core errors into our tree: throttling and 5xx are transient."""
-    code = _status_code(exc)
-    name = type(exc).__name__
-    if code in (429, 500, 502, 503, 504) or name in ("ServiceRequestError",):
-        return TransientError(f"{doing}: {exc}")
-    if code in (401, 403) or name == "ClientAuthenticationError":
-        return BackendError(f"{doing}: check the Azure credentials and role: {exc}")
-    return BackendError(f"{doing}: {exc}")

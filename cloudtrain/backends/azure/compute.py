@@ -27,11 +27,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backend import ComputeTarget
+from cloudtrain.backends.azure.errors import service_error, text
 from cloudtrain.backoff import Backoff
 from cloudtrain.config import AzureConfig
 from cloudtrain.errors import (
     BackendError,
-    CloudtrainError,
     ConfigError,
     TransientError,
     UnsupportedError,
@@ -377,7 +377,7 @@ def ensure_compute(
     _require_type(existing, kind)
     if kind == "computeinstance":
         return _ensure_instance(config, existing, waiter, warnings)
-    state = _text(existing.provisioning_state)
+    state = text(existing.provisioning_state)
     if state.lower() != "succeeded":
         existing = waiter.until_provisioned()
     return ComputeTarget(
@@ -388,7 +388,7 @@ def ensure_compute(
             "compute_type": "kubernetes",
             "action": "checked",
             "namespace": getattr(existing, "namespace", None),
-            "provisioning_state": _text(existing.provisioning_state),
+            "provisioning_state": text(existing.provisioning_state),
             "warnings": warnings,
         },
     )
@@ -415,7 +415,7 @@ def _ensure_cluster(
         action = "created"
     else:
         _require_type(existing, "amlcompute")
-        state = _text(existing.provisioning_state)
+        state = text(existing.provisioning_state)
         if state.lower() in _TERMINAL_FAILURES:
             errors = existing.provisioning_errors or "no error code"
             raise BackendError(
@@ -457,7 +457,7 @@ def _ensure_cluster(
             "min_instances": ready.min_instances,
             "max_instances": ready.max_instances,
             "idle_time_before_scale_down": _seconds(ready.idle_time_before_scale_down),
-            "provisioning_state": _text(ready.provisioning_state),
+            "provisioning_state": text(ready.provisioning_state),
             "drift": drift,
             "warnings": warnings,
         },
@@ -467,10 +467,10 @@ def _ensure_cluster(
 def _ensure_instance(
     config: PipelineConfig, existing: Any, waiter: _Waiter, warnings: list[str]
 ) -> ComputeTarget:
-    state = _text(existing.state) or "Unknown"
+    state = text(existing.state) or "Unknown"
     if state.lower() in _INSTANCE_TRANSITIONS:
         existing = waiter.until_running()
-        state = _text(existing.state)
+        state = text(existing.state)
     if state.lower() not in ("running", "jobrunning"):
         raise BackendError(
             f"compute instance {existing.name} is {state}, not Running; start it "
@@ -530,14 +530,14 @@ class _Waiter:
             self.last = poller.result(timeout=self.timeout)
         except Exception as exc:
             raise service_error(exc, f"{doing} compute {self.name}") from exc
-        if self.last is None or _text(self.last.provisioning_state).lower() != "succeeded":
+        if self.last is None or text(self.last.provisioning_state).lower() != "succeeded":
             return self.until_provisioned()
         return self.last
 
     def until_provisioned(self) -> Any:
         while True:
             current = self._fetch()
-            state = _text(current.provisioning_state) or "Unknown"
+            state = text(current.provisioning_state) or "Unknown"
             if state.lower() == "succeeded":
                 return current
             if state.lower() in _TERMINAL_FAILURES:
@@ -553,7 +553,7 @@ class _Waiter:
     def until_running(self) -> Any:
         while True:
             current = self._fetch()
-            state = _text(getattr(current, "state", None)) or "Unknown"
+            state = text(getattr(current, "state", None)) or "Unknown"
             if state.lower() not in _INSTANCE_TRANSITIONS:
                 return current
             self._sleep(f"state {state}")
@@ -579,22 +579,6 @@ class _Waiter:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def service_error(exc: Exception, doing: str) -> CloudtrainError:
-    """An azure-core error in our tree: throttling and 5xx are transient, auth named."""
-    if isinstance(exc, CloudtrainError):
-        return exc
-    code = getattr(exc, "status_code", None)
-    name = type(exc).__name__
-    if code in (408, 429, 500, 502, 503, 504) or name in (
-        "ServiceRequestError",
-        "ServiceResponseError",
-    ):
-        return TransientError(f"{doing}: {exc}")
-    if code in (401, 403) or name == "ClientAuthenticationError":
-        return BackendError(f"{doing}: check the Azure credentials and their role: {exc}")
-    return BackendError(f"{doing}: {exc}")
-
-
 def _get(ml_client: Any, name: str) -> Any:
     """The compute, or None when it does not exist."""
     from azure.core.exceptions import ResourceNotFoundError
@@ -608,7 +592,7 @@ def _get(ml_client: Any, name: str) -> Any:
 
 
 def _require_type(existing: Any, wanted: str) -> None:
-    kind = _text(existing.type).lower()
+    kind = text(existing.type).lower()
     if kind != wanted:
         raise ConfigError(
             "azure.compute_type",
@@ -631,11 +615,6 @@ def _unapplied_warning(name: str, field: str, current: Any, wanted: Any) -> str:
         f"change a cluster's {field} in place (it needs delete and create, which cloudtrain "
         f"never does), so {consequence}"
     )
-
-
-def _text(value: Any) -> str:
-    """An SDK enum (``ProvisioningState.SUCCEEDED``) or string as its plain value."""
-    return "" if value is None else str(getattr(value, "value", value))
 
 
 def _tier(tier: str | None) -> str:

@@ -243,7 +243,7 @@ def resolve_environment(
 
 
 def _curated(registry: Any, spec: str) -> tuple[Any, list[str]]:
-    from cloudtrain.backends.azure.compute import service_error
+    from cloudtrain.backends.azure.errors import service_error
 
     name, version = parse_curated_spec(spec)
     try:
@@ -290,7 +290,7 @@ def _framework(
     registry: Any, framework: str, requested: str | None, gpu: bool
 ) -> tuple[Any | None, list[str]]:
     """The best curated environment for the framework, or None (with the reason)."""
-    from cloudtrain.backends.azure.compute import service_error
+    from cloudtrain.backends.azure.errors import service_error
 
     version = _requested_version(requested)
     field = "environment.framework"
@@ -385,7 +385,7 @@ def _ensure_custom(
     warnings: list[str],
 ) -> ResolvedAzureEnvironment:
     """Find the custom environment with this content, or create it."""
-    from cloudtrain.backends.azure.compute import service_error
+    from cloudtrain.backends.azure.errors import service_error
 
     entity = custom_environment(config, image=image, conda=conda)
     name, version = str(entity.name), str(entity.version)

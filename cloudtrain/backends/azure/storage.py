@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from cloudtrain.backend import ChannelData
+from cloudtrain.backends.azure.errors import TRANSIENT_STATUS
 from cloudtrain.errors import BackendError, ConfigError, TransientError
 from cloudtrain.store import CHUNK_BYTES, manifest_json
 
@@ -70,7 +71,6 @@ SHA256_METADATA = "sha256"
 DATASTORE_FIELD = "azure.datastore"
 CREDENTIALS_FIELD = "azure.credentials_block"
 
-_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _T = TypeVar("_T")
 
 
@@ -477,7 +477,7 @@ def _blob_errors(what: str, container: str) -> Iterator[None]:
         ) from exc
     except HttpResponseError as exc:
         message = f"{what}: {exc.status_code} {_error_code(exc)}: {_message(exc)}"
-        if exc.status_code in _TRANSIENT_STATUS:
+        if exc.status_code in TRANSIENT_STATUS:
             raise TransientError(message) from exc
         if _error_code(exc) == "Md5Mismatch" or "md5" in _message(exc).lower():
             message += " (the content did not match its MD5: damaged on the way?)"
