@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -213,3 +214,10 @@ def atomic_write(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(tmp, path)
+
+
+def tar_folder(folder: Path, archive: Path) -> None:
+    """A tar.gz with the folder's contents at its root, as SageMaker packs model.tar.gz."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -40,7 +39,7 @@ from cloudtrain.backoff import Backoff
 from cloudtrain.config import FRAMEWORKS, PipelineConfig, is_uri
 from cloudtrain.errors import BackendError, ConfigError, UnsupportedError
 from cloudtrain.recovery import Outcome
-from cloudtrain.store import ContentStore
+from cloudtrain.store import ContentStore, tar_folder
 from cloudtrain.training import strategy_for
 
 if TYPE_CHECKING:
@@ -290,10 +289,10 @@ class LocalBackend:
             shutil.rmtree(model_dir)
         shutil.copytree(attempt_dir / "model", model_dir)
         archive = run_dir / "model.tar.gz"
-        _tar_folder(model_dir, archive)
+        tar_folder(model_dir, archive)
         output_dir = attempt_dir / "output" / "data"
         if any(output_dir.iterdir()):
-            _tar_folder(output_dir, run_dir / "output.tar.gz")
+            tar_folder(output_dir, run_dir / "output.tar.gz")
         records = run_dir / "attempts.json"
         records.write_text(json.dumps(result.to_dict(), indent=2))
         (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
@@ -366,13 +365,6 @@ def _describe_trigger(trigger: float | str | None) -> str | None:
     if isinstance(trigger, str):
         return f"when the output matches {trigger!r}"
     return f"{trigger:g} s after start"
-
-
-def _tar_folder(folder: Path, archive: Path) -> None:
-    """A tar.gz with the folder's contents at its root, as SageMaker packs model.tar.gz."""
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted(folder.rglob("*")):
-            tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
 
 
 def _now() -> datetime:

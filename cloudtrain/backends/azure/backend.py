@@ -10,7 +10,6 @@ serverless jobs choose their tier per job instead.
 
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +31,7 @@ from cloudtrain.backoff import Backoff
 from cloudtrain.config import PipelineConfig, is_uri
 from cloudtrain.errors import BackendError, ConfigError, TransientError, UnsupportedError
 from cloudtrain.recovery import Outcome
+from cloudtrain.store import tar_folder
 from cloudtrain.training import strategy_for
 
 if TYPE_CHECKING:
@@ -363,9 +363,7 @@ class AzureBackend:
             raise BackendError(f"{final.job_name} wrote no files to SM_MODEL_DIR")
         model_dir = _common_folder(download, found)
         archive = run_dir / "model.tar.gz"
-        with tarfile.open(archive, "w:gz") as tar:
-            for path in sorted(model_dir.rglob("*")):
-                tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
+        tar_folder(model_dir, archive)
         cost = _run_cost(config, result, estimate_cost)
         model_uri = f"azureml://jobs/{final.job_name}/outputs/{jobs.MODEL_OUTPUT}"
         links = {"Azure ML studio": self._studio_url(final.job_name)}
