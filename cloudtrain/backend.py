@@ -88,7 +88,6 @@ class AttemptSpec:
 class AttemptStatus:
     """A snapshot of one attempt; ``outcome`` is set once it has ended."""
 
-    running: bool
     outcome: Outcome | None = None
     reason: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
@@ -101,6 +100,10 @@ class AttemptStatus:
     @property
     def ended(self) -> bool:
         return self.outcome is not None
+
+    @property
+    def running(self) -> bool:
+        return self.outcome is None
 
 
 @dataclass(frozen=True)

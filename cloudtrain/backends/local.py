@@ -518,7 +518,6 @@ class _LocalAttempt:
     def status(self) -> AttemptStatus:
         with self._lock:
             return AttemptStatus(
-                running=self._outcome is None,
                 outcome=self._outcome,
                 reason=self._reason,
                 metrics=self.metrics.final,

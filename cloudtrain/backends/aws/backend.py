@@ -310,7 +310,7 @@ class AwsBackend:
             job = self._describe(handle)
         except TransientError as exc:  # throttled beyond botocore's retries: poll again later
             self._pending_lines.setdefault(handle, []).append(f"describe throttled: {exc}")
-            return self._last.get(handle, AttemptStatus(running=True))
+            return self._last.get(handle, AttemptStatus())
         assert job is not None
         self._note_transitions(handle, job)
         outcome, reason = jobs.classify(job)
@@ -324,7 +324,6 @@ class AwsBackend:
             )
         metrics = {m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", [])}
         status = AttemptStatus(
-            running=outcome is None,
             outcome=outcome,
             reason=reason,
             metrics=metrics,

@@ -301,14 +301,14 @@ class AzureBackend:
             job = self._get_job(handle)
         except TransientError as exc:
             self._pending.setdefault(handle, []).append(f"get job throttled: {exc}")
-            return AttemptStatus(running=True)
+            return AttemptStatus()
         assert job is not None
         status = text(job.status)
         if self._last_status.get(handle) != status:
             self._pending.setdefault(handle, []).append(f"status {status}")
             self._last_status[handle] = status
         if status in jobs.RUNNING_STATES:
-            return AttemptStatus(running=True)
+            return AttemptStatus()
         details = self._run_details(handle)
         error = _error_message(details)
         canceled_by_us = (job.tags or {}).get(CANCELED_BY_US[0]) == CANCELED_BY_US[1]
@@ -319,7 +319,6 @@ class AzureBackend:
         self._pending.setdefault(handle, []).extend(lines)
         seconds = (ended - started).total_seconds() if started and ended else None
         return AttemptStatus(
-            running=False,
             outcome=outcome,
             reason=reason,
             metrics=metrics,
