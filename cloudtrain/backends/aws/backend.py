@@ -313,15 +313,9 @@ class AwsBackend:
             return self._last.get(handle, AttemptStatus())
         assert job is not None
         self._note_transitions(handle, job)
-        outcome, reason = jobs.classify(job)
-        if outcome is Outcome.STOPPED and self._stopped_by_orchestrator(job):
-            outcome, reason = (
-                Outcome.INTERRUPTED,
-                (
-                    "stopped when its orchestrator was cancelled; the next attempt resumes "
-                    "from the checkpoints"
-                ),
-            )
+        outcome, reason = jobs.classify(
+            job, stopped_by_us=lambda: self._stopped_by_orchestrator(job)
+        )
         metrics = {m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", [])}
         status = AttemptStatus(
             outcome=outcome,

@@ -16,7 +16,7 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,8 +220,12 @@ def validate_request(request: Mapping[str, Any]) -> None:
         raise ConfigError("", f"the CreateTrainingJob request is invalid: {exc}") from exc
 
 
-def classify(job: Mapping[str, Any]) -> tuple[Outcome | None, str]:
-    """An ended job's outcome and reason from DescribeTrainingJob; (None, status) while it runs."""
+def classify(
+    job: Mapping[str, Any], *, stopped_by_us: Callable[[], bool] = lambda: False
+) -> tuple[Outcome | None, str]:
+    """An ended job's outcome and reason from DescribeTrainingJob; (None, status) while it
+    runs. ``stopped_by_us`` is asked (one ListTags) only about a job that was stopped: one
+    stopped when its orchestrator was cancelled is resumed by the next attempt."""
     status = job.get("TrainingJobStatus", "")
     secondary = job.get("SecondaryStatus", "")
     reason = job.get("FailureReason", "")
@@ -242,5 +246,10 @@ def classify(job: Mapping[str, Any]) -> tuple[Outcome | None, str]:
             return Outcome.TIMED_OUT, "compute.max_run reached (MaxRuntimeExceeded)"
         if secondary == "Interrupted":
             return Outcome.INTERRUPTED, "spot capacity reclaimed (Interrupted)"
+        if stopped_by_us():
+            return Outcome.INTERRUPTED, (
+                "stopped when its orchestrator was cancelled; the next attempt resumes "
+                "from the checkpoints"
+            )
         return Outcome.STOPPED, "stopped (StopTrainingJob)"
     return Outcome.FAILED, f"unknown status {status!r}"

@@ -126,8 +126,7 @@ class AzureBackend:
             name: desired_cluster(_with_compute(config, name, spot), low_priority=spot)
             ._to_rest_object()
             .as_dict()
-            for name, spot in computes.items()
-            if azure.compute_type == "amlcompute"
+            for name, spot in computes.items()  # empty unless amlcompute
         }
         strategy = strategy_for(config)
         run_id = "<run-id>"
