@@ -14,6 +14,7 @@ from typing import Any
 from cloudtrain.backend import ChannelData, ModelArtifacts, ResolvedEnvironment
 from cloudtrain.config import PipelineConfig
 from cloudtrain.training import TrainingResult
+from cloudtrain.uploads import human_size
 
 
 def attempts_table(result: TrainingResult) -> list[dict[str, Any]]:
@@ -31,15 +32,6 @@ def attempts_table(result: TrainingResult) -> list[dict[str, Any]]:
         }
         for attempt in result.attempts
     ]
-
-
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
 
 
 @dataclass
@@ -148,7 +140,7 @@ def markdown_report(run: RunReport) -> str:
         for data in channels.values():
             copied = "unchanged" if data.unchanged else f"{data.copied_files} files"
             lines.append(
-                f"| {data.channel} | {data.files} | {_size(data.bytes)} | {copied} | "
+                f"| {data.channel} | {data.files} | {human_size(data.bytes)} | {copied} | "
                 f"`{data.digest[:12]}` |"
             )
         lines.append("")
