@@ -89,13 +89,7 @@ class LocalBackend:
     # -- validate and plan (pure) -------------------------------------------------
 
     def validate(self, config: PipelineConfig) -> None:
-        if config.compute.instance_count != 1:
-            raise UnsupportedError(
-                "compute.instance_count",
-                f"the local backend runs one process on this machine, so it must be 1 "
-                f"(got {config.compute.instance_count}); use cloud aws or azure to "
-                "train on several machines",
-            )
+        self._check_compute(config)
         kind = config.environment.kind
         if kind in _WHERE_ELSE:
             raise UnsupportedError(f"environment.{kind}", _WHERE_ELSE[kind])
@@ -107,6 +101,17 @@ class LocalBackend:
                     "and folders (s3:// needs cloud aws, azureml: needs cloud azure)",
                 )
         self._framework(config)
+
+    @staticmethod
+    def _check_compute(config: PipelineConfig) -> None:
+        """One process on this machine: the one thing local compute cannot honour."""
+        if config.compute.instance_count != 1:
+            raise UnsupportedError(
+                "compute.instance_count",
+                f"the local backend runs one process on this machine, so it must be 1 "
+                f"(got {config.compute.instance_count}); use cloud aws or azure to "
+                "train on several machines",
+            )
 
     def plan(self, config: PipelineConfig) -> dict[str, Any]:
         run_dir = self._run_dir(config, "<run-id>")
@@ -197,7 +202,7 @@ class LocalBackend:
         return result
 
     def ensure_compute(self, config: PipelineConfig) -> ComputeTarget:
-        self.validate(config)
+        self._check_compute(config)
         return ComputeTarget(
             name="local",
             instance_type=config.compute.instance_type,
@@ -262,7 +267,6 @@ class LocalBackend:
             max_run=config.compute.max_run,
             grace_period=config.local.grace_period,
             trigger=_trigger_for(config, spec.number, spec.spot),
-            attempt_dir=attempt_dir,
             changed=self._changed,
         )
         attempt.start()
@@ -384,7 +388,6 @@ class _LocalAttempt:
     max_run: float
     grace_period: float
     trigger: float | str | None
-    attempt_dir: Path
     changed: threading.Event
     lines: list[str] = field(default_factory=list)
     _read: int = 0
