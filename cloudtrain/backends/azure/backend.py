@@ -457,22 +457,26 @@ class AzureBackend:
         except Exception as exc:
             raise service_error(exc, f"registering data asset {name}:{version}") from exc
 
+    def _asset(self, uri: str) -> Any:
+        """The data asset an ``azureml:name[:version]`` channel names (latest without a
+        version), or None for an ``azureml://`` path."""
+        if not uri.startswith("azureml:") or uri.startswith("azureml://"):
+            return None
+        name, _, version = uri.removeprefix("azureml:").partition(":")
+        return self.ml.data.get(name, version=version or None, label=None if version else "latest")
+
     def _require_data(self, uri: str, field: str) -> None:
-        if uri.startswith("azureml:") and not uri.startswith("azureml://"):
-            name, _, version = uri.removeprefix("azureml:").partition(":")
-            try:
-                self.ml.data.get(name, version=version or None, label=None if version else "latest")
-            except Exception as exc:
-                raise ConfigError(field, f"data asset {uri} was not found") from exc
+        try:
+            self._asset(uri)
+        except Exception as exc:
+            raise ConfigError(field, f"data asset {uri} was not found") from exc
 
     def _kind_of(self, uri: str) -> str:
-        if uri.startswith("azureml:") and not uri.startswith("azureml://"):
-            name, _, version = uri.removeprefix("azureml:").partition(":")
-            try:
-                return str(self.ml.data.get(name, version=version).type)
-            except Exception as exc:
-                raise service_error(exc, f"reading data asset {uri}") from exc
-        return _input_kind(uri)
+        try:
+            asset = self._asset(uri)
+        except Exception as exc:
+            raise service_error(exc, f"reading data asset {uri}") from exc
+        return _input_kind(uri) if asset is None else text(asset.type)
 
     def _datastore_container(self, name: str) -> Any:
         try:
