@@ -6,15 +6,7 @@ it. The flows live in ``flows/`` and the Prefect tasks in ``tasks/``.
 
 from __future__ import annotations
 
-from cloudtrain.backend import (
-    AttemptSpec,
-    AttemptStatus,
-    Backend,
-    ChannelData,
-    ComputeTarget,
-    ModelArtifacts,
-    ResolvedEnvironment,
-)
+from cloudtrain.backend import Backend
 from cloudtrain.backends import get_backend
 from cloudtrain.config import PipelineConfig, load_config, validate_config
 from cloudtrain.errors import (
@@ -26,7 +18,17 @@ from cloudtrain.errors import (
     UnsupportedError,
 )
 from cloudtrain.recovery import Outcome, RecoveryStrategy
-from cloudtrain.training import AttemptRecord, TrainingResult, run_training
+from cloudtrain.results import (
+    AttemptRecord,
+    AttemptSpec,
+    AttemptStatus,
+    ChannelData,
+    ComputeTarget,
+    ModelArtifacts,
+    ResolvedEnvironment,
+    TrainingResult,
+)
+from cloudtrain.training import run_training
 
 __version__ = "0.1.0"
 

@@ -11,120 +11,23 @@ refused and ``cloudtrain plan`` prints the exact requests before anything is cre
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cloudtrain.backoff import Backoff
-from cloudtrain.recovery import Outcome
+from cloudtrain.results import (
+    AttemptSpec,
+    AttemptStatus,
+    ChannelData,
+    ComputeTarget,
+    ModelArtifacts,
+    ResolvedEnvironment,
+    TrainingResult,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from cloudtrain.config import PipelineConfig
-    from cloudtrain.training import TrainingResult
-
-
-@dataclass(frozen=True)
-class ChannelData:
-    """One data channel where the training job will read it."""
-
-    channel: str
-    uri: str
-    digest: str  # sha256 over the channel's manifest: same content, same digest
-    files: int
-    bytes: int
-    copied_files: int = 0
-    copied_bytes: int = 0
-    unchanged: bool = False  # same digest as the last upload of this channel
-    source: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class ComputeTarget:
-    """What an attempt will run on, as the backend ensured it."""
-
-    name: str
-    instance_type: str
-    instance_count: int
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "details": dict(self.details)}
-
-
-@dataclass(frozen=True)
-class ResolvedEnvironment:
-    """The runtime the script gets: an image URI, a curated environment, an interpreter."""
-
-    kind: str
-    uri: str
-    description: str
-    warnings: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "warnings": list(self.warnings)}
-
-
-@dataclass(frozen=True)
-class AttemptSpec:
-    """Everything one attempt needs; its checkpoint location is the run's, not its own."""
-
-    run_id: str
-    number: int
-    spot: bool
-    job_name: str
-    checkpoint_uri: str
-    channels: Mapping[str, str]
-    compute: ComputeTarget
-    environment: ResolvedEnvironment
-
-
-@dataclass(frozen=True)
-class AttemptStatus:
-    """A snapshot of one attempt; ``outcome`` is set once it has ended."""
-
-    outcome: Outcome | None = None
-    reason: str = ""
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    billable_seconds: float | None = None
-    training_seconds: float | None = None
-    resumed_from: int = 0  # checkpoint files present when the attempt started
-
-    @property
-    def ended(self) -> bool:
-        return self.outcome is not None
-
-    @property
-    def running(self) -> bool:
-        return self.outcome is None
-
-
-@dataclass(frozen=True)
-class ModelArtifacts:
-    """What a finished run leaves behind."""
-
-    model_uri: str
-    model_archive: str | None
-    local_model_dir: Path | None
-    metrics: Mapping[str, float]
-    links: Mapping[str, str] = field(default_factory=dict)
-    records: str | None = None  # where the per-attempt records were written
-    cost: Mapping[str, Any] | None = None  # training vs billable time, USD, spot saving
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["local_model_dir"] = str(self.local_model_dir) if self.local_model_dir else None
-        data["metrics"] = dict(self.metrics)
-        data["links"] = dict(self.links)
-        data["cost"] = dict(self.cost) if self.cost is not None else None
-        return data
 
 
 @runtime_checkable

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudtrain.backend import ChannelData
 from cloudtrain.config import PipelineConfig
+from cloudtrain.results import ChannelData
 from cloudtrain.store import HashCache, atomic_write, manifest_json, walk_files
 
 #: Config fields that do not change the trained model, so they do not force retraining.

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cloudtrain.training import TrainingResult
+    from cloudtrain.results import TrainingResult
 
 
 class CloudtrainError(Exception):

@@ -11,9 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudtrain.backend import ChannelData, ModelArtifacts, ResolvedEnvironment
 from cloudtrain.config import PipelineConfig
-from cloudtrain.training import TrainingResult
+from cloudtrain.results import ChannelData, ModelArtifacts, ResolvedEnvironment, TrainingResult
 from cloudtrain.uploads import human_size
 
 

@@ -10,94 +10,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
-from cloudtrain.backend import (
-    AttemptSpec,
-    AttemptStatus,
-    Backend,
-    ComputeTarget,
-    ResolvedEnvironment,
-)
+from cloudtrain.backend import Backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.errors import TrainingError
 from cloudtrain.recovery import NextAttempt, Outcome, RecoveryStrategy
+from cloudtrain.results import (
+    AttemptRecord,
+    AttemptSpec,
+    AttemptStatus,
+    ComputeTarget,
+    ResolvedEnvironment,
+    TrainingResult,
+)
 
 LogSink = Callable[[str], None]
-
-
-@dataclass
-class AttemptRecord:
-    """One attempt as it ended: the rows of the attempts table."""
-
-    number: int
-    job_name: str
-    spot: bool
-    outcome: Outcome
-    reason: str
-    started_at: datetime | None
-    ended_at: datetime | None
-    metrics: dict[str, float] = field(default_factory=dict)
-    billable_seconds: float | None = None
-    training_seconds: float | None = None
-    resumed_from: int = 0
-
-    @property
-    def duration_seconds(self) -> float | None:
-        if self.started_at and self.ended_at:
-            return round((self.ended_at - self.started_at).total_seconds(), 3)
-        return None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "number": self.number,
-            "job_name": self.job_name,
-            "capacity": "spot" if self.spot else "on-demand",
-            "outcome": self.outcome.value,
-            "reason": self.reason,
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
-            "duration_seconds": self.duration_seconds,
-            "training_seconds": self.training_seconds,
-            "billable_seconds": self.billable_seconds,
-            "resumed_from_checkpoint_files": self.resumed_from,
-            "metrics": self.metrics,
-        }
-
-
-@dataclass
-class TrainingResult:
-    """Every attempt of one run and where their checkpoints were kept."""
-
-    run_id: str
-    checkpoint_uri: str
-    attempts: list[AttemptRecord] = field(default_factory=list)
-
-    @property
-    def succeeded(self) -> bool:
-        return bool(self.attempts) and self.attempts[-1].outcome is Outcome.SUCCEEDED
-
-    @property
-    def final(self) -> AttemptRecord | None:
-        return self.attempts[-1] if self.attempts else None
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        return dict(self.final.metrics) if self.final else {}
-
-    @property
-    def interruptions(self) -> int:
-        return sum(1 for attempt in self.attempts if attempt.outcome.retryable)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "checkpoint_uri": self.checkpoint_uri,
-            "succeeded": self.succeeded,
-            "attempts": [attempt.to_dict() for attempt in self.attempts],
-        }
 
 
 def job_name(config: PipelineConfig, run_id: str, number: int) -> str:
@@ -197,7 +124,3 @@ def _follow(
         # Cancellation, a flow timeout or Ctrl-C: stop the attempt before letting go.
         backend.stop_attempt(handle)
         raise
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

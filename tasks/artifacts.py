@@ -12,11 +12,10 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from cloudtrain.backend import ModelArtifacts
 from cloudtrain.backends import get_backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.report import RunReport, attempts_table
-from cloudtrain.training import TrainingResult
+from cloudtrain.results import ModelArtifacts, TrainingResult
 
 
 @task(name="collect-artifacts", cache_policy=NO_CACHE)

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cloudtrain.backend import ChannelData
 from cloudtrain.changes import Decision, Fingerprint, RunRecords, decide, fingerprint
 from cloudtrain.config import PipelineConfig
+from cloudtrain.results import ChannelData
 
 
 @task(name="check-for-changes", cache_policy=NO_CACHE)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cloudtrain.backend import ComputeTarget
 from cloudtrain.backends import get_backend
 from cloudtrain.config import PipelineConfig
+from cloudtrain.results import ComputeTarget
 from tasks._common import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_transient
 
 

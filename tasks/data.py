@@ -8,9 +8,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cloudtrain.backend import ChannelData
 from cloudtrain.backends import get_backend
 from cloudtrain.config import PipelineConfig
+from cloudtrain.results import ChannelData
 from tasks._common import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_transient
 
 

@@ -10,11 +10,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from cloudtrain.backend import ComputeTarget, ResolvedEnvironment
 from cloudtrain.backends import get_backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.contract import ProgressParser
-from cloudtrain.training import TrainingResult, run_training
+from cloudtrain.results import ComputeTarget, ResolvedEnvironment, TrainingResult
+from cloudtrain.training import run_training
 
 #: The progress artifact is updated at most this often (each update is an API call).
 PROGRESS_UPDATE_SECONDS = 2.0

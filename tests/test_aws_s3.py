@@ -17,11 +17,11 @@ from botocore.exceptions import ClientError
 from moto_server import REGION, MotoServer
 
 import cloudtrain.store
-from cloudtrain.backend import ChannelData
 from cloudtrain.backends.aws import s3 as s3_module
 from cloudtrain.backends.aws.clients import AwsClients
 from cloudtrain.backends.aws.s3 import parse_s3_uri, require_s3_uri, upload_channel
 from cloudtrain.errors import BackendError, ConfigError, TransientError
+from cloudtrain.results import ChannelData
 from cloudtrain.uploads import Progress
 
 BUCKET = "cloudtrain-test-bucket"

@@ -25,13 +25,13 @@ from sagemaker_lifecycle import (
     model_archive,
 )
 
-from cloudtrain.backend import AttemptSpec
 from cloudtrain.backends.aws.backend import AwsBackend
 from cloudtrain.backoff import Backoff
 from cloudtrain.config import load_config
 from cloudtrain.errors import ConfigError, TrainingError
 from cloudtrain.recovery import Outcome
-from cloudtrain.training import TrainingResult, run_training
+from cloudtrain.results import AttemptSpec, TrainingResult
+from cloudtrain.training import run_training
 
 __all__ = ["lifecycle"]  # the fixture, imported for pytest
 

@@ -25,12 +25,12 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient, ContentSettings
 
 import cloudtrain.store
-from cloudtrain.backend import ChannelData
 from cloudtrain.backends.azure import storage
 from cloudtrain.backends.azure.clients import AzureClients
 from cloudtrain.backends.azure.storage import download_prefix, upload_channel
 from cloudtrain.config import AzureConfig
 from cloudtrain.errors import BackendError, ConfigError, TransientError
+from cloudtrain.results import ChannelData
 
 PREFIX = "cloudtrain/digits-sgd/data/train"
 MANIFEST = "cloudtrain/digits-sgd/manifests/train.json"

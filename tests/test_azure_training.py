@@ -17,7 +17,8 @@ from cloudtrain.backoff import Backoff
 from cloudtrain.config import PipelineConfig, load_config
 from cloudtrain.errors import TrainingError
 from cloudtrain.recovery import Outcome
-from cloudtrain.training import TrainingResult, run_training
+from cloudtrain.results import TrainingResult
+from cloudtrain.training import run_training
 
 RUN_ID = "c0ffee0000000000"
 

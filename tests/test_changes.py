@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cloudtrain.backend import ChannelData
 from cloudtrain.changes import RunRecords, decide, fingerprint
 from cloudtrain.config import load_config
 from cloudtrain.contract import ProgressParser
+from cloudtrain.results import ChannelData
 
 
 def channels(digest: str = "d" * 64) -> dict[str, ChannelData]:

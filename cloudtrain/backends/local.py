@@ -27,7 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain import contract
-from cloudtrain.backend import (
+from cloudtrain.backoff import Backoff
+from cloudtrain.config import FRAMEWORKS, PipelineConfig, is_uri
+from cloudtrain.errors import BackendError, ConfigError, UnsupportedError
+from cloudtrain.recovery import Outcome
+from cloudtrain.results import (
     AttemptSpec,
     AttemptStatus,
     ChannelData,
@@ -35,17 +39,13 @@ from cloudtrain.backend import (
     ModelArtifacts,
     ResolvedEnvironment,
 )
-from cloudtrain.backoff import Backoff
-from cloudtrain.config import FRAMEWORKS, PipelineConfig, is_uri
-from cloudtrain.errors import BackendError, ConfigError, UnsupportedError
-from cloudtrain.recovery import Outcome
 from cloudtrain.store import ContentStore, tar_folder
 from cloudtrain.training import strategy_for
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from cloudtrain.training import TrainingResult
+    from cloudtrain.results import TrainingResult
 
 # Local polling is cheap: 50 ms at first, then at most every 0.5 s.
 LOCAL_POLL_INITIAL_SECONDS = 0.05

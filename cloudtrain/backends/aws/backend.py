@@ -15,14 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.backend import (
-    AttemptSpec,
-    AttemptStatus,
-    ChannelData,
-    ComputeTarget,
-    ModelArtifacts,
-    ResolvedEnvironment,
-)
 from cloudtrain.backends.aws import training_job as jobs
 from cloudtrain.backends.aws.clients import AwsClients
 from cloudtrain.backends.aws.errors import error_code, is_transient, mapped
@@ -30,12 +22,20 @@ from cloudtrain.backoff import Backoff
 from cloudtrain.config import PipelineConfig, is_uri
 from cloudtrain.errors import BackendError, ConfigError, TransientError, UnsupportedError
 from cloudtrain.recovery import Outcome
+from cloudtrain.results import (
+    AttemptSpec,
+    AttemptStatus,
+    ChannelData,
+    ComputeTarget,
+    ModelArtifacts,
+    ResolvedEnvironment,
+)
 from cloudtrain.training import strategy_for
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from cloudtrain.training import TrainingResult
+    from cloudtrain.results import TrainingResult
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 BUCKET_NAME = re.compile(r"^(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -32,7 +32,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.backend import ChannelData
 from cloudtrain.backends.aws.errors import (
     DENIED_CODES,
     error_code,
@@ -41,6 +40,7 @@ from cloudtrain.backends.aws.errors import (
     mapped,
 )
 from cloudtrain.errors import BackendError, ConfigError
+from cloudtrain.results import ChannelData
 from cloudtrain.store import manifest_json, sha256_file
 from cloudtrain.uploads import (
     ChannelSource,

@@ -16,14 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain import contract
-from cloudtrain.backend import (
-    AttemptSpec,
-    AttemptStatus,
-    ChannelData,
-    ComputeTarget,
-    ModelArtifacts,
-    ResolvedEnvironment,
-)
 from cloudtrain.backends.azure import jobs
 from cloudtrain.backends.azure.clients import AzureClients
 from cloudtrain.backends.azure.errors import is_not_found, service_error, text
@@ -31,13 +23,21 @@ from cloudtrain.backoff import Backoff
 from cloudtrain.config import PipelineConfig, is_uri
 from cloudtrain.errors import BackendError, ConfigError, TransientError, UnsupportedError
 from cloudtrain.recovery import Outcome
+from cloudtrain.results import (
+    AttemptSpec,
+    AttemptStatus,
+    ChannelData,
+    ComputeTarget,
+    ModelArtifacts,
+    ResolvedEnvironment,
+)
 from cloudtrain.store import tar_folder
 from cloudtrain.training import strategy_for
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from cloudtrain.training import TrainingResult
+    from cloudtrain.results import TrainingResult
 
 FALLBACK_SUFFIX = "-od"
 MAX_COMPUTE_NAME = 16  # AmlCompute names: 2 to 16 characters

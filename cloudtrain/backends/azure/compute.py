@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.backend import ComputeTarget
 from cloudtrain.backends.azure.errors import service_error, text
 from cloudtrain.backoff import Backoff
 from cloudtrain.config import AzureConfig
@@ -36,6 +35,7 @@ from cloudtrain.errors import (
     TransientError,
     UnsupportedError,
 )
+from cloudtrain.results import ComputeTarget
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import AmlCompute

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from cloudtrain.backend import ChannelData
 from cloudtrain.backends.azure.errors import TRANSIENT_STATUS
 from cloudtrain.errors import BackendError, ConfigError, TransientError
+from cloudtrain.results import ChannelData
 from cloudtrain.store import CHUNK_BYTES, manifest_json
 
 # Cloud-neutral helpers of the S3 upload (cheap to import: botocore is loaded lazily there).

@@ -1,0 +1,188 @@
+"""The values that cross the Backend protocol and come out of a run, in one module.
+
+Stages return these; the attempt loop, the report and ``--json`` read them. Nothing here
+imports a stage or a backend, so every other module can import this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cloudtrain.recovery import Outcome
+
+
+@dataclass(frozen=True)
+class ChannelData:
+    """One data channel where the training job will read it."""
+
+    channel: str
+    uri: str
+    digest: str  # sha256 over the channel's manifest: same content, same digest
+    files: int
+    bytes: int
+    copied_files: int = 0
+    copied_bytes: int = 0
+    unchanged: bool = False  # same digest as the last upload of this channel
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ComputeTarget:
+    """What an attempt will run on, as the backend ensured it."""
+
+    name: str
+    instance_type: str
+    instance_count: int
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "details": dict(self.details)}
+
+
+@dataclass(frozen=True)
+class ResolvedEnvironment:
+    """The runtime the script gets: an image URI, a curated environment, an interpreter."""
+
+    kind: str
+    uri: str
+    description: str
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "warnings": list(self.warnings)}
+
+
+@dataclass(frozen=True)
+class AttemptSpec:
+    """Everything one attempt needs; its checkpoint location is the run's, not its own."""
+
+    run_id: str
+    number: int
+    spot: bool
+    job_name: str
+    checkpoint_uri: str
+    channels: Mapping[str, str]
+    compute: ComputeTarget
+    environment: ResolvedEnvironment
+
+
+@dataclass(frozen=True)
+class AttemptStatus:
+    """A snapshot of one attempt; ``outcome`` is set once it has ended."""
+
+    outcome: Outcome | None = None
+    reason: str = ""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    billable_seconds: float | None = None
+    training_seconds: float | None = None
+    resumed_from: int = 0  # checkpoint files present when the attempt started
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome is not None
+
+    @property
+    def running(self) -> bool:
+        return self.outcome is None
+
+
+@dataclass(frozen=True)
+class ModelArtifacts:
+    """What a finished run leaves behind."""
+
+    model_uri: str
+    model_archive: str | None
+    local_model_dir: Path | None
+    metrics: Mapping[str, float]
+    links: Mapping[str, str] = field(default_factory=dict)
+    records: str | None = None  # where the per-attempt records were written
+    cost: Mapping[str, Any] | None = None  # training vs billable time, USD, spot saving
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["local_model_dir"] = str(self.local_model_dir) if self.local_model_dir else None
+        data["metrics"] = dict(self.metrics)
+        data["links"] = dict(self.links)
+        data["cost"] = dict(self.cost) if self.cost is not None else None
+        return data
+
+
+@dataclass
+class AttemptRecord:
+    """One attempt as it ended: the rows of the attempts table."""
+
+    number: int
+    job_name: str
+    spot: bool
+    outcome: Outcome
+    reason: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    billable_seconds: float | None = None
+    training_seconds: float | None = None
+    resumed_from: int = 0
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.ended_at:
+            return round((self.ended_at - self.started_at).total_seconds(), 3)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "job_name": self.job_name,
+            "capacity": "spot" if self.spot else "on-demand",
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "duration_seconds": self.duration_seconds,
+            "training_seconds": self.training_seconds,
+            "billable_seconds": self.billable_seconds,
+            "resumed_from_checkpoint_files": self.resumed_from,
+            "metrics": self.metrics,
+        }
+
+
+@dataclass
+class TrainingResult:
+    """Every attempt of one run and where their checkpoints were kept."""
+
+    run_id: str
+    checkpoint_uri: str
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.attempts) and self.attempts[-1].outcome is Outcome.SUCCEEDED
+
+    @property
+    def final(self) -> AttemptRecord | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return dict(self.final.metrics) if self.final else {}
+
+    @property
+    def interruptions(self) -> int:
+        return sum(1 for attempt in self.attempts if attempt.outcome.retryable)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "checkpoint_uri": self.checkpoint_uri,
+            "succeeded": self.succeeded,
+            "attempts": [attempt.to_dict() for attempt in self.attempts],
+        }
