@@ -6,17 +6,19 @@ it. The flows live in ``flows/`` and the Prefect tasks in ``tasks/``.
 
 from __future__ import annotations
 
-from cloudtrain.backend import Backend
-from cloudtrain.backends import get_backend
-from cloudtrain.config import PipelineConfig, load_config, validate_config
+from cloudtrain.backend import Backend, StagePlan
+from cloudtrain.backends import build_backend, cloud_names, register, use_backend
+from cloudtrain.config import PipelineConfig, Section, load_config, validate_config
 from cloudtrain.errors import (
     BackendError,
     CloudtrainError,
     ConfigError,
+    Problem,
     TrainingError,
     TransientError,
     UnsupportedError,
 )
+from cloudtrain.planning import plan
 from cloudtrain.recovery import Outcome, RecoveryStrategy
 from cloudtrain.results import (
     AttemptRecord,
@@ -45,15 +47,22 @@ __all__ = [
     "ModelArtifacts",
     "Outcome",
     "PipelineConfig",
+    "Problem",
     "RecoveryStrategy",
     "ResolvedEnvironment",
+    "Section",
+    "StagePlan",
     "TrainingError",
     "TrainingResult",
     "TransientError",
     "UnsupportedError",
     "__version__",
-    "get_backend",
+    "build_backend",
+    "cloud_names",
     "load_config",
+    "plan",
+    "register",
     "run_training",
+    "use_backend",
     "validate_config",
 ]

@@ -1,17 +1,26 @@
-"""The one protocol every cloud implements, and the values that cross it.
+"""The one protocol every cloud implements.
 
 Tasks call these methods and never branch on the cloud::
 
-    flows/*_training.py -> tasks/<stage>.py -> Backend -> local | aws | azure
+    flows/*_training.py -> tasks/<stage>.py -> Backend -> local | aws | azure | ...
 
-``validate`` and ``plan`` are pure (no network, no credentials) so that bad input is
-refused and ``cloudtrain plan`` prints the exact requests before anything is created.
+A backend is one folder under ``cloudtrain/backends/`` plus one registration
+(``cloudtrain.backends.register``): the class declares its cloud ``name``, the
+``settings`` model of its config section (``aws:``, ``azure:``, ...) and ``from_config``.
+
+``validate``, ``plan_stages`` and ``attempt_request`` are pure (no network, no
+credentials), so bad input is refused and ``cloudtrain plan`` prints the exact requests
+before anything is created. The per-attempt plan is built once, in ``cloudtrain.planning``:
+the backend turns one attempt into its request, the recovery strategy decides which
+attempts there are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 from cloudtrain.backoff import Backoff
 from cloudtrain.results import (
@@ -26,30 +35,71 @@ from cloudtrain.results import (
 
 if TYPE_CHECKING:
     import pandas as pd
+    from pydantic import BaseModel
 
     from cloudtrain.config import PipelineConfig
 
+LogSink = Callable[[str], None]
 
-@runtime_checkable
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Stages 1 to 3 as ``plan`` shows them, and what every attempt of the run gets.
+
+    ``channels``, ``compute`` and ``environment`` stand in for what the stages will
+    return (with placeholders such as ``<content-digest>`` where only the run can know);
+    ``requests`` is what the stages would send, for the plan's output.
+    """
+
+    channels: Mapping[str, str]
+    compute: ComputeTarget
+    environment: ResolvedEnvironment
+    requests: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Backend(Protocol):
     """One method per pipeline stage; the training stage is submit / describe / stop."""
 
-    cloud: str
+    #: The cloud's name in configs (``cloud: aws``) and flow names (``aws-training``).
+    name: ClassVar[str]
+    #: The model of the config section named after the cloud, or None for no section.
+    settings: ClassVar[type[BaseModel] | None]
+    #: One paragraph for the flow's description in the Prefect UI.
+    description: ClassVar[str]
+
     poll: Backoff
 
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> Self:
+        """Built once per run; clients are made on first use, so this needs no network."""
+
+    # -- pure -------------------------------------------------------------------------
+
     def validate(self, config: PipelineConfig) -> None:
-        """Refuse what this cloud cannot run, with a ConfigError naming the field. Pure."""
+        """Refuse what this cloud cannot run: one ConfigError listing every problem."""
 
-    def plan(self, config: PipelineConfig) -> dict[str, Any]:
-        """The exact requests ``run`` would send, as data. Pure."""
+    def plan_stages(self, config: PipelineConfig) -> StagePlan:
+        """What stages 1 to 3 would send, and what the attempts would get."""
 
-    def upload_data(
+    def attempt_request(self, config: PipelineConfig, spec: AttemptSpec) -> dict[str, Any]:
+        """The exact request that starts the attempt ``spec`` (what ``submit`` sends)."""
+
+    def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
+        """Where checkpoints live; the same for every attempt of one run."""
+
+    # -- the stages ----------------------------------------------------------------------
+
+    def upload_channel(
         self,
         config: PipelineConfig,
-        dataframes: Mapping[str, pd.DataFrame] | None = None,
-        log: Callable[[str], None] | None = None,
-    ) -> dict[str, ChannelData]:
-        """Put every channel where the job reads it, skipping unchanged content."""
+        channel: str,
+        source: Path | pd.DataFrame,
+        log: LogSink,
+    ) -> ChannelData:
+        """Put one channel where the job reads it, skipping unchanged content."""
+
+    def use_data_uri(self, config: PipelineConfig, channel: str, uri: str) -> ChannelData:
+        """A channel already in the cloud (s3://, azureml:...), checked and used as it is."""
 
     def ensure_compute(self, config: PipelineConfig) -> ComputeTarget:
         """Make sure the compute exists and can run the request."""
@@ -58,9 +108,6 @@ class Backend(Protocol):
         self, config: PipelineConfig, compute: ComputeTarget
     ) -> ResolvedEnvironment:
         """Turn the environment section into the runtime the script gets."""
-
-    def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
-        """Where checkpoints live; the same for every attempt of one run."""
 
     def submit_attempt(self, config: PipelineConfig, spec: AttemptSpec) -> str:
         """Start (or reattach to) one attempt; returns its handle."""

@@ -23,6 +23,7 @@ from cloudtrain.store import HashCache, atomic_write, manifest_json, walk_files
 #: Config fields that do not change the trained model, so they do not force retraining.
 NOT_IN_FINGERPRINT: dict[str, Any] = {
     "retry": True,
+    "work_dir": True,
     # Simulated reclaims stay in: a changed simulation is a test the user wants to see run.
     "local": {"grace_period", "root"},
     # Where the data and code are is not what they are: their digests are parts of their own.
@@ -65,14 +66,14 @@ def fingerprint(config: PipelineConfig, channels: Mapping[str, ChannelData]) -> 
     if any(not data.digest for data in channels.values()):
         return None
     parts = {f"data:{name}": data.digest for name, data in sorted(channels.items())}
-    parts["code"] = code_digest(config.code.source_dir, config.local.root)
+    parts["code"] = code_digest(config.code.source_dir, config.work_dir)
     parts["config"] = config_digest(config)
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return Fingerprint(digest, parts)
 
 
 class RunRecords:
-    """The last successful run of each pipeline on each cloud, under ``local.root``."""
+    """The last successful run of each pipeline on each cloud, under ``work_dir``."""
 
     def __init__(self, root: Path) -> None:
         self.folder = root / "records"

@@ -11,10 +11,12 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from cloudtrain.config import CLOUDS, PipelineConfig, load_config
+from cloudtrain.config import PipelineConfig, check_runnable, load_config
 from cloudtrain.errors import CloudtrainError, ConfigError, TrainingError
 
 EXIT_OK = 0
@@ -41,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("config", help="pipeline config (YAML)")
-        command.add_argument("--cloud", choices=CLOUDS, help="override the config's cloud")
+        command.add_argument(
+            "--cloud", metavar="CLOUD", help="override the config's cloud (local, aws, azure, ...)"
+        )
         command.add_argument(
             "--set",
             dest="overrides",
@@ -72,16 +76,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_prefect_defaults()
         return trigger.main(args)
     try:
-        config = load_config(args.config, args.overrides, args.cloud)
-        from cloudtrain.backends import get_backend
+        with _config_warnings():
+            config = load_config(args.config, args.overrides, args.cloud)
+        from cloudtrain.backends import build_backend
 
-        backend = get_backend(config)
-        backend.validate(config)
+        backend = build_backend(config)
+        check_runnable(config, backend)
         if args.command == "plan":
-            return _plan(backend.plan(config), args.json)
+            from cloudtrain.planning import plan
+
+            return _plan(plan(backend, config), args.json)
     except ConfigError as exc:
-        return _fail(f"cloudtrain: invalid config: {exc}", EXIT_INVALID, args.json)
+        return _fail(invalid_config_message(exc), EXIT_INVALID, args.json, exc)
     return _run(config, args.json, args.force)
+
+
+def invalid_config_message(exc: ConfigError, what: str = "config") -> str:
+    """One line for one problem; a heading and one line per problem for several."""
+    if len(exc.problems) == 1:
+        return f"cloudtrain: invalid {what}: {exc.problems[0]}"
+    lines = [f"cloudtrain: invalid {what}, {len(exc.problems)} problems:"]
+    return "\n".join(lines + [f"  {problem}" for problem in exc.problems])
+
+
+@contextmanager
+def _config_warnings() -> Iterator[None]:
+    """Deprecations in the config as one line each, not Python's file:line form."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        yield
+    for warning in caught:
+        print(f"cloudtrain: warning: {warning.message}", file=sys.stderr)
 
 
 def _plan(plan: dict[str, Any], as_json: bool) -> int:
@@ -102,7 +127,7 @@ def _run(config: PipelineConfig, as_json: bool, force: bool = False) -> int:
     try:
         summary = flow(config=config, force=force)
     except ConfigError as exc:
-        return _fail(f"cloudtrain: invalid config: {exc}", EXIT_INVALID, as_json)
+        return _fail(invalid_config_message(exc), EXIT_INVALID, as_json, exc)
     except TrainingError as exc:
         if as_json:
             print(
@@ -127,10 +152,10 @@ def _run(config: PipelineConfig, as_json: bool, force: bool = False) -> int:
 
 
 def _flow_for(cloud: str) -> Any:
-    """``flows/<cloud>_training.py:<cloud>_training``, imported only when it runs."""
-    import importlib
+    """The ``<cloud>-training`` flow, imported only when it runs."""
+    from flows.pipeline import training_flow
 
-    return getattr(importlib.import_module(f"flows.{cloud}_training"), f"{cloud}_training")
+    return training_flow(cloud)
 
 
 def _quiet_prefect_defaults() -> None:
@@ -169,13 +194,19 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
         print(f"  error: {error}")
 
 
-def _fail(message: str, code: int, as_json: bool = False) -> int:
+def _fail(
+    message: str, code: int, as_json: bool = False, invalid: ConfigError | None = None
+) -> int:
     if as_json:
-        print(
-            json.dumps(
-                {"status": "invalid" if code == EXIT_INVALID else "failed", "error": message}
-            )
-        )
+        output: dict[str, Any] = {
+            "status": "invalid" if code == EXIT_INVALID else "failed",
+            "error": message,
+        }
+        if invalid is not None:
+            output["problems"] = [
+                {"field": problem.field, "message": problem.message} for problem in invalid.problems
+            ]
+        print(json.dumps(output))
     print(message, file=sys.stderr)
     return code
 

@@ -1,35 +1,44 @@
 """The pipeline config: the YAML a user writes, as strict pydantic models.
 
 Every field has a description because Prefect renders flow parameters as a form from
-them. Unknown keys are errors, and every error names its field path, so that
-``cloudtrain run`` can refuse bad input in one line before anything is created.
-Paths are resolved against the config file's folder (``base_dir`` in the validation
-context; the working directory when a config is built in Python or from the UI).
+them. Unknown keys are errors, and every problem is one line naming its field path, all
+of them at once, so that ``cloudtrain run`` refuses bad input before anything is created
+and a user fixes a config in one pass. Paths are resolved against the config file's
+folder (``base_dir`` in the validation context; the working directory when a config is
+built in Python or from the UI).
+
+The cloud sections (``aws:``, ``azure:``, ``local:``, ...) are not fields of this module:
+each backend registers the model of its own section (``cloudtrain.backends``), and
+``PipelineConfig`` validates whichever sections a config holds against those models.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Protocol, TypeVar
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import InitErrorDetails, core_schema
 
-from cloudtrain import recovery
-from cloudtrain.errors import ConfigError
+from cloudtrain import backends, recovery
+from cloudtrain.errors import ConfigError, Problem, Problems
 
-Cloud = Literal["local", "aws", "azure"]
-CLOUDS: tuple[str, ...] = ("local", "aws", "azure")
+S = TypeVar("S", bound=BaseModel)
 
 #: Script-mode frameworks and the distribution that provides each one locally.
 FRAMEWORKS: dict[str, str] = {
@@ -53,6 +62,18 @@ HyperparameterValue = bool | int | float | str
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Section(_Strict):
+    """Base of a backend's config section (``aws:``, ``azure:``, ``local:``...)."""
+
+    def check_config(self, config: PipelineConfig) -> None:
+        """Consistency with the rest of the config, checked when it loads; raise
+        ConfigError. Pure."""
+
+    def check_other_cloud(self, config: PipelineConfig) -> None:
+        """What this section must refuse when the config runs on another cloud (most
+        sections are simply unused there); raise ConfigError. Pure."""
 
 
 class CodeConfig(_Strict):
@@ -178,91 +199,27 @@ class RetryConfig(_Strict):
         return value
 
 
-class AwsConfig(_Strict):
-    """Where SageMaker jobs run and keep their data."""
-
-    region: str = Field("us-east-1", description="AWS region.")
-    role: str | None = Field(None, description="IAM role ARN the training job assumes.")
-    bucket: str | None = Field(None, description="S3 bucket for data and models.")
-    prefix: str = Field("cloudtrain", description="Key prefix inside the bucket.")
-    verify_uploads: bool = Field(
-        False,
-        description="LIST each channel's S3 prefix even when its manifest shows no change, "
-        "to upload again objects deleted by hand (one LIST per 1,000 files).",
-    )
-    credentials_block: str | None = Field(
-        None, description="Name of a prefect-aws AwsCredentials block (else boto3's chain)."
-    )
-
-
-class AzureConfig(_Strict):
-    """Which Azure ML workspace runs the jobs and on what compute."""
-
-    subscription_id: str | None = Field(None, description="Azure subscription id.")
-    resource_group: str | None = Field(None, description="Resource group.")
-    workspace: str | None = Field(None, description="Azure ML workspace name.")
-    compute: str | None = Field(None, description="Compute target name.")
-    compute_type: Literal["amlcompute", "computeinstance", "kubernetes", "serverless"] = Field(
-        "amlcompute", description="Kind of compute target."
-    )
-    min_instances: int = Field(0, ge=0, description="Cluster minimum nodes.")
-    max_instances: int = Field(4, ge=1, description="Cluster maximum nodes.")
-    idle_time_before_scale_down: int = Field(
-        120, ge=0, description="Seconds a node idles before the cluster scales down."
-    )
-    datastore: str = Field("workspaceblobstore", description="Datastore for data.")
-    prefix: str = Field("cloudtrain", description="Path prefix inside the datastore.")
-    register_model: bool = Field(
-        False, description="Register the trained model in the workspace, named after the pipeline."
-    )
-    credentials_block: str | None = Field(
-        None,
-        description="Name of a prefect-azure credentials block (else DefaultAzureCredential).",
-    )
-
-
-class LocalConfig(_Strict):
-    """The local backend: where it keeps runs, and simulated spot reclaims."""
-
-    root: Path = Field(
-        Path(".cloudtrain"),
-        description="Folder for the data store and runs, relative to the config file.",
-    )
-    spot_interruptions: list[float | str] = Field(
-        default_factory=list,
-        description="Simulated spot reclaims, entry N for attempt N: a number reclaims "
-        "that many seconds after the attempt starts, a string (a regular expression) "
-        "when a line of the script's output matches it. Needs compute.spot.",
-    )
-    grace_period: float = Field(
-        5.0,
-        gt=0,
-        le=600,
-        description="Seconds between SIGTERM and SIGKILL on a reclaim or a timeout.",
-    )
-
-    @field_validator("spot_interruptions")
-    @classmethod
-    def _valid_triggers(cls, value: list[float | str]) -> list[float | str]:
-        for index, trigger in enumerate(value):
-            if isinstance(trigger, str):
-                try:
-                    re.compile(trigger)
-                except re.error as exc:
-                    raise ValueError(f"[{index}] is not a regular expression: {exc}") from None
-            elif trigger < 0:
-                raise ValueError(f"[{index}] must be >= 0 seconds")
-        return value
+#: Where cloudtrain keeps its own files when a config does not say (relative to it).
+DEFAULT_WORK_DIR = Path(".cloudtrain")
 
 
 class PipelineConfig(_Strict):
-    """One training pipeline: the script, its data, where and how it trains."""
+    """One training pipeline: the script, its data, where and how it trains.
+
+    Besides these fields, a config holds one section per cloud it has settings for
+    (``aws:``, ``azure:``, ``local:``...), validated by the model that cloud's backend
+    registered; ``section()`` reads one.
+    """
+
+    # Sections are kept as pydantic "extras", each validated by its backend's model
+    # (see _validate_sections); anything else unknown is refused there.
+    model_config = ConfigDict(extra="allow", validate_default=True)
 
     name: str = Field(
         description="Pipeline name: lowercase letters, digits and '-', 2 to 40 characters; "
         "prefixes job names."
     )
-    cloud: Cloud = Field("local", description="Where to train: local, aws or azure.")
+    cloud: str = Field("local", description="Where to train: one of the registered clouds.")
     code: CodeConfig = Field(description="The training script.")
     hyperparameters: dict[str, HyperparameterValue] = Field(
         default_factory=dict,
@@ -281,9 +238,31 @@ class PipelineConfig(_Strict):
         default_factory=ComputeConfig, description="Machines and time limits."
     )
     retry: RetryConfig = Field(default_factory=RetryConfig, description="Attempts and recovery.")
-    aws: AwsConfig | None = Field(None, description="SageMaker settings (cloud: aws).")
-    azure: AzureConfig | None = Field(None, description="Azure ML settings (cloud: azure).")
-    local: LocalConfig = Field(default_factory=LocalConfig, description="Local backend settings.")
+    work_dir: Path = Field(
+        DEFAULT_WORK_DIR,
+        description="cloudtrain's own folder, relative to the config file: run records, "
+        "downloaded models, upload hash caches, and the local backend's data and runs.",
+    )
+
+    def sections(self) -> dict[str, BaseModel]:
+        """Every cloud section the config holds, by cloud name."""
+        return dict(self.__pydantic_extra__ or {})
+
+    def section(self, name: str, model: type[S]) -> S | None:
+        """The validated ``name:`` section, or None when the config has none."""
+        value = (self.__pydantic_extra__ or {}).get(name)
+        if value is None:
+            return None
+        if not isinstance(value, model):
+            raise TypeError(f"section {name!r} is a {type(value).__name__}, not {model.__name__}")
+        return value
+
+    @field_validator("cloud")
+    @classmethod
+    def _registered_cloud(cls, value: str) -> str:
+        if not backends.is_cloud(value):
+            raise ConfigError("cloud", backends.unknown_cloud_message(value))
+        return value
 
     @field_validator("name")
     @classmethod
@@ -293,6 +272,17 @@ class PipelineConfig(_Strict):
                 f"{value!r} must be 2 to 40 lowercase letters, digits and '-', "
                 "starting with a letter and not ending with '-'"
             )
+        return value
+
+    @field_validator("code")
+    @classmethod
+    def _code_exists(cls, value: CodeConfig, info: ValidationInfo) -> CodeConfig:
+        value.source_dir = _absolute(_base_dir(info), value.source_dir)
+        if not value.source_dir.is_dir():
+            raise ConfigError("code.source_dir", f"{value.source_dir} is not a folder")
+        entry_point = value.source_dir / value.entry_point
+        if not entry_point.is_file():
+            raise ConfigError("code.entry_point", f"{entry_point} does not exist or is not a file")
         return value
 
     @field_validator("hyperparameters")
@@ -307,7 +297,7 @@ class PipelineConfig(_Strict):
 
     @field_validator("data")
     @classmethod
-    def _channel_names(cls, value: dict[str, str]) -> dict[str, str]:
+    def _channels(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         seen: dict[str, str] = {}
         for channel in value:
             if not CHANNEL_PATTERN.match(channel):
@@ -321,6 +311,16 @@ class PipelineConfig(_Strict):
                     f"SM_CHANNEL_{channel.upper()}"
                 )
             seen[channel.upper()] = channel
+        missing: list[Problem] = []
+        for channel, location in value.items():
+            if is_uri(location):
+                continue
+            path = _absolute(_base_dir(info), Path(location))
+            if not path.exists():
+                missing.append(Problem(f"data.{channel}", f"{path} does not exist"))
+            value[channel] = str(path)
+        if missing:
+            raise ConfigError(problems=missing)
         return value
 
     @field_validator("metrics")
@@ -333,30 +333,131 @@ class PipelineConfig(_Strict):
             raise ValueError("metric names repeat")
         return value
 
-    @model_validator(mode="after")
-    def _resolve_and_check(self, info: ValidationInfo) -> PipelineConfig:
-        context = info.context if isinstance(info.context, dict) else {}
-        base_dir = Path(context.get("base_dir") or Path.cwd())
-        self.code.source_dir = _absolute(base_dir, self.code.source_dir)
-        if not self.code.source_dir.is_dir():
-            raise ConfigError("code.source_dir", f"{self.code.source_dir} is not a folder")
-        entry_point = self.code.source_dir / self.code.entry_point
-        if not entry_point.is_file():
-            raise ConfigError("code.entry_point", f"{entry_point} does not exist or is not a file")
-        for channel, location in self.data.items():
-            if is_uri(location):
-                continue
-            path = _absolute(base_dir, Path(location))
-            if not path.exists():
-                raise ConfigError(f"data.{channel}", f"{path} does not exist")
-            self.data[channel] = str(path)
-        self.local.root = _absolute(base_dir, self.local.root)
-        if self.local.spot_interruptions and not self.compute.spot:
-            raise ConfigError(
-                "local.spot_interruptions",
-                "simulates spot reclaims, so it needs compute.spot: true",
-            )
-        return self
+    @field_validator("work_dir")
+    @classmethod
+    def _work_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        return _absolute(_base_dir(info), value)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _validate_sections(
+        cls, data: Any, handler: Callable[[Any], PipelineConfig]
+    ) -> PipelineConfig:
+        """Core fields by pydantic, each section by its backend's model, all errors at
+        once; then the sections' checks that need the whole config."""
+        if not isinstance(data, Mapping):
+            return handler(data)
+        core, raw_sections = _split_sections(dict(data))
+        errors: list[InitErrorDetails] = []
+        sections: dict[str, BaseModel] = {}
+        for name, raw in raw_sections.items():
+            try:
+                sections[name] = _validate_section(name, raw)
+            except ValidationError as exc:
+                errors += [_relocated(error, (name,)) for error in exc.errors()]
+            except ConfigError as exc:  # not a registered cloud, or its backend failed
+                errors.append(_config_error_detail(exc, (name,), raw))
+        try:
+            config = handler(core)
+        except ValidationError as exc:
+            errors = [_relocated(error, ()) for error in exc.errors()] + errors
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        for name, section in sections.items():
+            setattr(config, name, section)
+        for section in sections.values():
+            if isinstance(section, Section):
+                section.check_config(config)
+        return config
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The sections of every registered cloud in the form Prefect's UI draws, and the
+        registered names as the choices of ``cloud``."""
+        json_schema = handler(schema)
+        target = handler.resolve_ref_schema(json_schema)
+        properties = target.setdefault("properties", {})
+        properties["cloud"]["enum"] = backends.cloud_names()
+        for name in backends.cloud_names():
+            model = backends.settings_model(name)
+            if model is not None:
+                properties[name] = {
+                    **handler(model.__pydantic_core_schema__),
+                    "description": (model.__doc__ or "").strip().splitlines()[0],
+                }
+        target["additionalProperties"] = False
+        return json_schema
+
+
+class _Validates(Protocol):
+    def validate(self, config: PipelineConfig) -> None: ...
+
+
+def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
+    """Everything that can refuse ``config`` on its cloud before anything is created, all
+    problems at once: the backend's checks, then what other clouds' sections forbid."""
+    problems = Problems()
+    with problems.check():
+        backend.validate(config)
+    for name, section in config.sections().items():
+        if name != config.cloud and isinstance(section, Section):
+            with problems.check():
+                section.check_other_cloud(config)
+    problems.raise_if_any()
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    context = info.context if isinstance(info.context, dict) else {}
+    return Path(context.get("base_dir") or Path.cwd())
+
+
+def _split_sections(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(core fields, sections); a deprecated ``local.root`` moves to ``work_dir``."""
+    core = {key: value for key, value in data.items() if key in PipelineConfig.model_fields}
+    sections = {
+        key: value
+        for key, value in data.items()
+        if key not in PipelineConfig.model_fields and value is not None
+    }
+    local = sections.get("local")
+    if isinstance(local, Mapping) and local.get("root") is not None:
+        warnings.warn(
+            "local.root is deprecated: it is the folder of every backend, not only the "
+            "local one; write it as the top-level work_dir",
+            FutureWarning,
+            stacklevel=2,
+        )
+        sections["local"] = {key: value for key, value in local.items() if key != "root"}
+        if core.get("work_dir") not in (None, local["root"]):
+            raise ConfigError("local.root", "is the deprecated name of work_dir; set only one")
+        core["work_dir"] = local["root"]
+    return core, sections
+
+
+def _validate_section(name: str, raw: Any) -> BaseModel:
+    if not backends.is_cloud(name):
+        raise ConfigError(name, _unknown_key_message((name,)))
+    model = backends.settings_model(name)
+    if model is None:
+        raise ConfigError(name, f"cloud {name} takes no settings section")
+    return raw if isinstance(raw, model) else model.model_validate(raw)
+
+
+def _relocated(error: Any, prefix: tuple[int | str, ...]) -> InitErrorDetails:
+    """A pydantic error as it was, under ``prefix``: type and context survive, so the
+    message is built as for any other field."""
+    details = InitErrorDetails(
+        type=error["type"], loc=(*prefix, *error["loc"]), input=error.get("input")
+    )
+    if "ctx" in error:
+        details["ctx"] = error["ctx"]
+    return details
+
+
+def _config_error_detail(exc: ConfigError, loc: tuple[str, ...], raw: Any) -> InitErrorDetails:
+    return InitErrorDetails(type="value_error", loc=loc, input=raw, ctx={"error": exc})
 
 
 def is_uri(location: str) -> bool:
@@ -405,7 +506,7 @@ def load_config(
 
 
 def validate_config(raw: dict[str, Any], base_dir: Path | None = None) -> PipelineConfig:
-    """Validate a raw mapping; the first problem becomes one ConfigError."""
+    """Validate a raw mapping; every problem found goes into one ConfigError."""
     try:
         return PipelineConfig.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as exc:
@@ -435,25 +536,27 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
 
 
 def config_error(exc: ValidationError) -> ConfigError:
-    """Turn pydantic's report into one line naming the field path."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    cause = (first.get("ctx") or {}).get("error")
-    loc = tuple(first["loc"])
-    union_member = bool(loc) and str(loc[-1]) in _UNION_MEMBERS
-    if isinstance(cause, ConfigError):
-        field, message = cause.field, cause.message
-    elif union_member:  # one error per member of a union: say what the field takes once
-        field = _dotted(loc[:-1])
-        errors = [e for e in errors if tuple(e["loc"])[:-1] != loc[:-1]] + [first]
-        message = f"must be a string, a number or true/false (got {first['input']!r})"
-    else:
-        field = _dotted(loc)
-        message = _message(first)
-    more = len(errors) - 1
-    if more:
-        message += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return ConfigError(field, message)
+    """Turn pydantic's report into one problem per field, each naming its field path."""
+    problems: list[Problem] = []
+    union_fields: set[tuple[int | str, ...]] = set()
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigError):
+            problems += [p for p in cause.problems if p not in problems]
+        elif loc and str(loc[-1]) in _UNION_MEMBERS:
+            # One error per member of a union: say once what the field takes.
+            if loc[:-1] not in union_fields:
+                union_fields.add(loc[:-1])
+                problems.append(
+                    Problem(
+                        _dotted(loc[:-1]),
+                        f"must be a string, a number or true/false (got {error['input']!r})",
+                    )
+                )
+        else:
+            problems.append(Problem(_dotted(loc), _message(error)))
+    return ConfigError(problems=problems)
 
 
 #: The names pydantic puts in an error's location for a member of a union.
@@ -481,10 +584,15 @@ def _message(error: Any) -> str:
     return f"{message} (got {error['input']!r})"
 
 
-def _unknown_key_message(loc: tuple[int | str, ...]) -> str:
-    model: Any = PipelineConfig
-    for part in loc[:-1]:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model a location points into: the config, a cloud's section, or a nested model."""
+    model: type[BaseModel] | None = PipelineConfig
+    parts = list(loc)
+    if parts and str(parts[0]) not in PipelineConfig.model_fields:
+        name = str(parts.pop(0))
+        model = backends.settings_model(name) if backends.is_cloud(name) else None
+    for part in parts:
+        field = model.model_fields.get(part) if model and isinstance(part, str) else None
         annotation = field.annotation if field else None
         model = next(
             (
@@ -494,9 +602,16 @@ def _unknown_key_message(loc: tuple[int | str, ...]) -> str:
             ),
             None,
         )
-        if model is None:
-            return "unknown key"
+    return model
+
+
+def _unknown_key_message(loc: tuple[int | str, ...]) -> str:
+    model = _model_at(tuple(loc[:-1]))
+    if model is None:
+        return "unknown key"
     valid = sorted(model.model_fields)
+    if model is PipelineConfig:  # the top level also takes a section per cloud
+        valid = sorted({*valid, *(n for n in backends.cloud_names() if backends.settings_model(n))})
     close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown key{hint} (valid: {', '.join(valid)})"

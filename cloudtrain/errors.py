@@ -3,7 +3,7 @@
 ::
 
     CloudtrainError
-    ├── ConfigError            bad input: names the field; nothing was created (CLI exit 2)
+    ├── ConfigError            bad input: one Problem per field; nothing was created (CLI exit 2)
     │   └── UnsupportedError   valid config, but this cloud cannot honour it
     ├── BackendError           a cloud or local operation failed (SDK errors mapped here)
     │   └── TransientError     worth retrying: throttling, capacity, preemption
@@ -15,6 +15,9 @@ SDK errors (``ClientError``, ``HttpResponseError``) are mapped into this tree wi
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,13 +28,59 @@ class CloudtrainError(Exception):
     """Base of every error cloudtrain raises on purpose."""
 
 
-class ConfigError(CloudtrainError, ValueError):
-    """The config or an argument is invalid; ``field`` is its dotted path."""
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input: the dotted path of the field, and what is wrong."""
 
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}" if field else message)
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class ConfigError(CloudtrainError, ValueError):
+    """The config or an argument is invalid: every problem found, one line each.
+
+    ``field`` and ``message`` are the first problem's, for callers that need one.
+    """
+
+    def __init__(self, field: str = "", message: str = "", *, problems: Sequence[Problem] = ()):
+        self.problems: tuple[Problem, ...] = tuple(problems) or (Problem(field, message),)
+        self.field = self.problems[0].field
+        self.message = self.problems[0].message
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_config_error, (type(self), self.problems))
+
+
+def _config_error(cls: type[ConfigError], problems: tuple[Problem, ...]) -> ConfigError:
+    """Unpickles a ConfigError (Prefect may pickle a failed flow's exception)."""
+    return cls(problems=problems)
+
+
+class Problems:
+    """Collects the ConfigErrors of independent checks, so a user fixes a config in one
+    pass: ``with problems.check(): ...`` around each check, then ``raise_if_any()``.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except ConfigError as exc:
+            self.errors.append(exc)
+
+    def raise_if_any(self) -> None:
+        """One error is raised as it was (its type and cause kept); several as one."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise ConfigError(problems=[p for error in self.errors for p in error.problems])
 
 
 class UnsupportedError(ConfigError):

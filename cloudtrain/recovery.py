@@ -1,9 +1,14 @@
-"""Recovery strategies: what to do after an attempt ends, one named class each.
+"""Recovery strategies: the one answer to "what runs next, and on which capacity".
 
 Modelled on SkyPilot's ``recovery_strategy.py``: strategies register under a name,
 ``from_str()`` lists the valid names on a typo, and a strategy overrides one method,
 ``recover()``. Every strategy resubmits into the *same* checkpoint location; they differ
 in whether the next attempt asks for spot capacity again.
+
+The attempt loop asks ``first_attempt()`` and then ``recover()`` after each attempt;
+``schedule()`` asks the very same methods as if every attempt lost its capacity, which
+is the route ``cloudtrain plan`` prints. So a plan and a run cannot disagree about the
+capacity of an attempt: there is no second place that decides it.
 
 Only capacity losses are retried (a reclaim, no capacity). A script error, a timeout
 or a person stopping the job ends the run: retrying those would spend money to fail
@@ -37,11 +42,15 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class NextAttempt:
-    """The decision to try again, and on which capacity."""
+    """The decision to run an attempt, on which capacity, and why."""
 
     number: int
     spot: bool
     reason: str
+
+    @property
+    def capacity(self) -> str:
+        return "spot" if self.spot else "on-demand"
 
 
 class RecoveryStrategy:
@@ -66,14 +75,7 @@ class RecoveryStrategy:
         return strategy_class(name)(max_attempts, spot, on_demand_fallback)
 
     def first_attempt(self) -> NextAttempt:
-        return NextAttempt(1, self.spot_for(1), "first attempt")
-
-    def spot_for(self, number: int) -> bool:
-        """Spot unless it is the last of several attempts and on-demand is the fallback."""
-        if not self.spot:
-            return False
-        is_fallback = self.on_demand_fallback and self.max_attempts > 1
-        return not (is_fallback and number == self.max_attempts)
+        return NextAttempt(1, self._spot_unless_fallback(1), "first attempt")
 
     def recover(self, number: int, outcome: Outcome, reason: str) -> NextAttempt | None:
         """The attempt after ``number`` ended with ``outcome``: try again, or None to stop."""
@@ -81,8 +83,25 @@ class RecoveryStrategy:
             return None
         following = number + 1
         return NextAttempt(
-            following, self.spot_for(following), f"attempt {number} {outcome.value}: {reason}"
+            following,
+            self._spot_unless_fallback(following),
+            f"attempt {number} {outcome.value}: {reason}",
         )
+
+    def schedule(self) -> list[NextAttempt]:
+        """Every attempt a run can make, each one asked of ``recover()`` as if the one
+        before it had been reclaimed: the route ``plan`` prints."""
+        route = [self.first_attempt()]
+        while following := self.recover(route[-1].number, Outcome.INTERRUPTED, "reclaimed"):
+            route.append(following)
+        return route
+
+    def _spot_unless_fallback(self, number: int) -> bool:
+        """Spot unless it is the last of several attempts and on-demand is the fallback."""
+        if not self.spot:
+            return False
+        is_fallback = self.on_demand_fallback and self.max_attempts > 1
+        return not (is_fallback and number == self.max_attempts)
 
 
 class CheckpointResume(RecoveryStrategy):
@@ -92,7 +111,8 @@ class CheckpointResume(RecoveryStrategy):
 
 
 class EagerOnDemand(RecoveryStrategy):
-    """After the first capacity loss, go to on-demand at once (fewer wasted attempts)."""
+    """After the first capacity loss, go to on-demand at once (fewer wasted attempts),
+    whatever ``on_demand_fallback`` says about the last attempt."""
 
     NAME = "eager_on_demand"
 

@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudtrain.config import PipelineConfig
-from cloudtrain.results import ChannelData, ModelArtifacts, ResolvedEnvironment, TrainingResult
+from cloudtrain.results import (
+    ChannelData,
+    ComputeTarget,
+    ModelArtifacts,
+    ResolvedEnvironment,
+    TrainingResult,
+)
 from cloudtrain.uploads import human_size
 
 
@@ -39,6 +45,7 @@ class RunReport:
 
     config: PipelineConfig
     channels: Mapping[str, ChannelData] = field(default_factory=dict)
+    compute: ComputeTarget | None = None
     environment: ResolvedEnvironment | None = None
     result: TrainingResult | None = None
     artifacts: ModelArtifacts | None = None
@@ -73,6 +80,7 @@ class RunReport:
             "run_id": result.run_id if result else None,
             "error": self.error,
             "data": {name: data.to_dict() for name, data in self.channels.items()},
+            "compute": self.compute.to_dict() if self.compute else None,
             "environment": self.environment.to_dict() if self.environment else None,
             "checkpoint_uri": result.checkpoint_uri if result else None,
             "attempts": [attempt.to_dict() for attempt in result.attempts] if result else [],
@@ -125,6 +133,11 @@ def markdown_report(run: RunReport) -> str:
         lines += ["| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {v:g} |" for k, v in (run.reused.get("metrics") or {}).items()]
         lines.append("")
+    if run.compute is not None:
+        compute = run.compute
+        lines += [f"Compute: {compute.name}, {compute.instance_type} x{compute.instance_count}", ""]
+        lines += [f"> warning: {warning}" for warning in compute.warnings]
+        lines += [""] if compute.warnings else []
     if environment is not None:
         lines += [f"Environment: {environment.description}", ""]
         lines += [f"> warning: {warning}" for warning in environment.warnings]

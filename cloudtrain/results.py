@@ -41,9 +41,10 @@ class ComputeTarget:
     instance_type: str
     instance_count: int
     details: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # shown like the environment's: in the log and the report
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "details": dict(self.details)}
+        return {**asdict(self), "details": dict(self.details), "warnings": list(self.warnings)}
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ class AttemptSpec:
     channels: Mapping[str, str]
     compute: ComputeTarget
     environment: ResolvedEnvironment
+
+    @property
+    def capacity(self) -> str:
+        return "spot" if self.spot else "on-demand"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """The attempt loop: submit, follow, classify, recover; the same for every cloud.
 
+Each attempt is the recovery strategy's decision turned into an ``AttemptSpec`` by
+``cloudtrain.planning``, the same way ``cloudtrain plan`` turns it.
+
 A lost attempt (spot reclaim, no capacity) is resubmitted under a new job name into
 the same checkpoint location, as the recovery strategy decides. Whatever interrupts
 the orchestrator itself (a cancelled flow, a timeout, Ctrl-C) stops the running attempt
@@ -8,13 +11,11 @@ before it propagates, so nothing keeps running or billing behind the user's back
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-
-from cloudtrain.backend import Backend
+from cloudtrain.backend import Backend, LogSink
 from cloudtrain.config import PipelineConfig
 from cloudtrain.errors import TrainingError
-from cloudtrain.recovery import NextAttempt, Outcome, RecoveryStrategy
+from cloudtrain.planning import attempt_spec, strategy_for
+from cloudtrain.recovery import NextAttempt, Outcome
 from cloudtrain.results import (
     AttemptRecord,
     AttemptSpec,
@@ -23,24 +24,6 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
-
-LogSink = Callable[[str], None]
-
-
-def job_name(config: PipelineConfig, run_id: str, number: int) -> str:
-    """Deterministic per run and attempt, within SageMaker's 63 characters."""
-    short = re.sub(r"[^a-z0-9]", "", run_id.lower())[:8]
-    return f"{config.name}-{short}-a{number}"
-
-
-def strategy_for(config: PipelineConfig) -> RecoveryStrategy:
-    """The recovery strategy the config names, with its limits."""
-    return RecoveryStrategy.from_str(
-        config.retry.strategy,
-        max_attempts=config.retry.max_attempts,
-        spot=config.compute.spot,
-        on_demand_fallback=config.retry.on_demand_fallback,
-    )
 
 
 def run_training(
@@ -60,19 +43,17 @@ def run_training(
     result = TrainingResult(run_id, backend.checkpoint_location(config, run_id))
     following: NextAttempt | None = strategy.first_attempt()
     while following is not None:
-        spec = AttemptSpec(
-            run_id=run_id,
-            number=following.number,
-            spot=following.spot,
-            job_name=job_name(config, run_id, following.number),
+        spec = attempt_spec(
+            config,
+            run_id,
+            following,
             checkpoint_uri=result.checkpoint_uri,
             channels=channels,
             compute=compute,
             environment=environment,
         )
-        capacity = "spot" if spec.spot else "on-demand"
         log(
-            f"attempt {spec.number}/{config.retry.max_attempts} ({capacity}): "
+            f"attempt {spec.number}/{config.retry.max_attempts} ({following.capacity}): "
             f"{spec.job_name}, checkpoints in {spec.checkpoint_uri}"
         )
         status = _follow(backend, config, spec, script_log)
@@ -96,8 +77,7 @@ def run_training(
             return result
         following = strategy.recover(spec.number, record.outcome, record.reason)
         if following is not None:
-            capacity = "spot" if following.spot else "on-demand"
-            log(f"resubmitting as attempt {following.number} on {capacity} capacity")
+            log(f"resubmitting as attempt {following.number} on {following.capacity} capacity")
     final = result.attempts[-1]
     why = "not retried" if not final.outcome.retryable else "no attempts left"
     raise TrainingError(

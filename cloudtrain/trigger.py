@@ -42,7 +42,12 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from cloudtrain.backoff import Backoff
-from cloudtrain.config import CLOUDS, apply_override, unknown_name_message, validate_config
+from cloudtrain.config import (
+    apply_override,
+    check_runnable,
+    unknown_name_message,
+    validate_config,
+)
 from cloudtrain.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -142,18 +147,18 @@ def check_config(raw: Mapping[str, Any], flow_name: str, root: Path) -> list[str
     is installed is the worker's interpreter's business (it is the backend's last
     check). Code is in the repository: a missing script is an error.
     """
-    from cloudtrain.backends import get_backend
+    from cloudtrain.backends import build_backend, is_cloud
 
     values: dict[str, Any] = copy.deepcopy(dict(raw))
     cloud = flow_name.removesuffix("-training")
-    if cloud in CLOUDS:
+    if is_cloud(cloud):
         values["cloud"] = cloud
     base = root.resolve()
     notes: list[str] = []
     while True:
         try:
             config = validate_config(values, base_dir=base)
-            get_backend(config).validate(config)
+            check_runnable(config, build_backend(config))
             return notes
         except ConfigError as exc:
             data = values.get("data")

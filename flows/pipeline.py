@@ -1,24 +1,27 @@
 """The pipeline every flow runs: upload, compute, environment, train, artifacts.
 
 The per-cloud flows differ only in the cloud they pin, so the composition lives here
-once. The report is published whether training succeeds or not: a failed run shows
-its attempts and why each ended.
+once, and ``training_flow(cloud)`` makes the flow of any registered cloud (the files
+``flows/<cloud>_training.py`` name the built-in ones for deployments). A run builds its
+backend once and hands it to every stage. The report is published whether training
+succeeds or not: a failed run shows its attempts and why each ended.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 from uuid import UUID
 
-from prefect import get_run_logger, tags
+from prefect import Flow, flow, get_run_logger, tags
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from cloudtrain.backends import get_backend
+from cloudtrain.backends import backend_class, build_backend
 from cloudtrain.changes import RunRecords
-from cloudtrain.config import PipelineConfig
+from cloudtrain.config import PipelineConfig, check_runnable
 from cloudtrain.errors import TrainingError
 from cloudtrain.report import RunReport
 from tasks.artifacts import collect_artifacts, publish_report
@@ -27,6 +30,34 @@ from tasks.compute import ensure_compute
 from tasks.data import upload_data
 from tasks.environment import resolve_environment
 from tasks.training import train
+
+#: Said of every flow, after its cloud's own description.
+FLOW_NOTES = (
+    "``dataframes`` adds channels from pandas DataFrames (stored as parquet) when the flow "
+    "is called from Python. Training is skipped, and the last successful run's model "
+    "reused, when data, code and config are unchanged, unless ``force``."
+)
+
+
+@cache
+def training_flow(cloud: str) -> Flow[..., dict[str, Any]]:
+    """The ``<cloud>-training`` flow: the pipeline with ``cloud`` pinned."""
+    backend = backend_class(cloud)
+
+    def pipeline(
+        config: PipelineConfig,
+        dataframes: Mapping[str, Any] | None = None,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        return run_pipeline(config, cloud, dataframes, force)
+
+    pipeline.__name__ = pipeline.__qualname__ = f"{cloud}_training"
+    return flow(
+        name=f"{cloud}-training",
+        description=f"{backend.description}\n\n{FLOW_NOTES}",
+        flow_run_name=lambda: run_name(cloud),
+        validate_parameters=True,
+    )(pipeline)
 
 
 def run_name(cloud: str) -> str:
@@ -51,7 +82,8 @@ def run_pipeline(
     """Run the five stages for ``cloud``; returns the run summary (``RunReport.summary``)."""
     if config.cloud != cloud:
         config = config.model_copy(update={"cloud": cloud})
-    get_backend(config).validate(config)  # refuse bad input before anything is created
+    backend = build_backend(config)
+    check_runnable(config, backend)  # refuse bad input before anything is created
     logger = get_run_logger()
     run_id = flow_run.get_id() or uuid.uuid4().hex
     _tag_flow_run(pipeline_tags(config))
@@ -59,29 +91,29 @@ def run_pipeline(
 
     run = RunReport(config)
     with tags(*pipeline_tags(config)):
-        run.channels = upload_data(config, dataframes)
+        run.channels = upload_data(backend, config, dataframes)
         decision, current = check_for_changes(config, run.channels, force)
         run.decision = decision.reason
         if not decision.train and decision.previous is not None:
             run.reused = decision.previous
             publish_report(run)
             return run.summary()
-        compute = ensure_compute(config)
-        run.environment = resolve_environment(config, compute)
+        run.compute = ensure_compute(backend, config)
+        run.environment = resolve_environment(backend, config, run.compute)
         uris = {name: data.uri for name, data in run.channels.items()}
         try:
             timed = train.with_options(timeout_seconds=training_budget_seconds(config))
-            run.result = timed(config, run_id, uris, compute, run.environment)
+            run.result = timed(backend, config, run_id, uris, run.compute, run.environment)
         except TrainingError as exc:
             run.result, run.error = exc.result, str(exc)
             publish_report(run)
             exc.summary = run.summary()
             raise
-        run.artifacts = collect_artifacts(config, run.result)
+        run.artifacts = collect_artifacts(backend, config, run.result)
         publish_report(run)
     summary = run.summary()
     if current is not None:
-        RunRecords(config.local.root).save_success(config.name, cloud, current, summary)
+        RunRecords(config.work_dir).save_success(config.name, cloud, current, summary)
     return summary
 
 

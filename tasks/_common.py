@@ -1,4 +1,4 @@
-"""What every stage task shares: the retry rule and how a task finds its backend."""
+"""What every stage task shares: the retry rule for stages that talk to a cloud."""
 
 from __future__ import annotations
 

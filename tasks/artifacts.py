@@ -12,15 +12,17 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from cloudtrain.backends import get_backend
+from cloudtrain.backend import Backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.report import RunReport, attempts_table
 from cloudtrain.results import ModelArtifacts, TrainingResult
 
 
 @task(name="collect-artifacts", cache_policy=NO_CACHE)
-def collect_artifacts(config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
-    artifacts = get_backend(config).collect_artifacts(config, result)
+def collect_artifacts(
+    backend: Backend, config: PipelineConfig, result: TrainingResult
+) -> ModelArtifacts:
+    artifacts = backend.collect_artifacts(config, result)
     get_run_logger().info(
         "model: %s; metrics: %s",
         artifacts.model_archive or artifacts.model_uri,

@@ -18,7 +18,7 @@ def check_for_changes(
 ) -> tuple[Decision, Fingerprint | None]:
     """Compare data, code and config digests with the last successful run's."""
     current = fingerprint(config, channels)
-    previous = RunRecords(config.local.root).last_success(config.name, config.cloud)
+    previous = RunRecords(config.work_dir).last_success(config.name, config.cloud)
     decision = decide(current, previous, force=force)
     get_run_logger().info("%s: %s", "training" if decision.train else "skipping", decision.reason)
     return decision, current

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cloudtrain.backends import get_backend
+from cloudtrain.backend import Backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.results import ComputeTarget
 from tasks._common import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_transient
@@ -18,13 +18,16 @@ from tasks._common import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_trans
     retry_delay_seconds=TRANSIENT_RETRY_DELAYS,
     retry_condition_fn=retry_transient,
 )
-def ensure_compute(config: PipelineConfig) -> ComputeTarget:
-    compute = get_backend(config).ensure_compute(config)
-    get_run_logger().info(
+def ensure_compute(backend: Backend, config: PipelineConfig) -> ComputeTarget:
+    logger = get_run_logger()
+    compute = backend.ensure_compute(config)
+    logger.info(
         "compute %s: %s x%d %s",
         compute.name,
         compute.instance_type,
         compute.instance_count,
         dict(compute.details),
     )
+    for warning in compute.warnings:
+        logger.warning(warning)
     return compute

@@ -8,8 +8,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cloudtrain.backends import get_backend
+from cloudtrain.backend import Backend
 from cloudtrain.config import PipelineConfig
+from cloudtrain.data import upload_channels
 from cloudtrain.results import ChannelData
 from tasks._common import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_transient
 
@@ -22,10 +23,10 @@ from tasks._common import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_trans
     retry_condition_fn=retry_transient,
 )
 def upload_data(
-    config: PipelineConfig, dataframes: Mapping[str, Any] | None = None
+    backend: Backend, config: PipelineConfig, dataframes: Mapping[str, Any] | None = None
 ) -> dict[str, ChannelData]:
     logger = get_run_logger()
-    channels = get_backend(config).upload_data(config, dataframes, log=logger.info)
+    channels = upload_channels(backend, config, dataframes, log=logger.info)
     for data in channels.values():
         if data.unchanged:
             logger.info(

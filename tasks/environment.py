@@ -5,15 +5,17 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cloudtrain.backends import get_backend
+from cloudtrain.backend import Backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.results import ComputeTarget, ResolvedEnvironment
 
 
 @task(name="resolve-environment", cache_policy=NO_CACHE)
-def resolve_environment(config: PipelineConfig, compute: ComputeTarget) -> ResolvedEnvironment:
+def resolve_environment(
+    backend: Backend, config: PipelineConfig, compute: ComputeTarget
+) -> ResolvedEnvironment:
     logger = get_run_logger()
-    environment = get_backend(config).resolve_environment(config, compute)
+    environment = backend.resolve_environment(config, compute)
     logger.info("environment %s: %s", environment.kind, environment.description)
     for warning in environment.warnings:
         logger.warning(warning)

@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from cloudtrain.backends import get_backend
+from cloudtrain.backend import Backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.contract import ProgressParser
 from cloudtrain.results import ComputeTarget, ResolvedEnvironment, TrainingResult
@@ -22,6 +22,7 @@ PROGRESS_UPDATE_SECONDS = 2.0
 
 @task(name="train", cache_policy=NO_CACHE)
 def train(
+    backend: Backend,
     config: PipelineConfig,
     run_id: str,
     channels: dict[str, str],
@@ -37,7 +38,7 @@ def train(
         progress.feed(line)
 
     result = run_training(
-        get_backend(config),
+        backend,
         config,
         run_id=run_id,
         channels=channels,

@@ -26,15 +26,16 @@ def train_locally(config_path: Any, overrides: tuple[str, ...] = ()) -> tuple[An
 
     Returns (backend, TrainingResult or the TrainingError, log lines).
     """
-    from cloudtrain.backends.local import LocalBackend
+    from cloudtrain.backends.local.backend import LocalBackend
     from cloudtrain.config import load_config
+    from cloudtrain.data import upload_channels
     from cloudtrain.errors import TrainingError
     from cloudtrain.training import run_training
 
     config = load_config(config_path, list(overrides))
     backend = LocalBackend.from_config(config)
     backend.validate(config)
-    channels = backend.upload_data(config)
+    channels = upload_channels(backend, config)
     compute = backend.ensure_compute(config)
     environment = backend.resolve_environment(config, compute)
     lines: list[str] = []

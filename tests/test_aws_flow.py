@@ -38,7 +38,7 @@ def test_plan_prints_the_exact_requests_offline(aws_config: Callable[..., Path])
     )
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
-    requests = plan["create_training_job"]
+    requests = [attempt["request"] for attempt in plan["attempts"]]
     assert [r["EnableManagedSpotTraining"] for r in requests] == [True, True, False]
     assert len({r["CheckpointConfig"]["S3Uri"] for r in requests}) == 1
     assert "MaxWaitTimeInSeconds" not in requests[2]["StoppingCondition"]

@@ -13,6 +13,7 @@ from cloudtrain.backends.aws.backend import AwsBackend
 from cloudtrain.backends.aws.training_job import validate_request
 from cloudtrain.config import load_config
 from cloudtrain.errors import ConfigError
+from cloudtrain.planning import plan
 
 
 def plan_for(tmp_path: Path, environment: dict[str, Any], **compute: Any) -> dict[str, Any]:
@@ -32,12 +33,17 @@ def plan_for(tmp_path: Path, environment: dict[str, Any], **compute: Any) -> dic
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     config = load_config(tmp_path / "c.yaml")
-    return AwsBackend(config).plan(config)
+    return plan(AwsBackend(config), config)
+
+
+def requests(planned: dict[str, Any]) -> list[dict[str, Any]]:
+    """The CreateTrainingJob request of every attempt, in order."""
+    return [attempt["request"] for attempt in planned["attempts"]]
 
 
 def test_framework_requests_are_script_mode_with_json_values(tmp_path: Path) -> None:
-    plan = plan_for(tmp_path, {"framework": "sklearn", "framework_version": "1.2"})
-    first, fallback = plan["create_training_job"]
+    planned = plan_for(tmp_path, {"framework": "sklearn", "framework_version": "1.2"})
+    first, fallback = requests(planned)
     hps = first["HyperParameters"]
     assert (hps["k"], hps["mode"], hps["flag"]) == ("10", '"fast"', "true")
     assert json.loads(hps["sagemaker_program"]) == "train.py"
@@ -47,13 +53,13 @@ def test_framework_requests_are_script_mode_with_json_values(tmp_path: Path) -> 
     )
     assert first["StoppingCondition"] == {"MaxRuntimeInSeconds": 100, "MaxWaitTimeInSeconds": 100}
     assert fallback["EnableManagedSpotTraining"] is False
-    assert plan["uploads"]["code"]["to"].startswith("s3://my-bucket/cloudtrain/plan/code/")
-    assert "train" not in plan["uploads"]  # an s3:// channel is used as it is
+    assert planned["uploads"]["code"]["to"].startswith("s3://my-bucket/cloudtrain/plan/code/")
+    assert "train" not in planned["uploads"]  # an s3:// channel is used as it is
 
 
 def test_builtin_requests_carry_no_script_and_no_metric_definitions(tmp_path: Path) -> None:
-    plan = plan_for(tmp_path, {"builtin": "kmeans"})
-    request = plan["create_training_job"][0]
+    planned = plan_for(tmp_path, {"builtin": "kmeans"})
+    request = requests(planned)[0]
     assert (
         request["AlgorithmSpecification"]["TrainingImage"]
         == "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1"
@@ -61,12 +67,12 @@ def test_builtin_requests_carry_no_script_and_no_metric_definitions(tmp_path: Pa
     assert "MetricDefinitions" not in request["AlgorithmSpecification"]
     assert "Environment" not in request
     assert request["HyperParameters"] == {"k": "10", "mode": "fast", "flag": "True"}
-    assert "code" not in plan["uploads"]
+    assert "code" not in planned["uploads"]
 
 
 def test_byoc_requests_run_the_script_with_plain_values(tmp_path: Path) -> None:
     image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1.0"
-    request = plan_for(tmp_path, {"image": image})["create_training_job"][0]
+    request = requests(plan_for(tmp_path, {"image": image}))[0]
     assert request["AlgorithmSpecification"]["TrainingImage"] == image
     hps = request["HyperParameters"]
     assert (hps["k"], hps["mode"]) == ("10", "fast")
@@ -75,9 +81,9 @@ def test_byoc_requests_run_the_script_with_plain_values(tmp_path: Path) -> None:
 
 
 def test_a_gpu_instance_gets_the_gpu_image(tmp_path: Path) -> None:
-    request = plan_for(tmp_path, {"framework": "pytorch"}, instance_type="ml.g4dn.xlarge")[
-        "create_training_job"
-    ][0]
+    request = requests(
+        plan_for(tmp_path, {"framework": "pytorch"}, instance_type="ml.g4dn.xlarge")
+    )[0]
     assert "-gpu-" in request["AlgorithmSpecification"]["TrainingImage"]
 
 

@@ -28,6 +28,7 @@ from sagemaker_lifecycle import (
 from cloudtrain.backends.aws.backend import AwsBackend
 from cloudtrain.backoff import Backoff
 from cloudtrain.config import load_config
+from cloudtrain.data import upload_channels
 from cloudtrain.errors import ConfigError, TrainingError
 from cloudtrain.recovery import Outcome
 from cloudtrain.results import AttemptSpec, TrainingResult
@@ -97,7 +98,7 @@ def prepare(config_path: Path) -> tuple[Any, AwsBackend, dict[str, str], Any, An
     backend = AwsBackend.from_config(config)
     backend.validate(config)
     backend.poll = Backoff(0.0, 0.0, jitter=0.0)
-    channels = {c: d.uri for c, d in backend.upload_data(config).items()}
+    channels = {c: d.uri for c, d in upload_channels(backend, config).items()}
     compute = backend.ensure_compute(config)
     return config, backend, channels, compute, backend.resolve_environment(config, compute)
 

@@ -151,7 +151,7 @@ def test_existing_cluster_drift_is_updated_in_place_except_the_tier(
     }
     assert target.details["action"] == "updated"
     assert target.details["tier"] == "dedicated"
-    assert any("delete and create" in w and "full price" in w for w in target.details["warnings"])
+    assert any("delete and create" in w and "full price" in w for w in target.warnings)
     assert any("max_instances 2 -> 4" in line for line in lines)
     stored = fake.compute.wire(CLUSTER)["properties"]["properties"]
     assert stored["vmPriority"] == "Dedicated"
@@ -175,7 +175,7 @@ def test_size_drift_is_reported_and_the_job_runs_on_the_existing_size(
             "applied": False,
         }
     ]
-    assert "jobs run on Standard_DS2_v2" in target.details["warnings"][0]
+    assert "jobs run on Standard_DS2_v2" in target.warnings[0]
 
 
 def test_unchanged_cluster_gets_no_write(
@@ -282,11 +282,11 @@ def test_a_starting_compute_instance_is_waited_for(
         "compute_type": "computeinstance",
         "action": "checked",
         "state": "Running",
-        "warnings": [
-            "compute.instance_type: Standard_DS3_v2 differs from the size of compute instance "
-            "ci-alice (Standard_DS11_v2); the job runs on Standard_DS11_v2"
-        ],
     }
+    assert target.warnings == (
+        "compute.instance_type: Standard_DS3_v2 differs from the size of compute instance "
+        "ci-alice (Standard_DS11_v2); the job runs on Standard_DS11_v2",
+    )
     assert target.instance_type == "Standard_DS11_v2"
     assert not fake.writes()
 
@@ -339,8 +339,8 @@ def test_serverless_needs_no_compute(
         "compute_type": "serverless",
         "action": "none",
         "tier": "spot",
-        "warnings": [],
     }
+    assert target.warnings == ()
 
 
 # --- refused before any call ---------------------------------------------------------------------

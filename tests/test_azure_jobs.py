@@ -135,6 +135,6 @@ def test_plan_prints_the_rest_bodies_offline(tmp_path: Path) -> None:
     clusters = plan["compute"]
     assert clusters["cpu-cluster"]["properties"]["properties"]["vmPriority"] == "LowPriority"
     assert clusters["cpu-cluster-od"]["properties"]["properties"]["vmPriority"] == "Dedicated"
-    jobs_sent = [job["properties"] for job in plan["jobs"]]
+    jobs_sent = [attempt["request"]["properties"] for attempt in plan["attempts"]]
     assert [j["computeId"] for j in jobs_sent] == ["cpu-cluster", "cpu-cluster", "cpu-cluster-od"]
     assert len({j["outputs"]["checkpoints"]["uri"] for j in jobs_sent}) == 1

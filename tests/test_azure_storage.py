@@ -27,8 +27,8 @@ from azure.storage.blob import ContainerClient, ContentSettings
 import cloudtrain.store
 from cloudtrain.backends.azure import storage
 from cloudtrain.backends.azure.clients import AzureClients
+from cloudtrain.backends.azure.settings import AzureConfig
 from cloudtrain.backends.azure.storage import download_prefix, upload_channel
-from cloudtrain.config import AzureConfig
 from cloudtrain.errors import BackendError, ConfigError, TransientError
 from cloudtrain.results import ChannelData
 

@@ -3,7 +3,7 @@ plane (real entities, REST-checked), lifecycle driven per attempt by the test.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +11,13 @@ import pytest
 import yaml
 from azure_fake import FakeMLClient
 
+from cloudtrain.backends import use_backend
 from cloudtrain.backends.azure.backend import AzureBackend
 from cloudtrain.backends.azure.clients import AzureClients
+from cloudtrain.backends.azure.settings import AzureConfig, azure_settings
 from cloudtrain.backoff import Backoff
 from cloudtrain.config import PipelineConfig, load_config
+from cloudtrain.data import upload_channels
 from cloudtrain.errors import TrainingError
 from cloudtrain.recovery import Outcome
 from cloudtrain.results import TrainingResult
@@ -24,25 +27,29 @@ RUN_ID = "c0ffee0000000000"
 
 
 @pytest.fixture
-def fake(
-    azurite: str, azurite_container: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[FakeMLClient]:
+def fake(azurite_container: str) -> FakeMLClient:
     """One fake workspace whose default datastore is a container on Azurite."""
-    client = FakeMLClient(
+    return FakeMLClient(
         datastore_account="devstoreaccount1",
         datastore_container=azurite_container,
         datastore_protocol="http",
     )
-    monkeypatch.setattr(
-        AzureClients,
-        "from_config",
-        classmethod(
-            lambda cls, azure: cls(
-                azure, ml_client=client, registry_client=client, blob_connection_string=azurite
-            )
-        ),
-    )
-    yield client
+
+
+@pytest.fixture
+def azure_backend(fake: FakeMLClient, azurite: str) -> Callable[[PipelineConfig], AzureBackend]:
+    """The Azure backend of a config, its clients handed in: the fake workspace, Azurite."""
+
+    def make(config: PipelineConfig) -> AzureBackend:
+        clients = AzureClients(
+            azure_settings(config),
+            ml_client=fake,
+            registry_client=fake,
+            blob_connection_string=azurite,
+        )
+        return AzureBackend(config, clients=clients)
+
+    return make
 
 
 @pytest.fixture
@@ -106,12 +113,11 @@ class Driver:
 
 
 def train(
-    config: PipelineConfig, driver: Driver
+    backend: AzureBackend, config: PipelineConfig, driver: Driver
 ) -> tuple[AzureBackend, TrainingResult | TrainingError, list[str]]:
-    backend = AzureBackend.from_config(config)
     backend.validate(config)
     backend.poll = Backoff(0.0, 0.0, jitter=0.0, sleep=driver)
-    channels = {c: d.uri for c, d in backend.upload_data(config).items()}
+    channels = {c: d.uri for c, d in upload_channels(backend, config).items()}
     compute = backend.ensure_compute(config)
     environment = backend.resolve_environment(config, compute)
     lines: list[str] = []
@@ -139,7 +145,9 @@ def job_bodies(fake: FakeMLClient) -> list[dict[str, Any]]:
 
 
 def test_preemption_then_resume_on_the_same_checkpoint_path_then_dedicated(
-    fake: FakeMLClient, azure_config: Callable[..., PipelineConfig]
+    fake: FakeMLClient,
+    azure_config: Callable[..., PipelineConfig],
+    azure_backend: Callable[[PipelineConfig], AzureBackend],
 ) -> None:
     driver = Driver(fake)
     driver.script(
@@ -158,7 +166,8 @@ def test_preemption_then_resume_on_the_same_checkpoint_path_then_dedicated(
             },
         ),
     )
-    backend, result, lines = train(azure_config(), driver)
+    config = azure_config()
+    backend, result, lines = train(azure_backend(config), config, driver)
     assert isinstance(result, TrainingResult), result
     assert [a.outcome for a in result.attempts] == [
         Outcome.INTERRUPTED,
@@ -189,11 +198,14 @@ def test_preemption_then_resume_on_the_same_checkpoint_path_then_dedicated(
 
 
 def test_a_script_failure_is_not_retried(
-    fake: FakeMLClient, azure_config: Callable[..., PipelineConfig]
+    fake: FakeMLClient,
+    azure_config: Callable[..., PipelineConfig],
+    azure_backend: Callable[[PipelineConfig], AzureBackend],
 ) -> None:
     driver = Driver(fake)
     driver.script("a1", ("Failed", "UserError: Execution failed. KeyError: 'target'"))
-    _, error, _ = train(azure_config(), driver)
+    config = azure_config()
+    _, error, _ = train(azure_backend(config), config, driver)
     assert isinstance(error, TrainingError)
     assert [a.outcome for a in error.result.attempts] == [Outcome.FAILED]
     assert "KeyError: 'target'" in str(error)
@@ -201,19 +213,23 @@ def test_a_script_failure_is_not_retried(
 
 
 def test_the_same_data_is_the_same_asset_version(
-    fake: FakeMLClient, azure_config: Callable[..., PipelineConfig]
+    fake: FakeMLClient,
+    azure_config: Callable[..., PipelineConfig],
+    azure_backend: Callable[[PipelineConfig], AzureBackend],
 ) -> None:
     config = azure_config()
-    backend = AzureBackend.from_config(config)
-    first = backend.upload_data(config)["train"]
-    second = backend.upload_data(config)["train"]
+    backend = azure_backend(config)
+    first = upload_channels(backend, config)["train"]
+    second = upload_channels(backend, config)["train"]
     assert first.uri == second.uri and first.uri.startswith("azureml:digits-train:")
     assert second.unchanged
     assert len([c for c in fake.calls if c.op == "data.create_or_update"]) == 1
 
 
 def test_a_rerun_reattaches_and_a_cancel_stops_the_job(
-    fake: FakeMLClient, azure_config: Callable[..., PipelineConfig]
+    fake: FakeMLClient,
+    azure_config: Callable[..., PipelineConfig],
+    azure_backend: Callable[[PipelineConfig], AzureBackend],
 ) -> None:
     config = azure_config()
     driver = Driver(fake)
@@ -226,8 +242,8 @@ def test_a_rerun_reattaches_and_a_cancel_stops_the_job(
         driver(0)
         raise Cancelled
 
-    backend = AzureBackend.from_config(config)
-    channels = {c: d.uri for c, d in backend.upload_data(config).items()}
+    backend = azure_backend(config)
+    channels = {c: d.uri for c, d in upload_channels(backend, config).items()}
     compute = backend.ensure_compute(config)
     environment = backend.resolve_environment(config, compute)
     backend.poll = Backoff(0.0, 0.0, jitter=0.0, sleep=cancel)
@@ -246,7 +262,7 @@ def test_a_rerun_reattaches_and_a_cancel_stops_the_job(
 
     # the rerun reattaches to a1 (canceled by us: resumed as the next attempt), no new a1
     driver.script("a2", ("Running", None), ("Completed", None))
-    _, result, lines = train(config, driver)
+    _, result, lines = train(azure_backend(config), config, driver)
     assert isinstance(result, TrainingResult), result
     assert [a.outcome for a in result.attempts] == [Outcome.INTERRUPTED, Outcome.SUCCEEDED]
     assert any(line.startswith("reattached to digits-c0ffee00-a1") for line in lines)
@@ -261,6 +277,7 @@ def test_azure_flow_collects_the_model_metrics_cost_and_studio_link(
     prefect_server: str,
     fake: FakeMLClient,
     azure_config: Callable[..., PipelineConfig],
+    azure_backend: Callable[[PipelineConfig], AzureBackend],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from flows.azure_training import azure_training
@@ -284,7 +301,9 @@ def test_azure_flow_collects_the_model_metrics_cost_and_studio_link(
     monkeypatch.setattr("cloudtrain.backoff.sleep_seconds", driver)
     monkeypatch.setattr("cloudtrain.backoff.POLL_INITIAL_SECONDS", 0.0)
     monkeypatch.setattr("cloudtrain.backoff.POLL_MAX_SECONDS", 0.0)
-    state = azure_training(config=azure_config(azure={"register_model": True}), return_state=True)
+    config = azure_config(azure={"register_model": True})
+    with use_backend(azure_backend(config)):
+        state = azure_training(config=config, return_state=True)
     assert state.is_completed(), state
     summary = state.result()
     assert [a["outcome"] for a in summary["attempts"]] == ["interrupted", "succeeded"]
@@ -313,7 +332,6 @@ def test_a_prefect_azure_block_gives_a_service_principal_credential(prefect_serv
     )
 
     from cloudtrain.backends.azure.clients import AZUREML_BLOCK_TYPE
-    from cloudtrain.config import AzureConfig
     from cloudtrain.errors import ConfigError
 
     secret = "sp-secret-value-never-printed"

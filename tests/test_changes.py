@@ -40,7 +40,7 @@ def test_the_decision_and_its_reason(write_config: Callable[..., Path]) -> None:
     config = load_config(write_config())
     current = fingerprint(config, channels())
     assert current is not None
-    records = RunRecords(config.local.root)
+    records = RunRecords(config.work_dir)
     assert decide(current, None, force=False).reason == "no earlier successful run to compare with"
     records.save_success("unit", "local", current, {"run_id": "r1", "metrics": {"acc": 1.0}})
     previous = records.last_success("unit", "local")

@@ -121,9 +121,19 @@ def test_argparse_errors_exit_2(
     write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as caught:
-        main(["run", str(write_config()), "--cloud", "gcp"])
+        main(["run", str(write_config()), "--bogus"])
     assert caught.value.code == 2
-    assert "argument --cloud: invalid choice: 'gcp'" in capsys.readouterr().err
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_an_unknown_cloud_exits_2_naming_the_registered_ones(
+    write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(write_config()), "--cloud", "gcp"]) == 2
+    assert (
+        "cloudtrain: invalid config: cloud: unknown cloud 'gcp'; valid: aws, azure, local"
+        in capsys.readouterr().err
+    )
 
 
 def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,7 +156,8 @@ def test_plan_is_offline_and_imports_no_cloud_sdk(digits_config: Callable[..., P
     seen = json.loads(done.stdout)
     assert seen["heavy"] == []
     plan = seen["plan"]
-    assert plan["command"][-8:] == [
+    first = plan["attempts"][0]
+    assert first["request"]["command"][-8:] == [
         "--epochs",
         "30",
         "--learning_rate",
@@ -156,13 +167,13 @@ def test_plan_is_offline_and_imports_no_cloud_sdk(digits_config: Callable[..., P
         "--epoch_seconds",
         "0",
     ]
-    assert plan["attempts"][0] == {
-        "number": 1,
-        "capacity": "spot",
-        "simulated_reclaim": "when the output matches '^epoch=2 '",
-    }
+    assert (first["number"], first["capacity"], first["request"]["simulated_reclaim"]) == (
+        1,
+        "spot",
+        "when the output matches '^epoch=2 '",
+    )
     assert plan["attempts"][2]["capacity"] == "on-demand"
-    assert plan["environment_variables"]["SM_CHANNEL_TRAIN"].endswith("<sha256>")
+    assert first["request"]["environment_variables"]["SM_CHANNEL_TRAIN"].endswith("<sha256>")
 
 
 @pytest.mark.prefect

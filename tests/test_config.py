@@ -82,7 +82,13 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
         "data: channel 'train-set' must start with a letter",
     ),
     ("channels clash", {"data": {"train": "src", "TRAIN": "src"}}, "would share SM_CHANNEL_TRAIN"),
-    ("unknown cloud", {"cloud": "gcp"}, "cloud: Input should be 'local', 'aws' or 'azure'"),
+    ("unknown cloud", {"cloud": "gcp"}, "cloud: unknown cloud 'gcp'; valid: aws, azure, local"),
+    (
+        "unknown key in a cloud section",
+        {"aws": {"regoin": "eu-west-1"}},
+        "aws.regoin: unknown key; did you mean 'region'?",
+    ),
+    ("a section of no cloud", {"gcp": {"project": "p"}}, "gcp: unknown key"),
     (
         "unknown strategy",
         {"retry": {"strategy": "resume"}},
@@ -144,7 +150,7 @@ def test_good_config_resolves_paths_against_its_folder(tmp_path: Path) -> None:
     assert config.code.source_dir == tmp_path / "src"
     assert config.data["train"] == str(tmp_path / "data" / "train.csv")
     assert config.data["remote"] == "s3://bucket/key"  # URIs are used as they are
-    assert config.local.root == tmp_path / ".cloudtrain"
+    assert config.work_dir == tmp_path / ".cloudtrain"
     assert config.compute.effective_max_wait == config.compute.max_run
 
 
@@ -196,3 +202,89 @@ def test_every_field_has_a_description() -> None:
                     walk(arg)
 
     walk(PipelineConfig)
+    from cloudtrain.backends import cloud_names, settings_model
+
+    for cloud in cloud_names():  # each cloud's section is part of the same form
+        model = settings_model(cloud)
+        if model is not None:
+            walk(model)
+
+
+def test_every_problem_is_listed_at_once_one_line_each(tmp_path: Path) -> None:
+    """A user fixes a config in one pass: every field's problem, not the first one."""
+    path = _write(
+        tmp_path,
+        {
+            "name": "Bad_Name",
+            "compute": {"max_run": 3600, "max_wait": 60, "instnce_type": "x"},
+            "retry": {"max_attempts": 0},
+            "data": {"train": "data/missing.csv", "test": "data/gone/"},
+            "aws": {"regoin": "eu-west-1"},
+            "code": {"source_dir": "src", "entry_point": "nope.py"},
+        },
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    fields = [problem.field for problem in caught.value.problems]
+    assert sorted(fields) == sorted(
+        [
+            "name",
+            "compute.max_wait",
+            "compute.instnce_type",
+            "retry.max_attempts",
+            "data.train",
+            "data.test",
+            "aws.regoin",
+            "code.entry_point",
+        ]
+    )
+    lines = str(caught.value).splitlines()
+    assert len(lines) == len(fields)
+    assert "compute.max_wait: must be >= compute.max_run (3600)" in lines
+    assert all(line.startswith(tuple(fields)) for line in lines)
+
+
+def test_work_dir_is_resolved_against_the_config(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, {"work_dir": "state"}))
+    assert config.work_dir == tmp_path / "state"
+
+
+def test_local_root_still_works_and_says_it_is_now_work_dir(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"local": {"root": "old-place", "grace_period": 3}})
+    with pytest.warns(FutureWarning, match="local.root is deprecated.*work_dir"):
+        config = load_config(path)
+    assert config.work_dir == tmp_path / "old-place"
+    assert config.local.grace_period == 3
+
+
+def test_local_root_and_work_dir_together_must_agree(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"local": {"root": "a"}, "work_dir": "b"})
+    with pytest.warns(FutureWarning), pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.field == "local.root"
+
+
+def test_sections_round_trip_through_prefect_parameters(tmp_path: Path) -> None:
+    """A flow run validates its config from the JSON Prefect stored: sections survive."""
+    config = load_config(
+        _write(
+            tmp_path,
+            {
+                "aws": {"bucket": "b1"},
+                "compute": {"spot": True},
+                "local": {"spot_interruptions": [3]},
+            },
+        )
+    )
+    again = PipelineConfig.model_validate(config.model_dump(mode="json"))
+    assert again == config
+    assert again.section("aws", type(config.aws)) == config.aws
+    assert again.aws.bucket == "b1" and again.local.spot_interruptions == [3]
+
+
+def test_the_json_schema_lists_every_registered_cloud_and_its_section() -> None:
+    schema = PipelineConfig.model_json_schema()
+    properties = schema["properties"]
+    assert properties["cloud"]["enum"] == ["aws", "azure", "local"]
+    assert {"aws", "azure", "local"} <= set(properties)
+    assert schema["additionalProperties"] is False

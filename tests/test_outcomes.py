@@ -142,7 +142,7 @@ def test_cancelling_the_orchestrator_stops_the_script(
     write_config: Callable[..., Path],
 ) -> None:
     """A cancelled flow or a task timeout raises inside the poll loop: the process must go."""
-    from cloudtrain.backends.local import LocalBackend
+    from cloudtrain.backends.local.backend import LocalBackend
     from cloudtrain.config import load_config
     from cloudtrain.training import run_training
 

@@ -37,13 +37,15 @@ def test_resume_after_one_and_two_interruptions_gives_the_same_model(
     once, once_dir, once_lines = trained(
         digits_config(
             hyperparameters={"epochs": 12},
-            local={"root": ".ct-once", "spot_interruptions": ["^epoch=5 "]},
+            work_dir=".ct-once",
+            local={"spot_interruptions": ["^epoch=5 "]},
         )
     )
     twice, twice_dir, twice_lines = trained(
         digits_config(
             hyperparameters={"epochs": 12},
-            local={"root": ".ct-twice", "spot_interruptions": ["^epoch=3 ", "^epoch=8 "]},
+            work_dir=".ct-twice",
+            local={"spot_interruptions": ["^epoch=3 ", "^epoch=8 "]},
         )
     )
 
@@ -77,6 +79,6 @@ def test_weights_depend_on_the_seed_so_the_equality_above_means_something(
     """Control: a different seed gives different weights."""
     _, seed7, _ = trained(digits_config(hyperparameters={"epochs": 3}))
     _, seed8, _ = trained(
-        digits_config(hyperparameters={"epochs": 3, "seed": 8}, local={"root": ".ct-seed"})
+        digits_config(hyperparameters={"epochs": 3, "seed": 8}, work_dir=".ct-seed")
     )
     assert sha256(seed7 / "weights.npz") != sha256(seed8 / "weights.npz")

@@ -1,37 +1,117 @@
-"""The backends, by cloud name; each is imported only when it is asked for."""
+"""The backend registry: cloud name -> the class that runs the stages there.
+
+A backend is one folder under ``cloudtrain/backends/`` plus one registration here (or
+``register()`` at run time, or an entry point in the ``cloudtrain.backends`` group of an
+installed package). Config validation, the CLI, flow names and messages all read this
+registry, so a new cloud touches nothing else. Classes are imported only when a config
+or a run asks for them.
+
+A run builds its backend once (``build_backend``); ``use_backend`` hands a ready one
+(with clients pointed at emulators, say) to every flow run started inside it.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import difflib
 import importlib
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from cloudtrain.errors import UnsupportedError
+from cloudtrain.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from cloudtrain.backend import Backend
     from cloudtrain.config import PipelineConfig
 
-_BACKENDS: dict[str, str] = {
-    "local": "cloudtrain.backends.local:LocalBackend",
+#: The backends that come with cloudtrain: name -> "module:Class".
+BUILT_IN: dict[str, str] = {
+    "local": "cloudtrain.backends.local.backend:LocalBackend",
     "aws": "cloudtrain.backends.aws.backend:AwsBackend",
     "azure": "cloudtrain.backends.azure.backend:AzureBackend",
 }
+#: Installed packages add backends under this entry-point group (name = "module:Class").
+ENTRY_POINT_GROUP = "cloudtrain.backends"
+
+_registered: dict[str, str | type[Any]] = dict(BUILT_IN)
+_injected: contextvars.ContextVar[Backend | None] = contextvars.ContextVar(
+    "cloudtrain_backend", default=None
+)
 
 
-def available_clouds() -> list[str]:
-    return sorted(_BACKENDS)
+def register(name: str, backend: str | type[Any]) -> None:
+    """Make ``cloud: <name>`` run on ``backend`` (a class, or "module:Class")."""
+    _registered[name] = backend
+    backend_class.cache_clear()
 
 
-def get_backend(config: PipelineConfig) -> Backend:
-    """The backend for ``config.cloud``, built from the config."""
-    target = _BACKENDS.get(config.cloud)
+def unregister(name: str) -> None:
+    _registered.pop(name, None)
+    backend_class.cache_clear()
+
+
+@cache
+def _entry_points() -> dict[str, str]:
+    """Backends of installed packages; read once, and only when a name is not known."""
+    from importlib.metadata import entry_points
+
+    return {point.name: point.value for point in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def cloud_names() -> list[str]:
+    """Every cloud a config may name, sorted."""
+    return sorted({*_registered, *_entry_points()})
+
+
+def is_cloud(name: str) -> bool:
+    return name in _registered or name in _entry_points()
+
+
+@cache
+def backend_class(name: str) -> type[Backend]:
+    """The class registered for ``name``; a ConfigError naming ``cloud`` when none is."""
+    target = _registered.get(name) or _entry_points().get(name)
     if target is None:
-        raise UnsupportedError(
-            "cloud",
-            f"the {config.cloud} backend is not in this version of cloudtrain yet; "
-            f"available: {', '.join(available_clouds())}",
-        )
-    module_name, _, class_name = target.partition(":")
-    backend_class = getattr(importlib.import_module(module_name), class_name)
-    backend: Backend = backend_class.from_config(config)
-    return backend
+        raise ConfigError("cloud", unknown_cloud_message(name))
+    if isinstance(target, str):
+        module_name, _, class_name = target.partition(":")
+        target = getattr(importlib.import_module(module_name), class_name)
+    if getattr(target, "name", None) != name:
+        raise TypeError(f"{target!r} is registered as {name!r} but declares name {target.name!r}")
+    found: type[Backend] = target
+    return found
+
+
+def settings_model(name: str) -> type[BaseModel] | None:
+    """The model of the config section named ``name``, or None for a cloud without one."""
+    return backend_class(name).settings
+
+
+def unknown_cloud_message(name: str) -> str:
+    names = cloud_names()
+    message = f"unknown cloud {name!r}; valid: {', '.join(names)}"
+    close = difflib.get_close_matches(name, names, n=1)
+    return message + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def build_backend(config: PipelineConfig) -> Backend:
+    """The backend for ``config.cloud``: the one ``use_backend`` handed in, else a new one."""
+    injected = _injected.get()
+    if injected is not None and injected.name == config.cloud:
+        return injected
+    return backend_class(config.cloud).from_config(config)
+
+
+@contextmanager
+def use_backend(backend: Backend) -> Iterator[Backend]:
+    """Runs started inside use ``backend`` for its cloud instead of building one: the
+    seam tests use to point a whole flow at emulators, without patching anything."""
+    token = _injected.set(backend)
+    try:
+        yield backend
+    finally:
+        _injected.reset(token)

@@ -10,17 +10,20 @@ from __future__ import annotations
 import json
 import re
 import tarfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain.backend import LogSink, StagePlan
 from cloudtrain.backends.aws import training_job as jobs
 from cloudtrain.backends.aws.clients import AwsClients
 from cloudtrain.backends.aws.errors import error_code, is_transient, mapped
+from cloudtrain.backends.aws.settings import AwsConfig, aws_settings
 from cloudtrain.backoff import Backoff
 from cloudtrain.config import PipelineConfig, is_uri
-from cloudtrain.errors import BackendError, ConfigError, TransientError, UnsupportedError
+from cloudtrain.data import uri_channel
+from cloudtrain.errors import BackendError, ConfigError, Problems, TransientError, UnsupportedError
 from cloudtrain.recovery import Outcome
 from cloudtrain.results import (
     AttemptSpec,
@@ -29,13 +32,13 @@ from cloudtrain.results import (
     ComputeTarget,
     ModelArtifacts,
     ResolvedEnvironment,
+    TrainingResult,
 )
-from cloudtrain.training import strategy_for
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from cloudtrain.results import TrainingResult
+    from cloudtrain.backends.aws.images import ResolvedImage
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 BUCKET_NAME = re.compile(r"^(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -50,7 +53,13 @@ CONSOLE_JOB_URL = (
 class AwsBackend:
     """Runs the stages on S3 and SageMaker through one set of boto3 clients."""
 
-    cloud = "aws"
+    name = "aws"
+    settings = AwsConfig
+    description = (
+        "Train on SageMaker: data to S3, one training job per attempt on managed spot, "
+        "all attempts of a run sharing one checkpoint location in S3, on-demand as the "
+        "last resort."
+    )
 
     def __init__(self, config: PipelineConfig, clients: AwsClients | None = None) -> None:
         self._config = config
@@ -60,6 +69,7 @@ class AwsBackend:
         self._log_tokens: dict[str, dict[str, str]] = {}
         self._pending_lines: dict[str, list[str]] = {}
         self._last: dict[str, AttemptStatus] = {}
+        self._code: tuple[bytes, str] | None = None  # the run's source archive, its S3 URI
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> AwsBackend:
@@ -69,137 +79,137 @@ class AwsBackend:
     def clients(self) -> AwsClients:
         """Built on first use, so validate() and plan() never need credentials."""
         if self._clients is None:
-            assert self._config.aws is not None
-            self._clients = AwsClients.from_config(self._config.aws)
+            self._clients = AwsClients.from_config(aws_settings(self._config))
         return self._clients
 
-    # -- validate and plan (pure) -------------------------------------------------
+    # -- pure -----------------------------------------------------------------------
 
     def validate(self, config: PipelineConfig) -> None:
         from cloudtrain.backends.aws.instances import check_training_instance
 
-        aws = config.aws
-        if aws is None:
-            raise ConfigError("aws", "is required for cloud aws (region, role, bucket)")
-        if not aws.role or not ROLE_ARN.match(aws.role):
-            raise ConfigError(
-                "aws.role", "must be an IAM role ARN, arn:aws:iam::<account>:role/<name>"
-            )
-        if not aws.bucket or not BUCKET_NAME.match(aws.bucket):
-            raise ConfigError("aws.bucket", f"{aws.bucket!r} is not a valid S3 bucket name")
-        if not REGION.match(aws.region):
-            raise ConfigError("aws.region", f"{aws.region!r} is not an AWS region name")
-        check_training_instance(config.compute.instance_type)
-        for channel, location in config.data.items():
-            if is_uri(location) and not location.startswith("s3://"):
-                raise UnsupportedError(
-                    f"data.{channel}", f"{location}: cloud aws reads s3:// URIs and local paths"
+        aws = aws_settings(config)
+        problems = Problems()
+        with problems.check():
+            if not aws.role or not ROLE_ARN.match(aws.role):
+                raise ConfigError(
+                    "aws.role", "must be an IAM role ARN, arn:aws:iam::<account>:role/<name>"
                 )
-        if config.local.spot_interruptions:
-            raise UnsupportedError(
-                "local.spot_interruptions",
-                "simulates reclaims on the local backend only; SageMaker reclaims for real",
-            )
-        self._image(config)
+        with problems.check():
+            if not aws.bucket or not BUCKET_NAME.match(aws.bucket):
+                raise ConfigError("aws.bucket", f"{aws.bucket!r} is not a valid S3 bucket name")
+        with problems.check():
+            if not REGION.match(aws.region):
+                raise ConfigError("aws.region", f"{aws.region!r} is not an AWS region name")
+        with problems.check():
+            check_training_instance(config.compute.instance_type)
+        for channel, location in config.data.items():
+            with problems.check():
+                if is_uri(location) and not location.startswith("s3://"):
+                    raise UnsupportedError(
+                        f"data.{channel}",
+                        f"{location}: cloud aws reads s3:// URIs and local paths",
+                    )
+        if REGION.match(aws.region):  # image URIs are per region
+            with problems.check():
+                self._image(config)
+        problems.raise_if_any()
 
-    def plan(self, config: PipelineConfig) -> dict[str, Any]:
+    def plan_stages(self, config: PipelineConfig) -> StagePlan:
         layout = jobs.S3Layout.for_config(config)
         image = self._image(config)
-        run_id = "<run-id>"
-        code_uri = None
-        if image.script_mode:
-            digest = jobs.archive_digest(jobs.source_archive(config.code.source_dir))
-            code_uri = f"s3://{layout.bucket}/{layout.code_key(digest)}"
+        code_uri = self._code_archive(config)[1] if image.script_mode else None
         channels = self._channel_uris(config, layout)
-        strategy = strategy_for(config)
-        requests = []
-        for number in range(1, config.retry.max_attempts + 1):
-            request = jobs.create_training_job_request(
-                config,
-                job_name=f"{config.name}-<run>-a{number}",
-                run_id=run_id,
-                attempt=number,
-                spot=strategy.spot_for(number),
-                image_uri=image.uri,
-                script_mode=image.script_mode,
-                image_kind=image.kind,
-                channels=channels,
-                code_uri=code_uri,
-                checkpoint_uri=layout.checkpoint_uri(run_id),
-                output_uri=layout.output_uri(),
-            )
-            jobs.validate_request(request)
-            requests.append(request)
-        return {
-            "cloud": "aws",
-            "region": config.aws.region if config.aws else None,
-            "uploads": {
-                **{
-                    channel: {"source": source, "to": channels[channel]}
-                    for channel, source in config.data.items()
-                    if not is_uri(source)
+        return StagePlan(
+            channels=channels,
+            compute=ComputeTarget(
+                name="sagemaker",
+                instance_type=config.compute.instance_type,
+                instance_count=config.compute.instance_count,
+            ),
+            environment=_environment(image, list(image.warnings)),
+            requests={
+                "region": aws_settings(config).region,
+                "uploads": {
+                    **{
+                        channel: {"source": source, "to": channels[channel]}
+                        for channel, source in config.data.items()
+                        if not is_uri(source)
+                    },
+                    **(
+                        {"code": {"source": str(config.code.source_dir), "to": code_uri}}
+                        if code_uri
+                        else {}
+                    ),
                 },
-                **(
-                    {"code": {"source": str(config.code.source_dir), "to": code_uri}}
-                    if code_uri
-                    else {}
-                ),
+                "environment": {
+                    "image": image.uri,
+                    "kind": image.kind,
+                    "warnings": list(image.warnings),
+                },
             },
-            "environment": {
-                "image": image.uri,
-                "kind": image.kind,
-                "warnings": list(image.warnings),
-            },
-            "note": "attempt N+1 is sent only if attempt N is reclaimed or finds no capacity",
-            "create_training_job": requests,
-        }
+        )
 
-    # -- the five stages -------------------------------------------------------------
+    def attempt_request(self, config: PipelineConfig, spec: AttemptSpec) -> dict[str, Any]:
+        """The attempt's CreateTrainingJob request, checked by botocore's validator."""
+        layout = jobs.S3Layout.for_config(config)
+        image = self._image(config)
+        request = jobs.create_training_job_request(
+            config,
+            job_name=spec.job_name,
+            run_id=spec.run_id,
+            attempt=spec.number,
+            spot=spec.spot,
+            image_uri=spec.environment.uri,
+            script_mode=image.script_mode,
+            image_kind=image.kind,
+            channels=spec.channels,
+            code_uri=self._code_archive(config)[1] if image.script_mode else None,
+            checkpoint_uri=spec.checkpoint_uri,
+            output_uri=layout.output_uri(),
+        )
+        jobs.validate_request(request)
+        return request
 
-    def upload_data(
+    def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
+        return jobs.S3Layout.for_config(config).checkpoint_uri(run_id)
+
+    # -- the stages -------------------------------------------------------------------
+
+    def upload_channel(
         self,
         config: PipelineConfig,
-        dataframes: Mapping[str, pd.DataFrame] | None = None,
-        log: Callable[[str], None] | None = None,
-    ) -> dict[str, ChannelData]:
-        from cloudtrain.backends.aws.s3 import require_s3_uri, upload_channel
+        channel: str,
+        source: Path | pd.DataFrame,
+        log: LogSink,
+    ) -> ChannelData:
+        from cloudtrain.backends.aws.s3 import upload_channel
 
         layout = jobs.S3Layout.for_config(config)
-        sources: dict[str, Any] = {**config.data, **(dataframes or {})}
-        result: dict[str, ChannelData] = {}
-        for channel, source in sources.items():
-            if isinstance(source, str) and is_uri(source):
-                require_s3_uri(self.clients, source, f"data.{channel}")
-                result[channel] = ChannelData(
-                    channel=channel,
-                    uri=source,
-                    digest="",
-                    files=0,
-                    bytes=0,
-                    unchanged=True,
-                    source=source,
-                )
-                continue
-            result[channel] = upload_channel(
-                self.clients,
-                channel=channel,
-                source=Path(source) if isinstance(source, str) else source,
-                bucket=layout.bucket,
-                key_prefix=layout.data_key(channel),
-                manifest_key=layout.manifest_key(channel),
-                cache_dir=config.local.root / "aws",
-                verify=config.aws.verify_uploads if config.aws else False,
-                log=log or (lambda line: None),
-            )
-        return result
+        return upload_channel(
+            self.clients,
+            channel=channel,
+            source=source,
+            bucket=layout.bucket,
+            key_prefix=layout.data_key(channel),
+            manifest_key=layout.manifest_key(channel),
+            cache_dir=config.work_dir / "aws",
+            verify=aws_settings(config).verify_uploads,
+            log=log,
+        )
+
+    def use_data_uri(self, config: PipelineConfig, channel: str, uri: str) -> ChannelData:
+        from cloudtrain.backends.aws.s3 import require_s3_uri
+
+        require_s3_uri(self.clients, uri, f"data.{channel}")
+        return uri_channel(channel, uri)
 
     def ensure_compute(self, config: PipelineConfig) -> ComputeTarget:
         """SageMaker has no cluster to create: check what a job needs before one is paid for."""
         from cloudtrain.backends.aws.instances import accelerator, check_training_instance
 
-        warnings = check_training_instance(config.compute.instance_type)
+        check_training_instance(config.compute.instance_type)
         identity = self._identity()
-        warnings += self._check_role(config)
+        warnings = self._check_role(config)
         return ComputeTarget(
             name="sagemaker",
             instance_type=config.compute.instance_type,
@@ -210,8 +220,8 @@ class AwsBackend:
                 "max_run": config.compute.max_run,
                 "max_wait": config.compute.effective_max_wait if config.compute.spot else None,
                 "caller": identity,
-                "warnings": warnings,
             },
+            warnings=tuple(warnings),
         )
 
     def _identity(self) -> str:
@@ -223,19 +233,20 @@ class AwsBackend:
 
     def _check_role(self, config: PipelineConfig) -> list[str]:
         """The role must exist and trust SageMaker; a caller who may not read IAM gets a warning."""
-        assert config.aws is not None and config.aws.role
-        name = config.aws.role.rsplit("/", 1)[-1]
+        role_arn = aws_settings(config).role
+        assert role_arn is not None  # validate() refused a config without one
+        name = role_arn.rsplit("/", 1)[-1]
         try:
             role = self.clients.client("iam").get_role(RoleName=name)["Role"]
         except Exception as exc:
             code = error_code(exc)
             if code == "NoSuchEntity":
-                raise ConfigError("aws.role", f"{config.aws.role} does not exist") from exc
+                raise ConfigError("aws.role", f"{role_arn} does not exist") from exc
             if code in ("AccessDenied", "AccessDeniedException"):
                 return [f"aws.role: cannot read {name} to check it ({code}); trusting it as given"]
             raise mapped(exc, f"GetRole {name}") from exc
-        if role.get("Arn") and role["Arn"] != config.aws.role:
-            raise ConfigError("aws.role", f"{config.aws.role} does not match {role['Arn']}")
+        if role.get("Arn") and role["Arn"] != role_arn:
+            raise ConfigError("aws.role", f"{role_arn} does not match {role['Arn']}")
         trust = json.dumps(role.get("AssumeRolePolicyDocument", {}))
         if "sagemaker.amazonaws.com" not in trust:
             raise ConfigError(
@@ -254,22 +265,10 @@ class AwsBackend:
         if image.kind == "image":
             warning = check_ecr_image(self.clients, parse_ecr_uri(image.uri))
             warnings += [warning] if warning else []
-        return ResolvedEnvironment(
-            kind=image.kind,
-            uri=image.uri,
-            description=f"{image.kind} {image.name}"
-            + (f" {image.version}" if image.version else "")
-            + (f" ({image.processor})" if image.processor else "")
-            + f": {image.uri}",
-            warnings=tuple(warnings),
-        )
-
-    def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
-        return jobs.S3Layout.for_config(config).checkpoint_uri(run_id)
+        return _environment(image, warnings)
 
     def submit_attempt(self, config: PipelineConfig, spec: AttemptSpec) -> str:
         """Create the attempt's job, or reattach when a job of that name already exists."""
-        sagemaker = self.clients.client("sagemaker")
         existing = self._describe(spec.job_name, missing_ok=True)
         if existing is not None:
             self._pending_lines[spec.job_name] = [
@@ -277,26 +276,11 @@ class AwsBackend:
                 "it was created by an earlier run of this flow"
             ]
             return spec.job_name
-        layout = jobs.S3Layout.for_config(config)
-        image = self._image(config)
-        code_uri = self._upload_code(config, layout) if image.script_mode else None
-        request = jobs.create_training_job_request(
-            config,
-            job_name=spec.job_name,
-            run_id=spec.run_id,
-            attempt=spec.number,
-            spot=spec.spot,
-            image_uri=spec.environment.uri,
-            script_mode=image.script_mode,
-            image_kind=image.kind,
-            channels=spec.channels,
-            code_uri=code_uri,
-            checkpoint_uri=spec.checkpoint_uri,
-            output_uri=layout.output_uri(),
-        )
-        jobs.validate_request(request)
+        request = self.attempt_request(config, spec)
+        if self._image(config).script_mode:
+            self._upload_code(config)
         try:
-            sagemaker.create_training_job(**request)
+            self.clients.client("sagemaker").create_training_job(**request)
         except Exception as exc:
             raise mapped(exc, f"CreateTrainingJob {spec.job_name}") from exc
         region = self.clients.region
@@ -365,7 +349,7 @@ class AwsBackend:
         model_uri = job.get("ModelArtifacts", {}).get("S3ModelArtifacts")
         if not model_uri:
             raise BackendError(f"{final.job_name} completed without ModelArtifacts")
-        run_dir = config.local.root / "runs" / config.name / result.run_id
+        run_dir = config.work_dir / "runs" / config.name / result.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         archive = run_dir / "model.tar.gz"
         bucket, key = parse_s3_uri(model_uri)
@@ -398,13 +382,12 @@ class AwsBackend:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _image(self, config: PipelineConfig) -> Any:
+    def _image(self, config: PipelineConfig) -> ResolvedImage:
         from cloudtrain.backends.aws.images import resolve_image
 
-        assert config.aws is not None
         return resolve_image(
             config.environment,
-            region=config.aws.region,
+            region=aws_settings(config).region,
             instance_type=config.compute.instance_type,
         )
 
@@ -416,23 +399,31 @@ class AwsBackend:
             for channel, source in config.data.items()
         }
 
-    def _upload_code(self, config: PipelineConfig, layout: jobs.S3Layout) -> str:
-        """Upload the source folder once per content; the same code is the same key."""
-        archive = jobs.source_archive(config.code.source_dir)
-        key = layout.code_key(jobs.archive_digest(archive))
+    def _code_archive(self, config: PipelineConfig) -> tuple[bytes, str]:
+        """The source folder packed once per run, and the S3 URI its content names."""
+        if self._code is None:
+            layout = jobs.S3Layout.for_config(config)
+            archive = jobs.source_archive(config.code.source_dir)
+            key = layout.code_key(jobs.archive_digest(archive))
+            self._code = archive, f"s3://{layout.bucket}/{key}"
+        return self._code
+
+    def _upload_code(self, config: PipelineConfig) -> None:
+        """Upload the source archive once per content; the same code is the same key."""
+        from cloudtrain.backends.aws.s3 import parse_s3_uri
+
+        archive, uri = self._code_archive(config)
+        bucket, key = parse_s3_uri(uri)
         s3 = self.clients.client("s3")
         try:
-            s3.head_object(Bucket=layout.bucket, Key=key)
+            s3.head_object(Bucket=bucket, Key=key)
         except Exception as exc:
             if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
-                raise mapped(exc, f"HeadObject s3://{layout.bucket}/{key}") from exc
+                raise mapped(exc, f"HeadObject {uri}") from exc
             try:
-                s3.put_object(
-                    Bucket=layout.bucket, Key=key, Body=archive, ChecksumAlgorithm="SHA256"
-                )
+                s3.put_object(Bucket=bucket, Key=key, Body=archive, ChecksumAlgorithm="SHA256")
             except Exception as put_exc:
                 raise mapped(put_exc, f"uploading the code to {key}") from put_exc
-        return f"s3://{layout.bucket}/{key}"
 
     def _describe(self, name: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
         try:
@@ -485,6 +476,18 @@ class AwsBackend:
                 return lines
             raise mapped(exc, f"reading the logs of {handle}") from exc
         return lines
+
+
+def _environment(image: ResolvedImage, warnings: list[str]) -> ResolvedEnvironment:
+    return ResolvedEnvironment(
+        kind=image.kind,
+        uri=image.uri,
+        description=f"{image.kind} {image.name}"
+        + (f" {image.version}" if image.version else "")
+        + (f" ({image.processor})" if image.processor else "")
+        + f": {image.uri}",
+        warnings=tuple(warnings),
+    )
 
 
 def run_cost(config: PipelineConfig, result: TrainingResult) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import boto3
     from botocore.client import BaseClient
 
-    from cloudtrain.config import AwsConfig
+    from cloudtrain.backends.aws.settings import AwsConfig
 
 #: botocore's own retries for every call (throttling included), before ours.
 BOTOCORE_RETRIES = {"mode": "standard", "max_attempts": 5}

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from cloudtrain import contract
+from cloudtrain.backends.aws.settings import aws_settings
 from cloudtrain.config import HyperparameterValue, PipelineConfig
 from cloudtrain.errors import ConfigError
 from cloudtrain.recovery import Outcome
 
-CODE_DIR = "/opt/ml/code"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 VOLUME_SIZE_GB = 30
 CONTAINER_LOG_LEVEL = 20  # logging.INFO, as the SDK sets it
@@ -51,8 +51,8 @@ class S3Layout:
 
     @classmethod
     def for_config(cls, config: PipelineConfig) -> S3Layout:
-        aws = config.aws
-        if aws is None or not aws.bucket:
+        aws = aws_settings(config)
+        if not aws.bucket:
             raise ConfigError("aws.bucket", "is required for cloud aws")
         return cls(aws.bucket, aws.prefix.strip("/"), config.name)
 
@@ -140,8 +140,8 @@ def create_training_job_request(
     ``image_kind`` is framework, builtin or image (BYOC); ``script_mode`` says whether the
     image runs ``code.entry_point`` (framework and BYOC images do).
     """
-    aws = config.aws
-    assert aws is not None and aws.role
+    aws = aws_settings(config)
+    assert aws.role
     builtin = image_kind == "builtin"
     # Framework images JSON-decode every value, as the SDK's estimators send them; a BYOC
     # container may not, and the training toolkit falls back to the raw string anyway.

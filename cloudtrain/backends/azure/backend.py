@@ -10,18 +10,23 @@ serverless jobs choose their tier per job instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain import contract
+from cloudtrain.backend import LogSink, StagePlan
 from cloudtrain.backends.azure import jobs
 from cloudtrain.backends.azure.clients import AzureClients
 from cloudtrain.backends.azure.errors import is_not_found, service_error, text
+from cloudtrain.backends.azure.settings import AzureConfig, azure_settings
 from cloudtrain.backoff import Backoff
 from cloudtrain.config import PipelineConfig, is_uri
-from cloudtrain.errors import BackendError, ConfigError, TransientError, UnsupportedError
+from cloudtrain.data import uri_channel
+from cloudtrain.errors import BackendError, ConfigError, Problems, TransientError, UnsupportedError
+from cloudtrain.planning import strategy_for
 from cloudtrain.recovery import Outcome
 from cloudtrain.results import (
     AttemptSpec,
@@ -30,14 +35,12 @@ from cloudtrain.results import (
     ComputeTarget,
     ModelArtifacts,
     ResolvedEnvironment,
+    TrainingResult,
 )
 from cloudtrain.store import tar_folder
-from cloudtrain.training import strategy_for
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from cloudtrain.results import TrainingResult
 
 FALLBACK_SUFFIX = "-od"
 MAX_COMPUTE_NAME = 16  # AmlCompute names: 2 to 16 characters
@@ -55,7 +58,13 @@ def fallback_compute_name(compute: str) -> str:
 class AzureBackend:
     """Runs the stages on one Azure ML workspace through an MLClient and blob clients."""
 
-    cloud = "azure"
+    name = "azure"
+    settings = AzureConfig
+    description = (
+        "Train on Azure ML: data to a datastore as data assets, one command job per "
+        "attempt on low-priority capacity, all attempts of a run sharing one checkpoint "
+        "path, dedicated capacity as the last resort."
+    )
 
     def __init__(self, config: PipelineConfig, clients: AzureClients | None = None) -> None:
         self._config = config
@@ -63,6 +72,8 @@ class AzureBackend:
         self.poll = Backoff()
         self._pending: dict[str, list[str]] = {}
         self._last_status: dict[str, str] = {}
+        self._input_kinds: dict[str, str] = {}  # channel URI -> uri_folder | uri_file
+        self._containers: dict[str, Any] = {}  # datastore -> its blob container
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> AzureBackend:
@@ -71,8 +82,7 @@ class AzureBackend:
     @property
     def clients(self) -> AzureClients:
         if self._clients is None:
-            assert self._config.azure is not None
-            self._clients = AzureClients.from_config(self._config.azure)
+            self._clients = AzureClients.from_config(azure_settings(self._config))
         return self._clients
 
     @property
@@ -84,146 +94,127 @@ class AzureBackend:
         ensure-compute task logs."""
         del line
 
-    # -- validate and plan (pure) -------------------------------------------------
+    # -- pure -----------------------------------------------------------------------
 
     def validate(self, config: PipelineConfig) -> None:
         from cloudtrain.backends.azure.compute import validate_compute
 
-        azure = config.azure
-        if azure is None:
-            raise ConfigError("azure", "is required for cloud azure (subscription, workspace)")
+        azure = azure_settings(config)
+        problems = Problems()
         for name in ("subscription_id", "resource_group", "workspace"):
-            if not getattr(azure, name):
-                raise ConfigError(f"azure.{name}", "is required for cloud azure")
-        if config.environment.builtin:
-            raise UnsupportedError(
-                "environment.builtin",
-                "Azure ML has no built-in algorithms; use environment.framework or curated",
-            )
-        for channel, location in config.data.items():
-            if is_uri(location) and not location.startswith("azureml:"):
+            with problems.check():
+                if not getattr(azure, name):
+                    raise ConfigError(f"azure.{name}", "is required for cloud azure")
+        with problems.check():
+            if config.environment.builtin:
                 raise UnsupportedError(
-                    f"data.{channel}",
-                    f"{location}: cloud azure reads azureml:// URIs, azureml:name:version "
-                    "data assets and local paths",
+                    "environment.builtin",
+                    "Azure ML has no built-in algorithms; use environment.framework or curated",
                 )
-        if config.local.spot_interruptions:
-            raise UnsupportedError(
-                "local.spot_interruptions",
-                "simulates reclaims on the local backend only; Azure preempts for real",
-            )
-        validate_compute(config)
+        for channel, location in config.data.items():
+            with problems.check():
+                if is_uri(location) and not location.startswith("azureml:"):
+                    raise UnsupportedError(
+                        f"data.{channel}",
+                        f"{location}: cloud azure reads azureml:// URIs, azureml:name:version "
+                        "data assets and local paths",
+                    )
+        with problems.check():
+            validate_compute(config)
+        problems.raise_if_any()
 
-    def plan(self, config: PipelineConfig) -> dict[str, Any]:
+    def plan_stages(self, config: PipelineConfig) -> StagePlan:
         from cloudtrain.backends.azure.compute import desired_cluster, is_gpu_size
         from cloudtrain.backends.azure.environments import plan_environment
 
-        azure = config.azure
-        assert azure is not None
-        gpu = is_gpu_size(config.compute.instance_type)
-        computes = self._compute_plan(config)
+        azure = azure_settings(config)
         bodies: dict[str, Any] = {
-            name: desired_cluster(_with_compute(config, name, spot), low_priority=spot)
-            ._to_rest_object()
-            .as_dict()
-            for name, spot in computes.items()  # empty unless amlcompute
+            name: jobs.rest_body(
+                desired_cluster(_with_compute(config, name, spot), low_priority=spot)
+            )
+            for name, spot in self._compute_plan(config).items()  # empty unless amlcompute
         }
-        strategy = strategy_for(config)
-        run_id = "<run-id>"
         data = {}
-        inputs: dict[str, tuple[str, str]] = {}
+        channels: dict[str, str] = {}
         for channel, source in config.data.items():
             if is_uri(source):
-                inputs[channel] = (_input_kind(source), source)
+                channels[channel] = source
                 continue
             path = self._data_path(config, channel)
+            asset = self._data_asset(config, channel, "<content-digest>", path)
             data[channel] = {
                 "source": source,
                 "to": jobs.datastore_uri(azure.datastore, path),
-                "data_asset": self._data_asset(config, channel, "<content-digest>", path)
-                ._to_rest_object()
-                .as_dict(),
+                "data_asset": jobs.rest_body(asset),
             }
-            inputs[channel] = ("uri_folder", f"azureml:{config.name}-{channel}:<content-digest>")
-        job_bodies = []
-        for number in range(1, config.retry.max_attempts + 1):
-            spot = strategy.spot_for(number)
-            job = jobs.command_job(
-                config,
-                job_name=f"{config.name}-<run>-a{number}",
-                run_id=run_id,
-                attempt=number,
-                spot=spot,
-                environment="<resolved environment>",
-                compute=self._compute_for(config, spot),
-                inputs=inputs,
-                checkpoint_uri=self.checkpoint_location(config, run_id),
-            )
-            job_bodies.append(jobs.rest_body(job))
-        return {
-            "cloud": "azure",
-            "workspace": f"{azure.subscription_id}/{azure.resource_group}/{azure.workspace}",
-            "compute": bodies or {"type": azure.compute_type, "name": azure.compute},
-            "environment": plan_environment(config, gpu=gpu),
-            "data": data,
-            "note": "attempt N+1 is sent only if attempt N is preempted or finds no capacity",
-            "jobs": job_bodies,
-        }
+            channels[channel] = f"azureml:{asset.name}:{asset.version}"
+            self._input_kinds[channels[channel]] = "uri_folder"
+        return StagePlan(
+            channels=channels,
+            compute=ComputeTarget(
+                name=azure.compute or "serverless",
+                instance_type=config.compute.instance_type,
+                instance_count=config.compute.instance_count,
+            ),
+            environment=ResolvedEnvironment(
+                kind=config.environment.kind,
+                uri="<resolved environment>",
+                description="resolved when the run starts",
+            ),
+            requests={
+                "workspace": f"{azure.subscription_id}/{azure.resource_group}/{azure.workspace}",
+                "compute": bodies or {"type": azure.compute_type, "name": azure.compute},
+                "environment": plan_environment(
+                    config, gpu=is_gpu_size(config.compute.instance_type)
+                ),
+                "data": data,
+            },
+        )
 
-    # -- the five stages -------------------------------------------------------------
+    def attempt_request(self, config: PipelineConfig, spec: AttemptSpec) -> dict[str, Any]:
+        """The attempt's command job as azure-ai-ml serializes it for the REST API."""
+        return jobs.rest_body(self._command_job(config, spec))
 
-    def upload_data(
+    def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
+        azure = azure_settings(config)
+        path = f"{azure.prefix}/{config.name}/checkpoints/{run_id}"
+        return jobs.datastore_uri(azure.datastore, path)
+
+    # -- the stages -------------------------------------------------------------------
+
+    def upload_channel(
         self,
         config: PipelineConfig,
-        dataframes: Mapping[str, pd.DataFrame] | None = None,
-        log: Callable[[str], None] | None = None,
-    ) -> dict[str, ChannelData]:
+        channel: str,
+        source: Path | pd.DataFrame,
+        log: LogSink,
+    ) -> ChannelData:
+        """The channel to the datastore, registered as the data asset of its content."""
         from cloudtrain.backends.azure.storage import upload_channel
 
-        azure = config.azure
-        assert azure is not None
-        sources: dict[str, Any] = {**config.data, **(dataframes or {})}
-        result: dict[str, ChannelData] = {}
-        container = None
-        for channel, source in sources.items():
-            if isinstance(source, str) and is_uri(source):
-                self._require_data(source, f"data.{channel}")
-                result[channel] = ChannelData(
-                    channel=channel,
-                    uri=source,
-                    digest="",
-                    files=0,
-                    bytes=0,
-                    unchanged=True,
-                    source=source,
-                )
-                continue
-            if container is None:
-                container = self._datastore_container(azure.datastore)
-            path = self._data_path(config, channel)
-            uploaded = upload_channel(
-                container,
-                channel=channel,
-                source=Path(source) if isinstance(source, str) else source,
-                path_prefix=path,
-                manifest_path=f"{azure.prefix}/{config.name}/manifests/{channel}.json",
-                cache_dir=config.local.root / "azure",
-                log=log or (lambda line: None),
-            )
-            version = uploaded.digest[:16]
-            asset = self._register(config, channel, version, path)
-            result[channel] = ChannelData(
-                channel=channel,
-                uri=f"azureml:{asset.name}:{asset.version}",
-                digest=uploaded.digest,
-                files=uploaded.files,
-                bytes=uploaded.bytes,
-                copied_files=uploaded.copied_files,
-                copied_bytes=uploaded.copied_bytes,
-                unchanged=uploaded.unchanged,
-                source=uploaded.source,
-            )
-        return result
+        azure = azure_settings(config)
+        path = self._data_path(config, channel)
+        uploaded = upload_channel(
+            self._container(azure.datastore),
+            channel=channel,
+            source=source,
+            path_prefix=path,
+            manifest_path=f"{azure.prefix}/{config.name}/manifests/{channel}.json",
+            cache_dir=config.work_dir / "azure",
+            log=log,
+        )
+        asset = self._register(config, channel, uploaded.digest[:16], path)
+        uri = f"azureml:{asset.name}:{asset.version}"
+        self._input_kinds[uri] = "uri_folder"
+        return replace(uploaded, uri=uri)
+
+    def use_data_uri(self, config: PipelineConfig, channel: str, uri: str) -> ChannelData:
+        try:
+            asset = self._asset(uri)
+        except Exception as exc:
+            raise ConfigError(f"data.{channel}", f"data asset {uri} was not found") from exc
+        self._input_kinds[uri] = _input_kind(uri) if asset is None else text(asset.type)
+        return uri_channel(channel, uri)
 
     def ensure_compute(self, config: PipelineConfig) -> ComputeTarget:
         from cloudtrain.backends.azure.compute import ensure_compute
@@ -233,11 +224,10 @@ class AzureBackend:
         twin = self._fallback_name(config)
         if twin:
             dedicated = ensure_compute(self.ml, _with_compute(config, twin, spot=False), log=quiet)
-            target = ComputeTarget(
-                name=target.name,
-                instance_type=target.instance_type,
-                instance_count=target.instance_count,
+            target = replace(
+                target,
                 details={**target.details, "on_demand_fallback": dedicated.to_dict()},
+                warnings=(*target.warnings, *dedicated.warnings),
             )
         return target
 
@@ -262,12 +252,6 @@ class AzureBackend:
             warnings=tuple(resolved.warnings),
         )
 
-    def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
-        azure = config.azure
-        assert azure is not None
-        path = f"{azure.prefix}/{config.name}/checkpoints/{run_id}"
-        return jobs.datastore_uri(azure.datastore, path)
-
     def submit_attempt(self, config: PipelineConfig, spec: AttemptSpec) -> str:
         existing = self._get_job(spec.job_name, missing_ok=True)
         if existing is not None:
@@ -276,17 +260,10 @@ class AzureBackend:
                 "an earlier run of this flow"
             ]
             return spec.job_name
-        job = jobs.command_job(
-            config,
-            job_name=spec.job_name,
-            run_id=spec.run_id,
-            attempt=spec.number,
-            spot=spec.spot,
-            environment=spec.environment.uri,
-            compute=self._compute_for(config, spec.spot),
-            inputs={channel: (self._kind_of(uri), uri) for channel, uri in spec.channels.items()},
-            checkpoint_uri=spec.checkpoint_uri,
-        )
+        for uri in spec.channels.values():
+            if uri not in self._input_kinds:  # reattached or injected: look it up
+                self._input_kinds[uri] = self._kind_of(uri)
+        job = self._command_job(config, spec)
         try:
             created = self.ml.jobs.create_or_update(job)
         except Exception as exc:
@@ -348,7 +325,7 @@ class AzureBackend:
         final = result.final
         if final is None or final.outcome is not Outcome.SUCCEEDED:
             raise BackendError("no attempt succeeded, so there is no model to collect")
-        run_dir = config.local.root / "runs" / config.name / result.run_id
+        run_dir = config.work_dir / "runs" / config.name / result.run_id
         download = run_dir / "download"
         try:
             self.ml.jobs.download(
@@ -365,7 +342,7 @@ class AzureBackend:
         cost = _run_cost(config, result, estimate_cost)
         model_uri = f"azureml://jobs/{final.job_name}/outputs/{jobs.MODEL_OUTPUT}"
         links = {"Azure ML studio": self._studio_url(final.job_name)}
-        if config.azure and config.azure.register_model:
+        if azure_settings(config).register_model:
             links["registered model"] = self._register_model(config, final.job_name, model_uri)
         return ModelArtifacts(
             model_uri=model_uri,
@@ -397,8 +374,7 @@ class AzureBackend:
 
     def _compute_plan(self, config: PipelineConfig) -> dict[str, bool]:
         """Cluster name -> low priority, for the clusters this config needs."""
-        azure = config.azure
-        assert azure is not None
+        azure = azure_settings(config)
         if azure.compute_type != "amlcompute" or not azure.compute:
             return {}
         plan = {azure.compute: config.compute.spot}
@@ -408,38 +384,50 @@ class AzureBackend:
         return plan
 
     def _fallback_name(self, config: PipelineConfig) -> str | None:
-        """A dedicated twin is needed when low-priority attempts may fall back."""
-        azure = config.azure
-        assert azure is not None
-        strategy = strategy_for(config)
-        needs = azure.compute_type == "amlcompute" and azure.compute and config.compute.spot
-        if not needs or all(strategy.spot_for(n) for n in range(1, config.retry.max_attempts + 1)):
+        """Low priority is a property of a cluster, so an on-demand attempt of a spot run
+        needs a dedicated twin: when the strategy's route has one."""
+        azure = azure_settings(config)
+        if azure.compute_type != "amlcompute" or not azure.compute or not config.compute.spot:
             return None
-        assert azure.compute is not None
+        if all(step.spot for step in strategy_for(config).schedule()):
+            return None
         return fallback_compute_name(azure.compute)
 
     def _compute_for(self, config: PipelineConfig, spot: bool) -> str | None:
-        azure = config.azure
-        assert azure is not None
+        azure = azure_settings(config)
         if azure.compute_type == "serverless":
             return None
         if azure.compute_type == "amlcompute" and config.compute.spot and not spot:
             return self._fallback_name(config) or azure.compute
         return azure.compute
 
+    def _command_job(self, config: PipelineConfig, spec: AttemptSpec) -> Any:
+        return jobs.command_job(
+            config,
+            job_name=spec.job_name,
+            run_id=spec.run_id,
+            attempt=spec.number,
+            spot=spec.spot,
+            environment=spec.environment.uri,
+            compute=self._compute_for(config, spec.spot),
+            inputs={
+                channel: (self._input_kinds.get(uri) or _input_kind(uri), uri)
+                for channel, uri in spec.channels.items()
+            },
+            checkpoint_uri=spec.checkpoint_uri,
+        )
+
     def _data_path(self, config: PipelineConfig, channel: str) -> str:
-        assert config.azure is not None
-        return f"{config.azure.prefix}/{config.name}/data/{channel}"
+        return f"{azure_settings(config).prefix}/{config.name}/data/{channel}"
 
     def _data_asset(self, config: PipelineConfig, channel: str, version: str, path: str) -> Any:
         from azure.ai.ml.entities import Data
 
-        assert config.azure is not None
         return Data(
             name=f"{config.name}-{channel}",
             version=version,
             type="uri_folder",
-            path=jobs.datastore_uri(config.azure.datastore, path),
+            path=jobs.datastore_uri(azure_settings(config).datastore, path),
             description=f"cloudtrain channel {channel} of {config.name} (sha256 {version}...)",
             tags={"cloudtrain:pipeline": config.name, "cloudtrain:channel": channel},
         )
@@ -465,18 +453,18 @@ class AzureBackend:
         name, _, version = uri.removeprefix("azureml:").partition(":")
         return self.ml.data.get(name, version=version or None, label=None if version else "latest")
 
-    def _require_data(self, uri: str, field: str) -> None:
-        try:
-            self._asset(uri)
-        except Exception as exc:
-            raise ConfigError(field, f"data asset {uri} was not found") from exc
-
     def _kind_of(self, uri: str) -> str:
         try:
             asset = self._asset(uri)
         except Exception as exc:
             raise service_error(exc, f"reading data asset {uri}") from exc
         return _input_kind(uri) if asset is None else text(asset.type)
+
+    def _container(self, name: str) -> Any:
+        """The blob container behind datastore ``name``, looked up once per run."""
+        if name not in self._containers:
+            self._containers[name] = self._datastore_container(name)
+        return self._containers[name]
 
     def _datastore_container(self, name: str) -> Any:
         try:
@@ -524,18 +512,16 @@ class AzureBackend:
         return lines, parser.final
 
     def _studio_url(self, job: str) -> str:
-        azure = self._config.azure
-        assert azure is not None
+        azure = azure_settings(self._config)
         return STUDIO_URL.format(
             job=job, sub=azure.subscription_id, rg=azure.resource_group, ws=azure.workspace
         )
 
 
 def _with_compute(config: PipelineConfig, name: str, spot: bool) -> PipelineConfig:
-    assert config.azure is not None
     return config.model_copy(
         update={
-            "azure": config.azure.model_copy(update={"compute": name}),
+            "azure": azure_settings(config).model_copy(update={"compute": name}),
             "compute": config.compute.model_copy(update={"spot": spot}),
         }
     )

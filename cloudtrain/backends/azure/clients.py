@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from cloudtrain.errors import ConfigError
 
 if TYPE_CHECKING:
-    from cloudtrain.config import AzureConfig
+    from cloudtrain.backends.azure.settings import AzureConfig
 
 
 class AzureClients:

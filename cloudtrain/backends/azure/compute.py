@@ -27,8 +27,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends.azure.errors import service_error, text
+from cloudtrain.backends.azure.settings import AzureConfig
 from cloudtrain.backoff import Backoff
-from cloudtrain.config import AzureConfig
 from cloudtrain.errors import (
     BackendError,
     ConfigError,
@@ -54,7 +54,6 @@ POLL_MAX_SECONDS = 30.0
 CLUSTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,14}[A-Za-z0-9]$")
 #: Cluster fields Azure ML updates in place; the others need delete and create.
 IN_PLACE_FIELDS: tuple[str, ...] = ("min_instances", "max_instances", "idle_time_before_scale_down")
-RECREATE_FIELDS: tuple[str, ...] = ("size", "tier")
 CREATED_BY_TAG = ("created-by", "cloudtrain")
 
 _TERMINAL_FAILURES = frozenset({"failed", "canceled"})
@@ -207,7 +206,7 @@ def is_gpu_size(vm_size_name: str) -> bool:
 
 def validate_compute(config: PipelineConfig) -> list[str]:
     """Refuse, before any call, a compute section Azure ML would reject; return warnings."""
-    azure = config.azure or AzureConfig()
+    azure = config.section("azure", AzureConfig) or AzureConfig()
     compute = config.compute
     kind = azure.compute_type
     warnings: list[str] = []
@@ -296,7 +295,7 @@ def desired_cluster(config: PipelineConfig, *, low_priority: bool) -> AmlCompute
     """The AmlCompute entity the config asks for (pure; validate_compute first)."""
     from azure.ai.ml.entities import AmlCompute
 
-    azure = config.azure or AzureConfig()
+    azure = config.section("azure", AzureConfig) or AzureConfig()
     if not azure.compute:
         raise ConfigError("azure.compute", "is required for compute_type amlcompute")
     return AmlCompute(
@@ -343,10 +342,11 @@ def ensure_compute(
     """Make the config's compute ready to take a job; never deletes anything.
 
     ``details`` of the result say what was done (``action``: created, updated, unchanged,
-    checked, none), the ``drift`` found (each with ``applied``) and the warnings.
+    checked, none) and the ``drift`` found (each with ``applied``); ``warnings`` what the
+    user should know (a size or tier that could not be applied, say).
     """
     warnings = validate_compute(config)
-    azure = config.azure or AzureConfig()
+    azure = config.section("azure", AzureConfig) or AzureConfig()
     kind = azure.compute_type
     if kind == "serverless":
         size = vm_size(config.compute.instance_type).name
@@ -358,8 +358,8 @@ def ensure_compute(
                 "compute_type": "serverless",
                 "action": "none",
                 "tier": "spot" if config.compute.spot else "standard",
-                "warnings": warnings,
             },
+            warnings=tuple(warnings),
         )
     assert azure.compute is not None  # validate_compute
     waiter = _Waiter(ml_client, azure.compute, timeout_seconds, poll, log)
@@ -389,8 +389,8 @@ def ensure_compute(
             "action": "checked",
             "namespace": getattr(existing, "namespace", None),
             "provisioning_state": text(existing.provisioning_state),
-            "warnings": warnings,
         },
+        warnings=tuple(warnings),
     )
 
 
@@ -459,8 +459,8 @@ def _ensure_cluster(
             "idle_time_before_scale_down": _seconds(ready.idle_time_before_scale_down),
             "provisioning_state": text(ready.provisioning_state),
             "drift": drift,
-            "warnings": warnings,
         },
+        warnings=tuple(warnings),
     )
 
 
@@ -490,8 +490,8 @@ def _ensure_instance(
             "compute_type": "computeinstance",
             "action": "checked",
             "state": state,
-            "warnings": warnings,
         },
+        warnings=tuple(warnings),
     )
 
 

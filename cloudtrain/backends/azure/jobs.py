@@ -141,7 +141,8 @@ def command_job(
 
 
 def rest_body(job: Any) -> dict[str, Any]:
-    """The REST body azure-ai-ml sends for this job, from its own serializer."""
+    """The REST body azure-ai-ml sends for an entity (a job, a cluster, a data asset),
+    from its own serializer."""
     entity = job._to_job() if hasattr(job, "_to_job") else job
     body: dict[str, Any] = entity._to_rest_object().as_dict()
     return body

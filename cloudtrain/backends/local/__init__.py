@@ -1,0 +1,1 @@
+"""The local backend: every stage on this machine, spot reclaims simulated."""

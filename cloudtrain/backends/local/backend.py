@@ -1,0 +1,366 @@
+"""The local backend: every stage for real on this machine, spot reclaims simulated.
+
+The script runs in a subprocess of this interpreter with the full script contract.
+A spot reclaim is simulated the way SageMaker does it (SIGTERM to the process group,
+then SIGKILL after ``local.grace_period``), triggered deterministically by
+``local.spot_interruptions``, so checkpoint/resume logic can be tested before paying
+for spot capacity.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtrain import contract
+from cloudtrain.backend import LogSink, StagePlan
+from cloudtrain.backends.local.process import LocalAttempt
+from cloudtrain.backends.local.settings import LocalConfig
+from cloudtrain.backoff import Backoff
+from cloudtrain.config import FRAMEWORKS, PipelineConfig, is_uri
+from cloudtrain.errors import BackendError, ConfigError, Problems, UnsupportedError
+from cloudtrain.recovery import Outcome
+from cloudtrain.results import (
+    AttemptSpec,
+    AttemptStatus,
+    ChannelData,
+    ComputeTarget,
+    ModelArtifacts,
+    ResolvedEnvironment,
+    TrainingResult,
+)
+from cloudtrain.store import ContentStore, tar_folder
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Local polling is cheap: 50 ms at first, then at most every 0.5 s.
+LOCAL_POLL_INITIAL_SECONDS = 0.05
+LOCAL_POLL_MAX_SECONDS = 0.5
+
+_WHERE_ELSE = {
+    "image": "bring-your-own-container images run on cloud aws (SageMaker) or azure "
+    "(Azure ML); the local backend runs the script in this interpreter, with no containers",
+    "builtin": "SageMaker built-in algorithms run only on cloud aws",
+    "curated": "Azure ML curated environments run only on cloud azure; "
+    "use environment.framework to run the script locally",
+}
+
+
+def local_settings(config: PipelineConfig) -> LocalConfig:
+    """The ``local:`` section, or its defaults when the config has none."""
+    return config.section("local", LocalConfig) or LocalConfig()
+
+
+class LocalBackend:
+    """Runs every stage on this machine under ``work_dir``."""
+
+    name = "local"
+    settings = LocalConfig
+    description = (
+        "Train on this machine: every stage for real, the same script contract as "
+        "SageMaker and Azure ML, spot reclaims simulated (local.spot_interruptions) so "
+        "checkpoint/resume logic is tested before paying for spot capacity."
+    )
+
+    def __init__(self, root: Path, python: str = sys.executable) -> None:
+        self.root = root
+        self.python = python
+        self.store = ContentStore(root)
+        self._changed = threading.Event()  # set on each output line and when an attempt ends
+        self.poll = Backoff(
+            LOCAL_POLL_INITIAL_SECONDS, LOCAL_POLL_MAX_SECONDS, sleep=self._wait_for_change
+        )
+        self._attempts: dict[str, LocalAttempt] = {}
+
+    def _wait_for_change(self, seconds: float) -> None:
+        """Poll sleep that wakes early on new output, so logs stream and ends show at once."""
+        self._changed.wait(seconds)
+        self._changed.clear()
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> LocalBackend:
+        return cls(config.work_dir)
+
+    # -- pure -----------------------------------------------------------------------
+
+    def validate(self, config: PipelineConfig) -> None:
+        problems = Problems()
+        with problems.check():
+            self._check_compute(config)
+        kind = config.environment.kind
+        if kind in _WHERE_ELSE:
+            with problems.check():
+                raise UnsupportedError(f"environment.{kind}", _WHERE_ELSE[kind])
+        for channel, location in config.data.items():
+            if is_uri(location):
+                with problems.check():
+                    raise UnsupportedError(
+                        f"data.{channel}",
+                        f"{location} is a cloud URI; the local backend reads local files "
+                        "and folders (s3:// needs cloud aws, azureml: needs cloud azure)",
+                    )
+        if kind == "framework":
+            with problems.check():
+                self._framework(config)
+        problems.raise_if_any()
+
+    @staticmethod
+    def _check_compute(config: PipelineConfig) -> None:
+        """One process on this machine: the one thing local compute cannot honour."""
+        if config.compute.instance_count != 1:
+            raise UnsupportedError(
+                "compute.instance_count",
+                f"the local backend runs one process on this machine, so it must be 1 "
+                f"(got {config.compute.instance_count}); use cloud aws or azure to "
+                "train on several machines",
+            )
+
+    def plan_stages(self, config: PipelineConfig) -> StagePlan:
+        channels = {name: str(self.store.channels / "<sha256>") for name in config.data}
+        return StagePlan(
+            channels=channels,
+            compute=self._compute(config),
+            environment=ResolvedEnvironment(
+                kind="framework", uri=self.python, description=f"this interpreter, {self.python}"
+            ),
+            requests={
+                "data": {
+                    name: {"source": source, "store": channels[name]}
+                    for name, source in config.data.items()
+                },
+                "compute": {"instance_type": config.compute.instance_type, "processes": 1},
+                "environment": {
+                    "framework": config.environment.framework,
+                    "framework_version": config.environment.framework_version,
+                    "interpreter": self.python,
+                },
+            },
+        )
+
+    def attempt_request(self, config: PipelineConfig, spec: AttemptSpec) -> dict[str, Any]:
+        """The process the attempt starts: command, folder, environment, limits."""
+        paths = self._paths(config, spec)
+        trigger = _trigger_for(config, spec.number, spec.spot)
+        return {
+            "command": self._command(config),
+            "working_dir": str(config.code.source_dir),
+            "environment_variables": contract.script_environment(
+                config.hyperparameters,
+                paths,
+                instance_type=config.compute.instance_type,
+                attempt=spec.number,
+                spot=spec.spot,
+                job_name=spec.job_name,
+            ),
+            "stopping_condition": {
+                "max_run_seconds": config.compute.max_run,
+                "grace_period_seconds": local_settings(config).grace_period,
+            },
+            "simulated_reclaim": _describe_trigger(trigger),
+        }
+
+    def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
+        return str(self._run_dir(config, run_id) / "checkpoints")
+
+    # -- the stages -------------------------------------------------------------------
+
+    def upload_channel(
+        self,
+        config: PipelineConfig,
+        channel: str,
+        source: Path | pd.DataFrame,
+        log: LogSink,
+    ) -> ChannelData:
+        key = f"{config.name}/{channel}"
+        if isinstance(source, Path):
+            stored = self.store.put_path(key, source)
+            described = str(source)
+        else:
+            stored = self.store.put_dataframe(key, source)
+            described = f"DataFrame {source.shape[0]}x{source.shape[1]}"
+        return ChannelData(
+            channel=channel,
+            uri=str(stored.path),
+            digest=stored.digest,
+            files=stored.files,
+            bytes=stored.bytes,
+            copied_files=stored.copied_files,
+            copied_bytes=stored.copied_bytes,
+            unchanged=stored.unchanged,
+            source=described,
+        )
+
+    def use_data_uri(self, config: PipelineConfig, channel: str, uri: str) -> ChannelData:
+        raise UnsupportedError(f"data.{channel}", f"{uri}: the local backend reads local paths")
+
+    def ensure_compute(self, config: PipelineConfig) -> ComputeTarget:
+        self._check_compute(config)
+        return self._compute(config)
+
+    def _compute(self, config: PipelineConfig) -> ComputeTarget:
+        return ComputeTarget(
+            name="local",
+            instance_type=config.compute.instance_type,
+            instance_count=1,
+            details={
+                "cpus": os.cpu_count() or 1,
+                "python": self.python,
+                "note": f"{config.compute.instance_type} is simulated by this machine",
+            },
+        )
+
+    def resolve_environment(
+        self, config: PipelineConfig, compute: ComputeTarget
+    ) -> ResolvedEnvironment:
+        framework, installed, warnings = self._framework(config)
+        return ResolvedEnvironment(
+            kind="framework",
+            uri=self.python,
+            description=f"{framework} {installed} on Python "
+            f"{'.'.join(map(str, sys.version_info[:3]))} ({self.python})",
+            warnings=tuple(warnings),
+        )
+
+    def submit_attempt(self, config: PipelineConfig, spec: AttemptSpec) -> str:
+        existing = self._attempts.get(spec.job_name)
+        if existing is not None:  # reattach
+            return spec.job_name
+        attempt_dir = self._attempt_dir(config, spec.run_id, spec.number)
+        if attempt_dir.exists():
+            shutil.rmtree(attempt_dir)  # a fresh container, as on SageMaker
+        paths = self._paths(config, spec)
+        for folder in (paths.model_dir, paths.output_data_dir, paths.checkpoint_dir):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        request = self.attempt_request(config, spec)
+        attempt = LocalAttempt(
+            command=request["command"],
+            cwd=config.code.source_dir,
+            env={**os.environ, **request["environment_variables"], "PYTHONUNBUFFERED": "1"},
+            log_path=attempt_dir / "log.txt",
+            checkpoint_dir=Path(spec.checkpoint_uri),
+            metrics=contract.MetricParser(config.metrics),
+            max_run=config.compute.max_run,
+            grace_period=local_settings(config).grace_period,
+            trigger=_trigger_for(config, spec.number, spec.spot),
+            changed=self._changed,
+        )
+        attempt.start()
+        self._attempts[spec.job_name] = attempt
+        return spec.job_name
+
+    def describe_attempt(self, handle: str) -> AttemptStatus:
+        return self._attempt(handle).status()
+
+    def read_logs(self, handle: str) -> list[str]:
+        return self._attempt(handle).new_lines()
+
+    def stop_attempt(self, handle: str) -> None:
+        self._attempt(handle).stop()
+
+    def collect_artifacts(self, config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
+        final = result.final
+        if final is None or final.outcome is not Outcome.SUCCEEDED:
+            raise BackendError("no attempt succeeded, so there is no model to collect")
+        run_dir = self._run_dir(config, result.run_id)
+        attempt_dir = self._attempt_dir(config, result.run_id, final.number)
+        model_dir = run_dir / "model"
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        shutil.copytree(attempt_dir / "model", model_dir)
+        archive = run_dir / "model.tar.gz"
+        tar_folder(model_dir, archive)
+        output_dir = attempt_dir / "output" / "data"
+        if any(output_dir.iterdir()):
+            tar_folder(output_dir, run_dir / "output.tar.gz")
+        records = run_dir / "attempts.json"
+        records.write_text(json.dumps(result.to_dict(), indent=2))
+        (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
+        return ModelArtifacts(
+            model_uri=str(model_dir),
+            model_archive=str(archive),
+            local_model_dir=model_dir,
+            metrics=result.metrics,
+            links={"run folder": str(run_dir)},
+            records=str(records),
+        )
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _command(self, config: PipelineConfig) -> list[str]:
+        """As SageMaker script mode runs it: the entry point with --name value arguments."""
+        return [
+            self.python,
+            "-u",
+            config.code.entry_point,
+            *contract.hyperparameter_args(config.hyperparameters),
+        ]
+
+    def _run_dir(self, config: PipelineConfig, run_id: str) -> Path:
+        return self.root / "runs" / config.name / run_id
+
+    def _attempt_dir(self, config: PipelineConfig, run_id: str, number: int) -> Path:
+        return self._run_dir(config, run_id) / "attempts" / str(number)
+
+    def _paths(self, config: PipelineConfig, spec: AttemptSpec) -> contract.ScriptPaths:
+        attempt_dir = self._attempt_dir(config, spec.run_id, spec.number)
+        return contract.ScriptPaths(
+            channels=dict(spec.channels),
+            model_dir=attempt_dir / "model",
+            output_data_dir=attempt_dir / "output" / "data",
+            checkpoint_dir=Path(spec.checkpoint_uri),
+        )
+
+    def _attempt(self, handle: str) -> LocalAttempt:
+        try:
+            return self._attempts[handle]
+        except KeyError:
+            raise BackendError(f"no local attempt named {handle!r}") from None
+
+    def _framework(self, config: PipelineConfig) -> tuple[str, str, list[str]]:
+        """Check that the framework is importable here; warn when its version differs."""
+        framework = config.environment.framework
+        assert framework is not None  # validate() refused the other kinds
+        distribution = FRAMEWORKS[framework]
+        module = {"scikit-learn": "sklearn"}.get(distribution, distribution)
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                "environment.framework",
+                f"{framework} is not installed for {self.python}: pip install {distribution}",
+            )
+        installed = importlib.metadata.version(distribution)
+        wanted = config.environment.framework_version
+        warnings = []
+        if wanted and not _same_release(wanted, installed):
+            warnings.append(
+                f"environment.framework_version is {wanted}, but this interpreter has "
+                f"{framework} {installed}; the cloud image will have {wanted}"
+            )
+        return framework, installed, warnings
+
+
+def _same_release(wanted: str, installed: str) -> bool:
+    """1.2 matches 1.2.x; 1.2.1 matches only 1.2.1."""
+    wanted_parts = wanted.split("-")[0].split(".")
+    return installed.split(".")[: len(wanted_parts)] == wanted_parts
+
+
+def _trigger_for(config: PipelineConfig, number: int, spot: bool) -> float | str | None:
+    """Entry N of local.spot_interruptions reclaims attempt N, if it runs on spot."""
+    triggers = local_settings(config).spot_interruptions
+    return triggers[number - 1] if spot and number <= len(triggers) else None
+
+
+def _describe_trigger(trigger: float | str | None) -> str | None:
+    if trigger is None:
+        return None
+    if isinstance(trigger, str):
+        return f"when the output matches {trigger!r}"
+    return f"{trigger:g} s after start"

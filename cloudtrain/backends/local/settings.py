@@ -1,0 +1,63 @@
+"""The ``local:`` section of a config: simulated spot reclaims on this machine."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from cloudtrain.config import PipelineConfig, Section
+from cloudtrain.errors import ConfigError
+
+
+class LocalConfig(Section):
+    """The local backend: simulated spot reclaims and how a reclaim stops the script."""
+
+    spot_interruptions: list[float | str] = Field(
+        default_factory=list,
+        description="Simulated spot reclaims, entry N for attempt N: a number reclaims "
+        "that many seconds after the attempt starts, a string (a regular expression) "
+        "when a line of the script's output matches it. Needs compute.spot.",
+    )
+    grace_period: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="Seconds between SIGTERM and SIGKILL on a reclaim or a timeout.",
+    )
+
+    @field_validator("spot_interruptions")
+    @classmethod
+    def _valid_triggers(cls, value: list[float | str]) -> list[float | str]:
+        for index, trigger in enumerate(value):
+            if isinstance(trigger, str):
+                try:
+                    re.compile(trigger)
+                except re.error as exc:
+                    raise ValueError(f"[{index}] is not a regular expression: {exc}") from None
+            elif trigger < 0:
+                raise ValueError(f"[{index}] must be >= 0 seconds")
+        return value
+
+    root: Path | None = Field(
+        None,
+        description="Deprecated: the top-level work_dir (accepted and moved there, "
+        "with a warning).",
+    )
+
+    def check_config(self, config: PipelineConfig) -> None:
+        if self.spot_interruptions and not config.compute.spot:
+            raise ConfigError(
+                "local.spot_interruptions",
+                "simulates spot reclaims, so it needs compute.spot: true",
+            )
+
+    def check_other_cloud(self, config: PipelineConfig) -> None:
+        """A run elsewhere is reclaimed for real: a simulation there would mislead."""
+        if self.spot_interruptions:
+            raise ConfigError(
+                "local.spot_interruptions",
+                f"simulates reclaims on the local backend only; cloud {config.cloud} "
+                "reclaims for real",
+            )
