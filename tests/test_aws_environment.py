@@ -48,17 +48,39 @@ def test_instance_types_come_from_botocore_training_enum() -> None:
     types = training_instance_types()
     assert {"ml.m5.large", "ml.c5.xlarge", "ml.p3.2xlarge", "ml.g4dn.xlarge"} <= types
     assert "ml.t2.medium" not in types  # notebook-only
+    assert not any(t.startswith(("ml.t2.", "ml.t3.")) for t in types)  # notebook families
 
 
 @pytest.mark.parametrize("instance_type", ["ml.m5.large", "ml.c5.2xlarge", "ml.g5.xlarge"])
-def test_training_types_pass_without_warnings(instance_type: str) -> None:
-    assert check_training_instance(instance_type) == []
+def test_training_types_pass(instance_type: str) -> None:
+    check_training_instance(instance_type)
+
+
+@pytest.mark.parametrize(
+    "instance_type", ["ml.t3.medium", "ml.t3.large", "ml.t2.medium", "ml.t3.2xlarge", "ML.T3.LARGE"]
+)
+def test_notebook_types_are_refused_for_training(instance_type: str) -> None:
+    """SageMaker's compute guidance: t3/t2 are for notebooks; training needs m5, c5, p3,
+    g4dn or newer. botocore's enum lists ml.t3.*, so this is cloudtrain's own rule."""
+    with pytest.raises(ConfigError) as caught:
+        check_training_instance(instance_type)
+    assert caught.value.field == "compute.instance_type"
+    assert caught.value.message.startswith(
+        f"{instance_type} is a notebook instance type, not one for training jobs: SageMaker "
+        "training needs the m5, c5, p3 or g4dn families or newer ones"
+    )
+    assert "ml.m5.large" in caught.value.message
+
+
+def test_a_typo_of_a_training_type_is_never_answered_with_a_notebook_type() -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_training_instance("ml.t4.medium")
+    assert "ml.t3" not in caught.value.message and "ml.t2" not in caught.value.message
 
 
 @pytest.mark.parametrize(
     ("instance_type", "suggestion"),
     [
-        ("ml.t2.medium", "ml.t3.medium"),  # notebook instance type
         ("ml.m5.larg", "ml.m5.large"),  # typo
         ("m5.large", "ml.m5.large"),  # missing prefix
         ("ML.M5.XLARGE", "ml.m5.xlarge"),
@@ -84,13 +106,6 @@ def test_refusal_names_the_field_it_was_given_and_lists_sizes() -> None:
 def test_azure_vm_size_is_refused_with_the_training_families() -> None:
     with pytest.raises(ConfigError, match="Azure VM size.*ml.m5.\\*"):
         check_training_instance("Standard_DS3_v2")
-
-
-def test_burstable_t3_is_accepted_with_a_warning() -> None:
-    warnings = check_training_instance("ml.t3.medium")
-    assert len(warnings) == 1
-    assert warnings[0].startswith("compute.instance_type: ml.t3.medium is a burstable type")
-    assert "ml.m5.large" in warnings[0]
 
 
 @pytest.mark.parametrize(

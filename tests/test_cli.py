@@ -96,8 +96,22 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
                 "--set",
                 "compute.instance_type=ml.t2.medium",
             ],
-            "cloudtrain: invalid config: compute.instance_type: 'ml.t2.medium' is not a "
-            "SageMaker training instance type",
+            "cloudtrain: invalid config: compute.instance_type: ml.t2.medium is a notebook "
+            "instance type, not one for training jobs",
+        ),
+        (
+            [
+                "--cloud",
+                "aws",
+                "--set",
+                "aws.bucket=my-bucket",
+                "--set",
+                f"aws.role={ROLE}",
+                "--set",
+                "compute.instance_type=ml.t3.medium",
+            ],
+            "cloudtrain: invalid config: compute.instance_type: ml.t3.medium is a notebook "
+            "instance type, not one for training jobs",
         ),
         (
             ["--set", "nonsense"],

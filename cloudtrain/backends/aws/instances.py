@@ -3,8 +3,9 @@
 SageMaker has no persistent compute to create, so "ensure compute" is a check made before
 anything is spent. The list of valid types is botocore's own service model (the enum of
 ``CreateTrainingJob.ResourceConfig.InstanceType``), so it follows boto3 upgrades rather
-than a table kept here. It holds no notebook-only type such as ``ml.t2.medium``; it does
-hold the burstable ``ml.t3.*`` types, which are accepted with a warning.
+than a table kept here, less the burstable ``ml.t2.*``/``ml.t3.*`` notebook types: the API
+lists ``ml.t3.*``, but SageMaker's compute guidance keeps them for notebooks, and training
+jobs need the m5, c5, p3 or g4dn families or newer ones.
 """
 
 from __future__ import annotations
@@ -14,20 +15,25 @@ from functools import lru_cache
 
 from cloudtrain.errors import ConfigError
 
-#: Families that burst above a baseline CPU share: fine for a smoke test, slow to train on.
-BURSTABLE_FAMILIES: tuple[str, ...] = ("t3",)
-#: The usual small training type, suggested instead of a burstable one.
+#: Burstable families sized for notebooks, refused for training jobs.
+NOTEBOOK_FAMILIES: tuple[str, ...] = ("t2", "t3")
+#: The usual small training type, suggested instead of a notebook one.
 SMALL_TRAINING_TYPE = "ml.m5.large"
 
 
 @lru_cache(maxsize=1)
 def training_instance_types() -> frozenset[str]:
-    """Every instance type CreateTrainingJob accepts, from botocore's service model."""
+    """Every instance type CreateTrainingJob accepts (botocore's service model) that
+    cloudtrain trains on: all but the notebook families."""
     import botocore.session
 
     model = botocore.session.get_session().get_service_model("sagemaker")
     resource = model.operation_model("CreateTrainingJob").input_shape.members["ResourceConfig"]
-    return frozenset(resource.members["InstanceType"].enum)
+    return frozenset(
+        name
+        for name in resource.members["InstanceType"].enum
+        if instance_family(name) not in NOTEBOOK_FAMILIES
+    )
 
 
 def instance_family(instance_type: str) -> str:
@@ -36,22 +42,23 @@ def instance_family(instance_type: str) -> str:
     return parts[1] if len(parts) == 3 and parts[0] == "ml" else ""
 
 
-def check_training_instance(instance_type: str, field: str = "compute.instance_type") -> list[str]:
-    """Refuse a type SageMaker training would reject; return warnings for accepted ones.
+def check_training_instance(instance_type: str, field: str = "compute.instance_type") -> None:
+    """Refuse a type SageMaker training would reject, or one meant for notebooks.
 
-    Runs offline, so ``cloudtrain plan`` and config checks catch a typo or a notebook-only
-    type in one line naming ``field`` instead of a ValidationException from the API.
+    Runs offline, so ``cloudtrain plan`` and config checks catch a typo or a notebook
+    type in one line naming ``field`` instead of a ValidationException from the API (or
+    a training job held to a burstable type's baseline CPU share).
     """
+    if instance_family(instance_type.strip().lower()) in NOTEBOOK_FAMILIES:
+        raise ConfigError(
+            field,
+            f"{instance_type} is a notebook instance type, not one for training jobs: "
+            "SageMaker training needs the m5, c5, p3 or g4dn families or newer ones "
+            f"({SMALL_TRAINING_TYPE} is the usual small training type)",
+        )
     valid = training_instance_types()
     if instance_type not in valid:
         raise ConfigError(field, _not_a_training_type(instance_type, valid))
-    if instance_family(instance_type) in BURSTABLE_FAMILIES:
-        return [
-            f"{field}: {instance_type} is a burstable type sized for notebooks and light, "
-            "intermittent work; sustained training may be held to its baseline CPU share "
-            f"({SMALL_TRAINING_TYPE} is the usual small training type)"
-        ]
-    return []
 
 
 def accelerator(instance_type: str) -> str:
