@@ -6,8 +6,8 @@ it. The flows live in ``flows/`` and the Prefect tasks in ``tasks/``.
 
 from __future__ import annotations
 
-from cloudtrain.backend import Backend, StagePlan
-from cloudtrain.backends import build_backend, cloud_names, register, use_backend
+from cloudtrain.backend import Backend, StagePlan, build_backend, use_backend
+from cloudtrain.backends import cloud_names, register
 from cloudtrain.config import PipelineConfig, Section, load_config, validate_config
 from cloudtrain.errors import (
     BackendError,

@@ -8,6 +8,9 @@ A backend is one folder under ``cloudtrain/backends/`` plus one registration
 (``cloudtrain.backends.register``): the class declares its cloud ``name``, the
 ``settings`` model of its config section (``aws:``, ``azure:``, ...) and ``from_config``.
 
+A run builds its backend once (``build_backend``); ``use_backend`` hands a ready one
+(clients pointed at emulators, say) to every run started inside it.
+
 ``validate``, ``plan_stages`` and ``attempt_request`` are pure (no network, no
 credentials), so bad input is refused and ``cloudtrain plan`` prints the exact requests
 before anything is created. The per-attempt plan is built once, in ``cloudtrain.planning``:
@@ -17,11 +20,14 @@ attempts there are.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextvars
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
+from cloudtrain.backends import backend_class
 from cloudtrain.backoff import Backoff
 from cloudtrain.results import (
     AttemptSpec,
@@ -123,3 +129,28 @@ class Backend(Protocol):
 
     def collect_artifacts(self, config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
         """Fetch the model and the metrics of the attempt that succeeded."""
+
+
+_injected: contextvars.ContextVar[Backend | None] = contextvars.ContextVar(
+    "cloudtrain_backend", default=None
+)
+
+
+def build_backend(config: PipelineConfig) -> Backend:
+    """The backend for ``config.cloud``: the one ``use_backend`` handed in, else a new one."""
+    injected = _injected.get()
+    if injected is not None and injected.name == config.cloud:
+        return injected
+    backend: Backend = backend_class(config.cloud).from_config(config)
+    return backend
+
+
+@contextmanager
+def use_backend(backend: Backend) -> Iterator[Backend]:
+    """Runs started inside use ``backend`` for its cloud instead of building one: the
+    seam tests use to point a whole flow at emulators, without patching anything."""
+    token = _injected.set(backend)
+    try:
+        yield backend
+    finally:
+        _injected.reset(token)

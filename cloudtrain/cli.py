@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _config_warnings():
             config = load_config(args.config, args.overrides, args.cloud)
-        from cloudtrain.backends import build_backend
+        from cloudtrain.backend import build_backend
 
         backend = build_backend(config)
         check_runnable(config, backend)

@@ -147,7 +147,8 @@ def check_config(raw: Mapping[str, Any], flow_name: str, root: Path) -> list[str
     is installed is the worker's interpreter's business (it is the backend's last
     check). Code is in the repository: a missing script is an error.
     """
-    from cloudtrain.backends import build_backend, is_cloud
+    from cloudtrain.backend import build_backend
+    from cloudtrain.backends import is_cloud
 
     values: dict[str, Any] = copy.deepcopy(dict(raw))
     cloud = flow_name.removesuffix("-training")

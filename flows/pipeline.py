@@ -19,7 +19,8 @@ from prefect import Flow, flow, get_run_logger, tags
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from cloudtrain.backends import backend_class, build_backend
+from cloudtrain.backend import build_backend
+from cloudtrain.backends import backend_class
 from cloudtrain.changes import RunRecords
 from cloudtrain.config import PipelineConfig, check_runnable
 from cloudtrain.errors import TrainingError

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from azure_fake import FakeMLClient
 
-from cloudtrain.backends import use_backend
+from cloudtrain.backend import use_backend
 from cloudtrain.backends.azure.backend import AzureBackend
 from cloudtrain.backends.azure.clients import AzureClients
 from cloudtrain.backends.azure.settings import AzureConfig, azure_settings

@@ -6,17 +6,15 @@ installed package). Config validation, the CLI, flow names and messages all read
 registry, so a new cloud touches nothing else. Classes are imported only when a config
 or a run asks for them.
 
-A run builds its backend once (``build_backend``); ``use_backend`` hands a ready one
-(with clients pointed at emulators, say) to every flow run started inside it.
+This module knows names and classes only (no config, no protocol), so that the config
+can validate ``cloud`` and its sections against it; ``cloudtrain.backend`` builds a run's
+backend from it.
 """
 
 from __future__ import annotations
 
-import contextvars
 import difflib
 import importlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +22,6 @@ from cloudtrain.errors import ConfigError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
-
-    from cloudtrain.backend import Backend
-    from cloudtrain.config import PipelineConfig
 
 #: The backends that come with cloudtrain: name -> "module:Class".
 BUILT_IN: dict[str, str] = {
@@ -38,9 +33,6 @@ BUILT_IN: dict[str, str] = {
 ENTRY_POINT_GROUP = "cloudtrain.backends"
 
 _registered: dict[str, str | type[Any]] = dict(BUILT_IN)
-_injected: contextvars.ContextVar[Backend | None] = contextvars.ContextVar(
-    "cloudtrain_backend", default=None
-)
 
 
 def register(name: str, backend: str | type[Any]) -> None:
@@ -72,8 +64,9 @@ def is_cloud(name: str) -> bool:
 
 
 @cache
-def backend_class(name: str) -> type[Backend]:
-    """The class registered for ``name``; a ConfigError naming ``cloud`` when none is."""
+def backend_class(name: str) -> type[Any]:
+    """The class registered for ``name`` (it implements ``cloudtrain.backend.Backend``);
+    a ConfigError naming ``cloud`` when none is."""
     target = _registered.get(name) or _entry_points().get(name)
     if target is None:
         raise ConfigError("cloud", unknown_cloud_message(name))
@@ -82,13 +75,14 @@ def backend_class(name: str) -> type[Backend]:
         target = getattr(importlib.import_module(module_name), class_name)
     if getattr(target, "name", None) != name:
         raise TypeError(f"{target!r} is registered as {name!r} but declares name {target.name!r}")
-    found: type[Backend] = target
+    found: type[Any] = target
     return found
 
 
 def settings_model(name: str) -> type[BaseModel] | None:
     """The model of the config section named ``name``, or None for a cloud without one."""
-    return backend_class(name).settings
+    model: type[BaseModel] | None = backend_class(name).settings
+    return model
 
 
 def unknown_cloud_message(name: str) -> str:
@@ -96,22 +90,3 @@ def unknown_cloud_message(name: str) -> str:
     message = f"unknown cloud {name!r}; valid: {', '.join(names)}"
     close = difflib.get_close_matches(name, names, n=1)
     return message + (f" (did you mean {close[0]!r}?)" if close else "")
-
-
-def build_backend(config: PipelineConfig) -> Backend:
-    """The backend for ``config.cloud``: the one ``use_backend`` handed in, else a new one."""
-    injected = _injected.get()
-    if injected is not None and injected.name == config.cloud:
-        return injected
-    return backend_class(config.cloud).from_config(config)
-
-
-@contextmanager
-def use_backend(backend: Backend) -> Iterator[Backend]:
-    """Runs started inside use ``backend`` for its cloud instead of building one: the
-    seam tests use to point a whole flow at emulators, without patching anything."""
-    token = _injected.set(backend)
-    try:
-        yield backend
-    finally:
-        _injected.reset(token)

@@ -1,0 +1,62 @@
+"""No import circle among cloudtrain's modules, counting every import statement: at the
+top, under TYPE_CHECKING, and inside functions (a lazy import still ties two modules)."""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "cloudtrain"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the cloudtrain modules it imports. ``from pkg import name`` counts as an
+    import of ``pkg.name`` when that is a module, else of ``pkg``. The package's public
+    face (cloudtrain/__init__.py) re-exports everything, so it is a source, never a
+    target: ``import cloudtrain.x`` runs it, but it is not part of x's design."""
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    child = f"{node.module}.{alias.name}"
+                    targets.add(child if child in modules else node.module)
+        graph[name] = {t for t in targets if t in modules and t not in ("cloudtrain", name)}
+    return graph
+
+
+def test_the_graph_sees_the_modules_and_their_imports() -> None:
+    graph = import_graph()
+    assert "cloudtrain.backends.aws.backend" in graph
+    assert "cloudtrain.config" in graph["cloudtrain.training"]
+    # a lazy import inside a function is an edge too
+    assert "cloudtrain.backends.aws.s3" in graph["cloudtrain.backends.aws.backend"]
+
+
+def test_no_import_circle_among_cloudtrain_modules() -> None:
+    try:
+        order = list(graphlib.TopologicalSorter(import_graph()).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import circle: {' -> '.join(exc.args[1])}")
+    assert order
+
+
+def test_a_circle_would_be_found() -> None:
+    """The check itself can fail: a made-up circle is reported."""
+    graph = import_graph()
+    graph["cloudtrain.results"].add("cloudtrain.training")  # training imports results
+    with pytest.raises(graphlib.CycleError):
+        list(graphlib.TopologicalSorter(graph).static_order())
