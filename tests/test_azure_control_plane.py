@@ -18,11 +18,9 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure_fake import CURATED_CATALOGUE, FakeMLClient, rest_problems
 
 from cloudtrain.backends.azure.compute import (
-    SUPPORTED_VM_SIZES,
     cluster_drift,
     desired_cluster,
     ensure_compute,
-    is_gpu_size,
     validate_compute,
 )
 from cloudtrain.backends.azure.environments import (
@@ -36,6 +34,7 @@ from cloudtrain.backends.azure.pricing import (
     PRICES_AS_OF,
     estimate_cost,
 )
+from cloudtrain.backends.azure.vm_sizes import SUPPORTED_VM_SIZES, is_gpu_size
 from cloudtrain.config import PipelineConfig, validate_config
 from cloudtrain.errors import BackendError, ConfigError, TransientError, UnsupportedError
 
@@ -793,6 +792,7 @@ def test_the_fake_runs_command_jobs(fake: FakeMLClient, tmp_path: Path) -> None:
 def test_every_supported_size_has_a_price() -> None:
     priced = {size.lower() for size in DEDICATED_USD_PER_HOUR}
     assert priced == set(SUPPORTED_VM_SIZES)
+    assert all(size.usd_per_hour > 0 for size in SUPPORTED_VM_SIZES.values())
     assert set(LOW_PRIORITY_USD_PER_HOUR) == set(DEDICATED_USD_PER_HOUR)
     assert all(
         LOW_PRIORITY_USD_PER_HOUR[s] < DEDICATED_USD_PER_HOUR[s] for s in DEDICATED_USD_PER_HOUR

@@ -4,8 +4,9 @@ Why boto3's ``create_training_job`` and not the SDK's ``ModelTrainer``: the requ
 the product here. ``cloudtrain plan`` prints it exactly, botocore's own validator checks it
 offline, and every field that matters for a bill (spot, stopping condition, checkpoint
 URI, tags) is set by us and visible in one dict. ModelTrainer costs ~2 s and ~200 MB to
-import, uploads the code its own way, and needed three workarounds to talk to an
-emulator (FIELD-NOTES); the SDK is still used where it is the authority: the image URIs.
+import, uploads the code its own way, and talks to an emulator only with three
+workarounds (an endpoint variable, a session with a default bucket, role validation
+turned off); the SDK is still used where it is the authority: the image URIs.
 """
 
 from __future__ import annotations

@@ -124,8 +124,9 @@ class AzureBackend:
         problems.raise_if_any()
 
     def plan_stages(self, config: PipelineConfig) -> StagePlan:
-        from cloudtrain.backends.azure.compute import desired_cluster, is_gpu_size
+        from cloudtrain.backends.azure.compute import desired_cluster
         from cloudtrain.backends.azure.environments import plan_environment
+        from cloudtrain.backends.azure.vm_sizes import is_gpu_size
 
         azure = azure_settings(config)
         bodies: dict[str, Any] = {
@@ -234,8 +235,8 @@ class AzureBackend:
     def resolve_environment(
         self, config: PipelineConfig, compute: ComputeTarget
     ) -> ResolvedEnvironment:
-        from cloudtrain.backends.azure.compute import is_gpu_size
         from cloudtrain.backends.azure.environments import resolve_environment
+        from cloudtrain.backends.azure.vm_sizes import is_gpu_size
 
         resolved = resolve_environment(
             self.ml,

@@ -4,7 +4,8 @@ Azure ML bills the VMs of a cluster per node-second at the VM's Linux price; a
 low-priority cluster pays the low-priority price for the same time, and can be
 preempted. No offline API gives either price, hence the dated table below.
 
-Provenance, plainly: the dedicated column was written from memory of the public "Azure
+Provenance, plainly: the dedicated prices (the ``usd_per_hour`` column of the VM-size
+table in ``vm_sizes``) were written from memory of the public "Azure
 Machine Learning pricing" / "Linux Virtual Machines pricing" pages (pay as you go, Linux,
 region East US) as they stood around ``PRICES_AS_OF``; it was not fetched (this machine
 has no network) and was not checked against the Azure Retail Prices API. The
@@ -21,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from cloudtrain.backends.azure.vm_sizes import SUPPORTED_VM_SIZES
+
 #: The month the table describes (approximate; see the module docstring).
 PRICES_AS_OF = "2024-06"
 #: The region the prices are for.
@@ -28,50 +31,10 @@ PRICE_REGION = "eastus"
 #: Low priority as a fraction of dedicated (an 80 % discount; see the module docstring).
 LOW_PRIORITY_FRACTION = 0.2
 
-#: USD per node-hour, dedicated, Linux, East US, as of PRICES_AS_OF.
+#: USD per node-hour, dedicated, Linux, East US, as of PRICES_AS_OF: the price column of
+#: the one VM-size table (cloudtrain.backends.azure.vm_sizes).
 DEDICATED_USD_PER_HOUR: Mapping[str, float] = MappingProxyType(
-    {
-        "Standard_DS1_v2": 0.073,
-        "Standard_DS2_v2": 0.146,
-        "Standard_DS3_v2": 0.293,
-        "Standard_DS4_v2": 0.585,
-        "Standard_DS5_v2": 1.17,
-        "Standard_DS11_v2": 0.185,
-        "Standard_DS12_v2": 0.371,
-        "Standard_DS13_v2": 0.741,
-        "Standard_DS14_v2": 1.482,
-        "Standard_D2s_v3": 0.096,
-        "Standard_D4s_v3": 0.192,
-        "Standard_D8s_v3": 0.384,
-        "Standard_D16s_v3": 0.768,
-        "Standard_D32s_v3": 1.536,
-        "Standard_E4s_v3": 0.252,
-        "Standard_E8s_v3": 0.504,
-        "Standard_E16s_v3": 1.008,
-        "Standard_F2s_v2": 0.0846,
-        "Standard_F4s_v2": 0.169,
-        "Standard_F8s_v2": 0.338,
-        "Standard_F16s_v2": 0.677,
-        "Standard_F32s_v2": 1.353,
-        "Standard_F72s_v2": 3.045,
-        "Standard_NC6s_v3": 3.06,
-        "Standard_NC12s_v3": 6.12,
-        "Standard_NC24s_v3": 12.24,
-        "Standard_NC24rs_v3": 13.464,
-        "Standard_NC4as_T4_v3": 0.526,
-        "Standard_NC8as_T4_v3": 0.752,
-        "Standard_NC16as_T4_v3": 1.204,
-        "Standard_NC64as_T4_v3": 4.352,
-        "Standard_NV6ads_A10_v5": 0.454,
-        "Standard_NV12ads_A10_v5": 0.908,
-        "Standard_NV18ads_A10_v5": 1.6,
-        "Standard_NV36ads_A10_v5": 3.2,
-        "Standard_NC24ads_A100_v4": 3.673,
-        "Standard_NC48ads_A100_v4": 7.346,
-        "Standard_NC96ads_A100_v4": 14.692,
-        "Standard_ND96asr_v4": 27.197,
-        "Standard_ND96amsr_A100_v4": 32.77,
-    }
+    {size.name: size.usd_per_hour for size in SUPPORTED_VM_SIZES.values()}
 )
 
 #: USD per node-hour, low priority: derived, see LOW_PRIORITY_FRACTION.
@@ -83,7 +46,6 @@ LOW_PRIORITY_USD_PER_HOUR: Mapping[str, float] = MappingProxyType(
 )
 
 SECONDS_PER_HOUR = 3600.0
-_BY_LOWER = {size.lower(): size for size in DEDICATED_USD_PER_HOUR}
 
 
 @dataclass(frozen=True)
@@ -110,9 +72,10 @@ def estimate_cost(vm_size: str, nodes: int, seconds: float, low_priority: bool) 
         raise ValueError(f"nodes must be >= 1 (got {nodes})")
     if seconds < 0:
         raise ValueError(f"seconds must be >= 0 (got {seconds})")
-    size = _BY_LOWER.get(vm_size.strip().lower())
-    if size is None:
+    known = SUPPORTED_VM_SIZES.get(vm_size.strip().lower())
+    if known is None:
         return None
+    size = known.name
     dedicated_rate = DEDICATED_USD_PER_HOUR[size]
     rate = LOW_PRIORITY_USD_PER_HOUR[size] if low_priority else dedicated_rate
     node_hours = nodes * seconds / SECONDS_PER_HOUR
