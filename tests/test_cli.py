@@ -300,3 +300,35 @@ def test_embedded_server_run_shows_no_shutdown_traceback(
     assert "Starting temporary server" in done.stderr  # it really was the embedded server
     for noise in ("Traceback", "CancelledError", "Error flushing"):
         assert noise not in done.stderr, done.stderr[-3000:]
+
+
+def test_every_problem_of_a_config_is_printed_one_line_each(
+    write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(compute={"max_run": 60, "max_wait": 10}, retry={"max_attempts": 0})
+    assert main(["plan", str(path), "--set", "name=Bad_Name"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "cloudtrain: invalid config, 3 problems:"
+    assert sorted(line.split(":")[0].strip() for line in err[1:]) == [
+        "compute.max_wait",
+        "name",
+        "retry.max_attempts",
+    ]
+
+    assert main(["plan", str(path), "--json"]) == 2
+    output = json.loads(capsys.readouterr().out)
+    assert output["status"] == "invalid"
+    assert {p["field"] for p in output["problems"]} == {"compute.max_wait", "retry.max_attempts"}
+
+
+def test_problems_of_the_config_and_of_its_cloud_are_reported_together(
+    write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The backend's checks and other sections' rules, in one pass."""
+    path = write_config(compute={"spot": True}, local={"spot_interruptions": [5]})
+    code = main(["plan", str(path), "--cloud", "aws", "--set", "aws.bucket=Bad_Bucket"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "aws.role: must be an IAM role ARN" in err
+    assert "aws.bucket: 'Bad_Bucket' is not a valid S3 bucket name" in err
+    assert "local.spot_interruptions: simulates reclaims on the local backend only" in err
