@@ -12,6 +12,7 @@ import yaml
 from cloudtrain.backends.azure import jobs
 from cloudtrain.config import PipelineConfig, load_config
 from cloudtrain.recovery import Outcome
+from cloudtrain.results import AttemptSpec, ComputeTarget, ResolvedEnvironment
 
 
 def azure_config(tmp_path: Path, **azure: Any) -> PipelineConfig:
@@ -38,18 +39,25 @@ def azure_config(tmp_path: Path, **azure: Any) -> PipelineConfig:
 
 
 def body(config: PipelineConfig, compute: str | None, spot: bool = True) -> dict[str, Any]:
-    job = jobs.command_job(
-        config,
-        job_name="digits-0123abcd-a1",
+    spec = AttemptSpec(
         run_id="0123abcd",
-        attempt=1,
+        number=1,
         spot=spot,
-        environment="azureml:AzureML-sklearn-1.5-ubuntu22.04-py39-cpu:3",
-        compute=compute,
-        inputs={"train": ("uri_folder", "azureml:digits-train:ab12")},
+        job_name="digits-0123abcd-a1",
         checkpoint_uri=jobs.datastore_uri(
             "workspaceblobstore", "cloudtrain/digits/checkpoints/0123abcd"
         ),
+        channels={"train": "azureml:digits-train:ab12"},
+        compute=ComputeTarget(compute or "serverless", "Standard_DS3_v2", 1),
+        environment=ResolvedEnvironment(
+            "curated", "azureml:AzureML-sklearn-1.5-ubuntu22.04-py39-cpu:3", "curated"
+        ),
+    )
+    job = jobs.command_job(
+        config,
+        spec,
+        compute=compute,
+        inputs={"train": ("uri_folder", "azureml:digits-train:ab12")},
     )
     return jobs.rest_body(job)["properties"]
 

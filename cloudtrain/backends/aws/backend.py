@@ -155,16 +155,10 @@ class AwsBackend:
         image = self._image(config)
         request = jobs.create_training_job_request(
             config,
-            job_name=spec.job_name,
-            run_id=spec.run_id,
-            attempt=spec.number,
-            spot=spec.spot,
-            image_uri=spec.environment.uri,
-            script_mode=image.script_mode,
+            spec,
             image_kind=image.kind,
-            channels=spec.channels,
+            script_mode=image.script_mode,
             code_uri=self._code_archive(config)[1] if image.script_mode else None,
-            checkpoint_uri=spec.checkpoint_uri,
             output_uri=layout.output_uri(),
         )
         jobs.validate_request(request)

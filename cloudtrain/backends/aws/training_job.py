@@ -27,6 +27,7 @@ from cloudtrain.backends.aws.settings import aws_settings
 from cloudtrain.config import HyperparameterValue, PipelineConfig
 from cloudtrain.errors import ConfigError
 from cloudtrain.recovery import Outcome
+from cloudtrain.results import AttemptSpec
 
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 VOLUME_SIZE_GB = 30
@@ -123,24 +124,19 @@ def hyperparameters(
 
 def create_training_job_request(
     config: PipelineConfig,
+    spec: AttemptSpec,
     *,
-    job_name: str,
-    run_id: str,
-    attempt: int,
-    spot: bool,
-    image_uri: str,
     image_kind: str,
     script_mode: bool,
-    channels: Mapping[str, str],
     code_uri: str | None,
-    checkpoint_uri: str,
     output_uri: str,
 ) -> dict[str, Any]:
-    """The exact CreateTrainingJob request for one attempt.
+    """The exact CreateTrainingJob request for the attempt ``spec``.
 
     ``image_kind`` is framework, builtin or image (BYOC); ``script_mode`` says whether the
-    image runs ``code.entry_point`` (framework and BYOC images do).
+    image (``spec.environment.uri``) runs ``code.entry_point`` (framework and BYOC do).
     """
+    job_name, attempt, spot = spec.job_name, spec.number, spec.spot
     aws = aws_settings(config)
     assert aws.role
     builtin = image_kind == "builtin"
@@ -156,7 +152,10 @@ def create_training_job_request(
             sagemaker_container_log_level=json.dumps(CONTAINER_LOG_LEVEL),
             sagemaker_job_name=json.dumps(job_name),
         )
-    algorithm: dict[str, Any] = {"TrainingImage": image_uri, "TrainingInputMode": "File"}
+    algorithm: dict[str, Any] = {
+        "TrainingImage": spec.environment.uri,
+        "TrainingInputMode": "File",
+    }
     if config.metrics and not builtin:  # built-in algorithms publish their own metrics
         algorithm["MetricDefinitions"] = [
             {"Name": name, "Regex": contract.metric_regex(name)} for name in config.metrics
@@ -180,7 +179,7 @@ def create_training_job_request(
                     }
                 },
             }
-            for channel, uri in channels.items()
+            for channel, uri in spec.channels.items()
         ],
         "OutputDataConfig": {"S3OutputPath": output_uri},
         "ResourceConfig": {
@@ -190,10 +189,10 @@ def create_training_job_request(
         },
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": spot,
-        "CheckpointConfig": {"S3Uri": checkpoint_uri, "LocalPath": CHECKPOINT_LOCAL_PATH},
+        "CheckpointConfig": {"S3Uri": spec.checkpoint_uri, "LocalPath": CHECKPOINT_LOCAL_PATH},
         "Tags": [
             {"Key": "cloudtrain:pipeline", "Value": config.name},
-            {"Key": "cloudtrain:run", "Value": run_id},
+            {"Key": "cloudtrain:run", "Value": spec.run_id},
             {"Key": "cloudtrain:attempt", "Value": str(attempt)},
             {"Key": "cloudtrain:capacity", "Value": "spot" if spot else "on-demand"},
         ],

@@ -405,17 +405,12 @@ class AzureBackend:
     def _command_job(self, config: PipelineConfig, spec: AttemptSpec) -> Any:
         return jobs.command_job(
             config,
-            job_name=spec.job_name,
-            run_id=spec.run_id,
-            attempt=spec.number,
-            spot=spec.spot,
-            environment=spec.environment.uri,
+            spec,
             compute=self._compute_for(config, spec.spot),
             inputs={
                 channel: (self._input_kinds.get(uri) or _input_kind(uri), uri)
                 for channel, uri in spec.channels.items()
             },
-            checkpoint_uri=spec.checkpoint_uri,
         )
 
     def _data_path(self, config: PipelineConfig, channel: str) -> str:

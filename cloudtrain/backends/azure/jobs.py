@@ -17,6 +17,7 @@ from typing import Any
 from cloudtrain import contract
 from cloudtrain.config import PipelineConfig
 from cloudtrain.recovery import Outcome
+from cloudtrain.results import AttemptSpec
 
 MODEL_OUTPUT = "model"
 OUTPUT_DATA = "output_data"
@@ -87,17 +88,14 @@ def static_environment(
 
 def command_job(
     config: PipelineConfig,
+    spec: AttemptSpec,
     *,
-    job_name: str,
-    run_id: str,
-    attempt: int,
-    spot: bool,
-    environment: str,
     compute: str | None,
     inputs: Mapping[str, tuple[str, str]],  # channel -> (uri_folder | uri_file, path)
-    checkpoint_uri: str,
 ) -> Any:
-    """The attempt's CommandJob; ``compute=None`` runs serverless, its tier from ``spot``."""
+    """The CommandJob of the attempt ``spec``; ``compute=None`` runs serverless, its tier
+    from ``spec.spot``."""
+    job_name, run_id, attempt, spot = spec.job_name, spec.run_id, spec.number, spec.spot
     from azure.ai.ml import Input, Output, command
     from azure.ai.ml.entities import CommandJobLimits, QueueSettings
 
@@ -113,9 +111,9 @@ def command_job(
         outputs={
             MODEL_OUTPUT: Output(type="uri_folder", mode="rw_mount"),
             OUTPUT_DATA: Output(type="uri_folder", mode="rw_mount"),
-            CHECKPOINTS: Output(type="uri_folder", mode="rw_mount", path=checkpoint_uri),
+            CHECKPOINTS: Output(type="uri_folder", mode="rw_mount", path=spec.checkpoint_uri),
         },
-        environment=environment,
+        environment=spec.environment.uri,
         compute=compute,
         instance_count=config.compute.instance_count,
         environment_variables=static_environment(
