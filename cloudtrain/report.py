@@ -13,7 +13,7 @@ from typing import Any
 
 from cloudtrain.config import PipelineConfig
 from cloudtrain.results import ChannelData, ModelArtifacts, ResolvedEnvironment, TrainingResult
-from cloudtrain.uploads import human_size
+from cloudtrain.sync import human_size
 
 
 def attempts_table(result: TrainingResult) -> list[dict[str, Any]]:

@@ -162,7 +162,8 @@ class AwsBackend:
         dataframes: Mapping[str, pd.DataFrame] | None = None,
         log: Callable[[str], None] | None = None,
     ) -> dict[str, ChannelData]:
-        from cloudtrain.backends.aws.s3 import require_s3_uri, upload_channel
+        from cloudtrain.backends.aws.s3 import S3Store, require_s3_uri
+        from cloudtrain.sync import sync_channel
 
         layout = jobs.S3Layout.for_config(config)
         sources: dict[str, Any] = {**config.data, **(dataframes or {})}
@@ -180,12 +181,11 @@ class AwsBackend:
                     source=source,
                 )
                 continue
-            result[channel] = upload_channel(
-                self.clients,
+            result[channel] = sync_channel(
+                S3Store(self.clients, layout.bucket),
                 channel=channel,
                 source=Path(source) if isinstance(source, str) else source,
-                bucket=layout.bucket,
-                key_prefix=layout.data_key(channel),
+                prefix=layout.data_key(channel),
                 manifest_key=layout.manifest_key(channel),
                 cache_dir=config.local.root / "aws",
                 verify=config.aws.verify_uploads if config.aws else False,

@@ -178,7 +178,8 @@ class AzureBackend:
         dataframes: Mapping[str, pd.DataFrame] | None = None,
         log: Callable[[str], None] | None = None,
     ) -> dict[str, ChannelData]:
-        from cloudtrain.backends.azure.storage import upload_channel
+        from cloudtrain.backends.azure.storage import BlobStore
+        from cloudtrain.sync import sync_channel
 
         azure = config.azure
         assert azure is not None
@@ -201,12 +202,12 @@ class AzureBackend:
             if container is None:
                 container = self._datastore_container(azure.datastore)
             path = self._data_path(config, channel)
-            uploaded = upload_channel(
-                container,
+            uploaded = sync_channel(
+                BlobStore(container),
                 channel=channel,
                 source=Path(source) if isinstance(source, str) else source,
-                path_prefix=path,
-                manifest_path=f"{azure.prefix}/{config.name}/manifests/{channel}.json",
+                prefix=path,
+                manifest_key=f"{azure.prefix}/{config.name}/manifests/{channel}.json",
                 cache_dir=config.local.root / "azure",
                 log=log or (lambda line: None),
             )
