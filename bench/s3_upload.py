@@ -3,7 +3,7 @@
 Measured side by side in one run against moto's server on loopback, a fresh bucket for
 every measurement, methods alternating, median of N:
 
-  cloudtrain   cloudtrain.backends.aws.s3.upload_channel (cold: an empty hash cache)
+  cloudtrain   cloudtrain.sync.sync_channel on an S3Store (cold: an empty hash cache)
   sdk          sagemaker.core.s3.S3Uploader.upload -> Session.upload_data (SDK v3)
   boto3        a ThreadPoolExecutor of client.upload_file, the same concurrency and
                multipart settings as cloudtrain, botocore's default checksum (CRC32)
@@ -152,6 +152,7 @@ def make_uploaders(work: Path) -> dict[str, Callable[..., None]]:
 
     from cloudtrain.backends.aws import s3 as cloudtrain_s3
     from cloudtrain.backends.aws.clients import MAX_POOL_CONNECTIONS, AwsClients
+    from cloudtrain.sync import sync_channel
 
     clients = AwsClients(boto3.Session(region_name=REGION))
     clients.client("s3")
@@ -161,12 +162,11 @@ def make_uploaders(work: Path) -> dict[str, Callable[..., None]]:
     def cloudtrain(source: Path, bucket: str, prefix: str, rerun: bool = False) -> None:
         if not rerun:
             last_cache[:] = [work / "caches" / str(next(caches))]  # cold: every file hashed
-        cloudtrain_s3.upload_channel(
-            clients,
+        sync_channel(
+            cloudtrain_s3.S3Store(clients, bucket),
             channel="bench",
             source=source,
-            bucket=bucket,
-            key_prefix=prefix,
+            prefix=prefix,
             manifest_key=f"manifests/{prefix}.json",
             cache_dir=last_cache[0],
             progress=False,

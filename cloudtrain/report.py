@@ -19,7 +19,7 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
-from cloudtrain.uploads import human_size
+from cloudtrain.sync import human_size
 
 
 def attempts_table(result: TrainingResult) -> list[dict[str, Any]]:

@@ -136,6 +136,38 @@ def azurite_container(azurite: str) -> Iterator[str]:
         container.delete_container()
 
 
+@pytest.fixture
+def s3_remote(aws: MotoServer) -> Any:
+    """An S3Store on a new bucket on moto, with the request log (tests/object_stores.py)."""
+    from object_stores import S3Remote
+
+    return S3Remote(aws)
+
+
+@pytest.fixture
+def blob_remote(azurite: str, azurite_container: str) -> Iterator[Any]:
+    """A BlobStore on a new container on Azurite, with the wire log (tests/object_stores.py)."""
+    from object_stores import BlobRemote
+
+    remote = BlobRemote(azurite, azurite_container)
+    yield remote
+    remote.close()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A channel: nested small files and one file above the stores' (lowered) thresholds
+    for multipart uploads and streaming from disk."""
+    data = tmp_path / "data"
+    (data / "sub" / "deeper").mkdir(parents=True)
+    for index in range(4):
+        (data / f"part-{index}.csv").write_text(f"x,y\n{index},{index * 2}\n" * 50)
+    (data / "sub" / "labels.json").write_text('{"a": 1}')
+    (data / "sub" / "deeper" / "notes.txt").write_text("nested")
+    (data / "big.bin").write_bytes(os.urandom(11 * 1024 * 1024))  # 3 parts: 5 + 5 + 1 MiB
+    return data
+
+
 @pytest.fixture(scope="session")
 def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real Prefect server on loopback, prefect.yaml deployed from a copy of the

@@ -176,15 +176,15 @@ class AwsBackend:
         source: Path | pd.DataFrame,
         log: LogSink,
     ) -> ChannelData:
-        from cloudtrain.backends.aws.s3 import upload_channel
+        from cloudtrain.backends.aws.s3 import S3Store
+        from cloudtrain.sync import sync_channel
 
         layout = jobs.S3Layout.for_config(config)
-        return upload_channel(
-            self.clients,
+        return sync_channel(
+            S3Store(self.clients, layout.bucket),
             channel=channel,
             source=source,
-            bucket=layout.bucket,
-            key_prefix=layout.data_key(channel),
+            prefix=layout.data_key(channel),
             manifest_key=layout.manifest_key(channel),
             cache_dir=config.work_dir / "aws",
             verify=aws_settings(config).verify_uploads,

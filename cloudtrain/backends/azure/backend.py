@@ -191,16 +191,17 @@ class AzureBackend:
         log: LogSink,
     ) -> ChannelData:
         """The channel to the datastore, registered as the data asset of its content."""
-        from cloudtrain.backends.azure.storage import upload_channel
+        from cloudtrain.backends.azure.storage import BlobStore
+        from cloudtrain.sync import sync_channel
 
         azure = azure_settings(config)
         path = self._data_path(config, channel)
-        uploaded = upload_channel(
-            self._container(azure.datastore),
+        uploaded = sync_channel(
+            BlobStore(self._container(azure.datastore)),
             channel=channel,
             source=source,
-            path_prefix=path,
-            manifest_path=f"{azure.prefix}/{config.name}/manifests/{channel}.json",
+            prefix=path,
+            manifest_key=f"{azure.prefix}/{config.name}/manifests/{channel}.json",
             cache_dir=config.work_dir / "azure",
             log=log,
         )

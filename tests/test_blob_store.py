@@ -1,0 +1,191 @@
+"""What only Azure Blob does, against Azurite: an MD5 on every request that the service
+checks, the file's MD5 and sha256 kept on the blob, azure-core's errors mapped."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from object_stores import MANIFEST, PREFIX, BlobRemote, KiB, MiB, b64, md5, sync
+
+from cloudtrain.backends.azure import storage
+from cloudtrain.backends.azure.clients import AzureClients
+from cloudtrain.backends.azure.settings import AzureConfig
+from cloudtrain.backends.azure.storage import BlobStore
+from cloudtrain.errors import BackendError, ConfigError, TransientError
+
+
+@pytest.fixture
+def big_file(tmp_path: Path) -> Path:
+    """A channel of one file above the in-memory limit of ``streaming``."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "big.bin").write_bytes(os.urandom(2 * MiB + 5))
+    return data
+
+
+def streaming(remote: BlobRemote, **container_settings: Any) -> BlobStore:
+    """A store that streams files above 64 KiB from disk."""
+    container = remote.container_client(remote.wire.container, **container_settings)
+    return BlobStore(container, in_memory_max_bytes=64 * KiB)
+
+
+def test_each_put_carries_the_files_md5_for_the_service_and_the_blob_keeps_it(
+    blob_remote: BlobRemote, folder: Path, tmp_path: Path
+) -> None:
+    sync(blob_remote.store, folder, tmp_path)
+
+    puts = {r.key: r for r in blob_remote.of("PUT") if r.key.startswith(PREFIX)}
+    container = blob_remote.container
+    for path in (path for path in folder.rglob("*") if path.is_file()):
+        data, key = path.read_bytes(), f"{PREFIX}/{path.relative_to(folder).as_posix()}"
+        assert puts[key].header("Content-MD5") == b64(md5(data))  # checked by the service
+        assert puts[key].header("x-ms-blob-content-md5") == b64(md5(data))  # kept on the blob
+        properties = container.get_blob_client(key).get_blob_properties()
+        assert bytes(properties.content_settings.content_md5 or b"") == md5(data)
+        assert properties.metadata == {"sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_a_body_damaged_on_the_way_is_refused_by_the_service(
+    blob_remote: BlobRemote, folder: Path, tmp_path: Path
+) -> None:
+    def flip_a_byte(request: Any) -> None:
+        if request.method == "PUT" and request.url.endswith("/part-2.csv"):
+            request.data = b"X" + request.data[1:]
+
+    blob_remote.wire.tamper = flip_a_byte
+    with pytest.raises(BackendError, match="did not match its MD5") as raised:
+        sync(blob_remote.store, folder, tmp_path)
+
+    assert isinstance(raised.value.__cause__, HttpResponseError)
+    assert raised.value.__cause__.status_code == 400
+    assert not blob_remote.container.get_blob_client(MANIFEST).exists()  # uploaded again next run
+
+
+def test_a_big_file_streams_in_blocks_each_with_its_md5(
+    blob_remote: BlobRemote, big_file: Path, tmp_path: Path
+) -> None:
+    store = streaming(blob_remote, max_single_put_size=MiB, max_block_size=MiB)
+    data = (big_file / "big.bin").read_bytes()
+    with store.container:
+        result = sync(store, big_file, tmp_path)
+
+    blocks = [r for r in blob_remote.of("PUT") if "comp=block&" in r.query + "&"]
+    chunks = [data[start : start + MiB] for start in range(0, len(data), MiB)]
+    md5s = sorted(b64(md5(chunk)) for chunk in chunks)
+    assert sorted(r.header("Content-MD5") or "" for r in blocks) == md5s
+    committed = [r for r in blob_remote.of("PUT") if "comp=blocklist" in r.query]
+    assert [r.header("x-ms-blob-content-md5") for r in committed] == [b64(md5(data))]
+    assert blob_remote.read(f"{PREFIX}/big.bin") == data
+    properties = blob_remote.container.get_blob_client(f"{PREFIX}/big.bin").get_blob_properties()
+    assert bytes(properties.content_settings.content_md5 or b"") == md5(data)
+    assert result.copied_bytes == len(data)
+
+
+def test_a_big_file_that_changes_while_it_uploads_is_an_error(
+    blob_remote: BlobRemote, big_file: Path, tmp_path: Path
+) -> None:
+    big, size = big_file / "big.bin", (big_file / "big.bin").stat().st_size
+
+    def append_once(request: Any) -> None:
+        if request.method == "PUT" and big.stat().st_size == size:
+            with big.open("ab") as handle:
+                handle.write(b"more")
+
+    blob_remote.wire.tamper = append_once
+    with pytest.raises(BackendError, match="changed while it was uploading"):
+        sync(streaming(blob_remote), big_file, tmp_path)
+    assert not blob_remote.container.get_blob_client(MANIFEST).exists()
+
+
+def test_verify_replaces_a_blob_changed_by_hand_even_at_the_same_size(
+    blob_remote: BlobRemote, folder: Path, tmp_path: Path
+) -> None:
+    """The blob's sha256 (metadata) tells, where S3's listing has sizes only."""
+    sync(blob_remote.store, folder, tmp_path)
+    original = (folder / "sub" / "labels.json").read_bytes()
+    blob_remote.put(f"{PREFIX}/sub/labels.json", b'{"a": 9}')
+    blob_remote.clear()
+
+    sync(blob_remote.store, folder, tmp_path, verify=True)
+
+    assert blob_remote.channel_puts() == [f"{PREFIX}/sub/labels.json"]
+    assert blob_remote.read(f"{PREFIX}/sub/labels.json") == original
+
+
+def test_folder_markers_of_hierarchical_namespace_accounts_are_not_listed() -> None:
+    # Azurite has no hierarchical namespace: the listing is faked.
+    class Listed:
+        def __init__(self, name: str, metadata: dict[str, str]) -> None:
+            self.name, self.size, self.metadata = name, 0 if metadata else 5, metadata
+
+    class Container:
+        container_name = "c"
+
+        def list_blobs(self, **kwargs: Any) -> list[Listed]:
+            return [Listed("outputs/sub", {"hdi_isfolder": "true"}), Listed("outputs/sub/m", {})]
+
+    store = BlobStore(Container())  # type: ignore[arg-type]
+    assert [obj.key for obj in store.list("outputs/")] == ["outputs/sub/m"]
+
+
+def test_the_azure_clients_seam_hands_out_containers_on_azurite(
+    blob_remote: BlobRemote, folder: Path, tmp_path: Path
+) -> None:
+    clients = AzureClients(AzureConfig(), blob_connection_string=blob_remote.connection_string)
+    container = clients.container_client("https://unused.example", blob_remote.wire.container)
+    assert sync(BlobStore(container), folder, tmp_path).copied_files == 7
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+def _http_error(cls: type[HttpResponseError], status: int, code: str) -> HttpResponseError:
+    error = cls(message=f"{code} happened.\nRequestId:1\nTime:now")
+    error.status_code = status
+    error.error_code = code  # type: ignore[attr-defined]
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "field"),
+    [
+        (_http_error(HttpResponseError, 503, "ServerBusy"), TransientError, None),
+        (_http_error(HttpResponseError, 429, "TooManyRequests"), TransientError, None),
+        (_http_error(HttpResponseError, 500, "InternalError"), TransientError, None),
+        (ServiceRequestError("connection refused"), TransientError, None),
+        (
+            _http_error(ResourceNotFoundError, 404, "ContainerNotFound"),
+            ConfigError,
+            "azure.datastore",
+        ),
+        (
+            _http_error(ClientAuthenticationError, 403, "AuthorizationPermissionMismatch"),
+            ConfigError,
+            "azure.datastore",
+        ),
+        (ClientAuthenticationError("no credential"), ConfigError, "azure.credentials_block"),
+        (_http_error(ResourceNotFoundError, 404, "BlobNotFound"), BackendError, None),
+        (_http_error(HttpResponseError, 400, "InvalidHeaderValue"), BackendError, None),
+    ],
+)
+def test_azure_errors_are_mapped_into_cloudtrains_tree(
+    error: Exception, expected: type[Exception], field: str | None
+) -> None:
+    with pytest.raises(expected) as raised, storage._blob_errors("uploading", "c"):
+        raise error
+    assert raised.value.__cause__ is error
+    if field is not None:
+        assert raised.value.field == field  # type: ignore[attr-defined]
+    if expected is BackendError:
+        assert type(raised.value) is BackendError
+        assert "RequestId" not in str(raised.value)  # one line, not the service's dump

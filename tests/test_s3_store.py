@@ -1,0 +1,145 @@
+"""What only S3 does, against moto's server: SHA-256 on every request (whole-object on a
+single PUT, per part on multipart), botocore's errors mapped, s3:// channels checked."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError, FlexibleChecksumError
+from object_stores import BUCKET, MANIFEST, PART_BYTES, PREFIX, S3Remote, b64, sync
+
+from cloudtrain.backends.aws import s3 as s3_module
+from cloudtrain.backends.aws.s3 import parse_s3_uri, require_s3_uri
+from cloudtrain.errors import BackendError, ConfigError, TransientError
+from cloudtrain.sync import download_prefix
+
+
+def b64_sha256(data: bytes) -> str:
+    return b64(hashlib.sha256(data).digest())
+
+
+def test_a_large_file_goes_multipart_with_a_sha256_per_part(
+    s3_remote: S3Remote, folder: Path, tmp_path: Path
+) -> None:
+    sync(s3_remote.store, folder, tmp_path)
+
+    big = f"{PREFIX}/big.bin"
+    created = [r for r in s3_remote.of("POST") if r.key == big and r.query == "uploads"]
+    assert len(created) == 1
+    assert created[0].header("x-amz-checksum-algorithm") == "SHA256"
+    parts = [r for r in s3_remote.of("PUT") if r.key == big and "partNumber=" in r.query]
+    data = (folder / "big.bin").read_bytes()
+    chunks = range(0, len(data), PART_BYTES)
+    expected = {b64_sha256(data[start : start + PART_BYTES]) for start in chunks}
+    assert {part.header("x-amz-checksum-sha256") for part in parts} == expected
+    completed = [r for r in s3_remote.of("POST") if r.key == big and "uploadId=" in r.query]
+    assert len(completed) == 1
+
+
+def test_each_single_put_carries_the_files_sha256_for_s3_to_verify(
+    s3_remote: S3Remote, folder: Path, tmp_path: Path
+) -> None:
+    sync(s3_remote.store, folder, tmp_path)
+
+    singles = {r.key: r for r in s3_remote.of("PUT") if "partNumber=" not in r.query and r.key}
+    for path in folder.rglob("*"):
+        if path.is_file() and path.name != "big.bin":
+            key = f"{PREFIX}/{path.relative_to(folder).as_posix()}"
+            assert singles[key].header("x-amz-checksum-sha256") == b64_sha256(path.read_bytes())
+    head = s3_remote.s3.head_object(
+        Bucket=BUCKET, Key=f"{PREFIX}/part-0.csv", ChecksumMode="ENABLED"
+    )
+    assert head["ChecksumSHA256"] == b64_sha256((folder / "part-0.csv").read_bytes())
+    manifest = s3_remote.of("PUT")[-1]  # the manifest is checked the same way, and last
+    assert manifest.key == MANIFEST
+    assert manifest.header("x-amz-checksum-sha256") == b64_sha256(s3_remote.read(MANIFEST))
+
+
+def test_a_download_asks_for_the_stored_checksum(s3_remote: S3Remote, tmp_path: Path) -> None:
+    s3_remote.put("outputs/model.pkl", b"model")
+    s3_remote.clear()
+    download_prefix(s3_remote.store, "outputs/", tmp_path / "back")
+    gets = [r for r in s3_remote.of("GET") if r.key == "outputs/model.pkl"]
+    assert [r.header("x-amz-checksum-mode") for r in gets] == ["ENABLED"]
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("SlowDown", 503, TransientError),
+        ("InternalError", 500, TransientError),
+        ("AccessDenied", 403, ConfigError),
+        ("NoSuchBucket", 404, ConfigError),
+        ("InvalidArgument", 400, BackendError),
+    ],
+)
+def test_s3_errors_are_mapped_into_cloudtrains_tree(
+    code: str, status: int, expected: type[Exception]
+) -> None:
+    error = ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutObject",
+    )
+    with pytest.raises(expected) as raised, s3_module._s3_errors("uploading", bucket="b"):
+        raise error
+    assert raised.value.__cause__ is error
+    if expected is ConfigError:
+        assert raised.value.field == "aws.bucket"  # type: ignore[attr-defined]
+    if expected is BackendError:
+        assert type(raised.value) is BackendError
+
+
+def test_a_body_that_does_not_match_its_checksum_is_a_backend_error() -> None:
+    error = FlexibleChecksumError(error_msg="Expected checksum a did not match calculated b")
+    with pytest.raises(BackendError, match="does not match") as raised:
+        with s3_module._s3_errors("downloading", bucket="b"):
+            raise error
+    assert type(raised.value) is BackendError and raised.value.__cause__ is error
+
+
+# -- s3:// channels used as they are ---------------------------------------------------
+
+
+def test_require_s3_uri_accepts_an_existing_key_or_prefix(s3_remote: S3Remote) -> None:
+    s3_remote.put("shared/train/part-0.csv", b"x")
+    clients = s3_remote.clients
+    require_s3_uri(clients, f"s3://{BUCKET}/shared/train/part-0.csv", "data.train")
+    require_s3_uri(clients, f"s3://{BUCKET}/shared/train/", "data.train")
+    require_s3_uri(clients, f"s3://{BUCKET}/shared/train", "data.train")
+    require_s3_uri(clients, f"s3://{BUCKET}", "data.train")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"s3://{BUCKET}/shared/missing.csv",
+        f"s3://{BUCKET}/shared/missing/",
+        "s3://no-such-bucket-here/train/",
+        "s3://no-such-bucket-here/train.csv",
+        "s3:///train.csv",
+        "s3://bad bucket/x",
+        "https://example.com/x",
+    ],
+)
+def test_require_s3_uri_refuses_what_is_not_there(s3_remote: S3Remote, uri: str) -> None:
+    s3_remote.put("shared/train/part-0.csv", b"x")
+    with pytest.raises(ConfigError) as raised:
+        require_s3_uri(s3_remote.clients, uri, "data.validation")
+    assert raised.value.field == "data.validation"
+
+
+def test_require_s3_uri_says_when_the_bucket_does_not_exist(s3_remote: S3Remote) -> None:
+    with pytest.raises(ConfigError, match="bucket 'no-such-bucket-here' does not exist"):
+        require_s3_uri(s3_remote.clients, "s3://no-such-bucket-here/train.csv", "data.train")
+
+
+def test_parse_s3_uri() -> None:
+    assert parse_s3_uri("s3://my-bucket/a/b.csv") == ("my-bucket", "a/b.csv")
+    assert parse_s3_uri("s3://my-bucket") == ("my-bucket", "")
+    with pytest.raises(ValueError):
+        parse_s3_uri("my-bucket/a")
