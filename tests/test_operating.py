@@ -24,7 +24,8 @@ import yaml
 from prefect_server import PrefectStack
 
 from cloudtrain.errors import ConfigError
-from cloudtrain.trigger import Outcome, build_parameters, check_config, report_status
+from cloudtrain.trigger import TriggeredRun, build_parameters, check_config
+from cloudtrain.trigger.outcome import report_status
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "local-training/smoke"
@@ -136,8 +137,8 @@ def test_report_status_is_the_reports_first_line() -> None:
     ],
 )
 def test_exit_codes(state: str | None, timed_out: bool, code: int) -> None:
-    outcome = Outcome("f/d", "id", "name", "url", {}, state=state, timed_out=timed_out)
-    assert outcome.exit_code == code
+    run = TriggeredRun("f/d", "id", "name", "url", {}, state=state, timed_out=timed_out)
+    assert run.exit_code == code
 
 
 def test_without_an_api_it_exits_2(tmp_path: Path) -> None:
