@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,6 +140,48 @@ def test_report_status_is_the_reports_first_line() -> None:
 def test_exit_codes(state: str | None, timed_out: bool, code: int) -> None:
     run = TriggeredRun("f/d", "id", "name", "url", {}, state=state, timed_out=timed_out)
     assert run.exit_code == code
+
+
+class StatesOf:
+    """A Prefect client whose flow run goes through ``states``, one per read, without logs."""
+
+    def __init__(self, *states: Any) -> None:
+        self.states = list(states)
+        self.run_id = uuid.uuid4()
+
+    def read_flow_run(self, flow_run_id: Any) -> Any:
+        from types import SimpleNamespace
+
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return SimpleNamespace(id=self.run_id, name="smoke/local/now", state=state)
+
+    def read_logs(self, **filters: Any) -> list[Any]:
+        return []
+
+
+def test_following_polls_until_the_run_is_final(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The polling constants are read where they live, so a test can shrink them."""
+    from prefect.states import Completed, Pending, Running, Scheduled
+
+    from cloudtrain.trigger import follow
+
+    for name in ("POLL_INITIAL_SECONDS", "POLL_MAX_SECONDS", "LOG_DRAIN_SECONDS"):
+        monkeypatch.setattr(follow, name, 0.0)
+    client = StatesOf(Scheduled(), Pending(), Running(), Running(), Completed())
+    said: list[str] = []
+    started = time.monotonic()
+    flow_run, timed_out = follow.follow_run(
+        client, client.read_flow_run(None), None, None, said.append
+    )
+    assert time.monotonic() - started < 1.0  # unpatched: 3.5 s of polls, 5 s of log drain
+    assert (flow_run.state.type.value, timed_out) == ("COMPLETED", False)
+    assert said == ["state: Pending", "state: Running", "state: Completed"]
+
+    client = StatesOf(Running())
+    flow_run, timed_out = follow.follow_run(
+        client, client.read_flow_run(None), 0.05, None, said.append
+    )
+    assert (flow_run.state.type.value, timed_out) == ("RUNNING", True)
 
 
 def test_without_an_api_it_exits_2(tmp_path: Path) -> None:

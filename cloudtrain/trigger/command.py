@@ -15,7 +15,7 @@ from uuid import UUID
 
 from cloudtrain.config import unknown_name_message
 from cloudtrain.errors import ConfigError
-from cloudtrain.trigger.follow import follow
+from cloudtrain.trigger.follow import follow_run
 from cloudtrain.trigger.outcome import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -129,7 +129,7 @@ def main(args: argparse.Namespace) -> int:
             _progress(f"watch it at {run.url}")
             if wait:
                 try:
-                    flow_run, run.timed_out = follow(
+                    flow_run, run.timed_out = follow_run(
                         client, flow_run, args.timeout, deployment, _progress
                     )
                 except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """Following a triggered run: poll its state with backoff until it is final or the
 timeout passes, and print its logs as they reach the API.
 
-The constants are read when ``follow`` runs, so tests can shrink them by patching
+The constants are read when ``follow_run`` runs, so tests can shrink them by patching
 this module (``cloudtrain.trigger.follow.POLL_INITIAL_SECONDS``).
 """
 
@@ -23,16 +23,18 @@ if TYPE_CHECKING:
 POLL_INITIAL_SECONDS = 1.0
 POLL_MAX_SECONDS = 10.0
 POLL_FACTOR = 1.5
+POLL_JITTER = 0.1  # fraction of the delay, both ways
 #: A run still waiting this long for a worker gets one hint about the work pool.
 WAITING_HINT_SECONDS = 30.0
 #: After the final state, logs can still be on their way from the worker (it ships
 #: them in batches, every ~2 s): read them up to the flow's last line, at most this long.
 LOG_DRAIN_SECONDS = 5.0
+LOG_DRAIN_POLL_SECONDS = 0.5
 LOG_PAGE = 200
 LOG_LATE_SECONDS = 10.0  # how much earlier than the newest line printed a line may arrive
 
 
-def follow(
+def follow_run(
     client: SyncPrefectClient,
     flow_run: FlowRun,
     timeout: float | None,
@@ -46,7 +48,7 @@ def follow(
         initial_seconds=POLL_INITIAL_SECONDS,
         max_seconds=POLL_MAX_SECONDS,
         factor=POLL_FACTOR,
-        jitter=0.1,
+        jitter=POLL_JITTER,
     )
     delays = backoff.delays()
     logs = _LogFollower(client, flow_run.id)
@@ -153,7 +155,7 @@ class _LogFollower:
             yield from self.new_lines()
             if self.finished or time.monotonic() >= deadline:
                 return
-            time.sleep(0.5)
+            time.sleep(LOG_DRAIN_POLL_SECONDS)
 
 
 _LEVELS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
