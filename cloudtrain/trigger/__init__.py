@@ -19,11 +19,12 @@ the current directory (``--root``), in CI a checkout of the repository: a missin
 script is refused, while missing data or an uninstalled framework are only noted,
 being the worker machine's business.
 
-What the run produced is read back from its artifacts (``<pipeline>-report``, a
-markdown report whose first line is ``# <pipeline> on <cloud>: <status>``, and
-``<pipeline>-attempts``, one row per attempt), because a flow's return value is only
-kept where result persistence is configured and the worker's disk is usually not
-readable from CI. Prefect is imported only when the command runs.
+What the run produced is read back from its artifacts: the status from
+``<pipeline>-outcome``, a one-row table of data, so rewording the markdown report
+(``<pipeline>-report``, for people) cannot change what CI sees; the report and
+``<pipeline>-attempts`` (one row per attempt) ride along. Artifacts, because a flow's
+return value is only kept where result persistence is configured and the worker's disk
+is usually not readable from CI. Prefect is imported only when the command runs.
 
 The modules:
 
