@@ -87,16 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return _plan(plan(backend, config), args.json)
     except ConfigError as exc:
-        return _fail(invalid_config_message(exc), EXIT_INVALID, args.json, exc)
+        return _fail(exc.describe(), EXIT_INVALID, args.json, exc)
     return _run(config, args.json, args.force)
-
-
-def invalid_config_message(exc: ConfigError, what: str = "config") -> str:
-    """One line for one problem; a heading and one line per problem for several."""
-    if len(exc.problems) == 1:
-        return f"cloudtrain: invalid {what}: {exc.problems[0]}"
-    lines = [f"cloudtrain: invalid {what}, {len(exc.problems)} problems:"]
-    return "\n".join(lines + [f"  {problem}" for problem in exc.problems])
 
 
 @contextmanager
@@ -127,7 +119,7 @@ def _run(config: PipelineConfig, as_json: bool, force: bool = False) -> int:
     try:
         summary = flow(config=config, force=force)
     except ConfigError as exc:
-        return _fail(invalid_config_message(exc), EXIT_INVALID, as_json, exc)
+        return _fail(exc.describe(), EXIT_INVALID, as_json, exc)
     except TrainingError as exc:
         if as_json:
             print(

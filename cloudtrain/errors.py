@@ -51,6 +51,13 @@ class ConfigError(CloudtrainError, ValueError):
         self.message = self.problems[0].message
         super().__init__("\n".join(str(problem) for problem in self.problems))
 
+    def describe(self, what: str = "config") -> str:
+        """``cloudtrain: invalid config: <problem>``, or a heading and one line per problem."""
+        if len(self.problems) == 1:
+            return f"cloudtrain: invalid {what}: {self.problems[0]}"
+        lines = [f"cloudtrain: invalid {what}, {len(self.problems)} problems:"]
+        return "\n".join(lines + [f"  {problem}" for problem in self.problems])
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (_config_error, (type(self), self.problems))
 

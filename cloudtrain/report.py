@@ -21,6 +21,12 @@ from cloudtrain.results import (
 )
 from cloudtrain.sync import human_size
 
+#: The run's artifacts are keyed ``<pipeline><suffix>``, so runs of a pipeline line up in
+#: the UI; ``cloudtrain trigger`` reads them back by these keys.
+REPORT_SUFFIX = "-report"  # the markdown report, for people
+ATTEMPTS_SUFFIX = "-attempts"  # one row per attempt
+OUTCOME_SUFFIX = "-outcome"  # one row: the status and what CI needs, as data
+
 
 def attempts_table(result: TrainingResult) -> list[dict[str, Any]]:
     """One row per attempt, for a Prefect table artifact."""
@@ -61,6 +67,21 @@ class RunReport:
 
     def markdown(self) -> str:
         return markdown_report(self)
+
+    def outcome(self) -> dict[str, Any]:
+        """The run's outcome as one table row, for CI to read as data instead of parsing
+        the report's wording. ``run_id`` is this run's training run (None when it
+        skipped training), ``reused_run_id`` the run whose model a skipped run kept,
+        ``attempts`` how many training attempts this run made."""
+        return {
+            "status": self.status,
+            "pipeline": self.config.name,
+            "cloud": self.config.cloud,
+            "run_id": self.result.run_id if self.result else None,
+            "reused_run_id": self.reused.get("run_id") if self.reused is not None else None,
+            "attempts": len(self.result.attempts) if self.result else 0,
+            "error": self.error,
+        }
 
     def summary(self) -> dict[str, Any]:
         """What ``cloudtrain run --json`` prints: status, attempts, metrics, model location."""

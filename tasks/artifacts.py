@@ -14,7 +14,13 @@ from prefect.cache_policies import NO_CACHE
 
 from cloudtrain.backend import Backend
 from cloudtrain.config import PipelineConfig
-from cloudtrain.report import RunReport, attempts_table
+from cloudtrain.report import (
+    ATTEMPTS_SUFFIX,
+    OUTCOME_SUFFIX,
+    REPORT_SUFFIX,
+    RunReport,
+    attempts_table,
+)
 from cloudtrain.results import ModelArtifacts, TrainingResult
 
 
@@ -33,10 +39,11 @@ def collect_artifacts(
 
 @task(name="publish-report", cache_policy=NO_CACHE)
 def publish_report(run: RunReport) -> str:
-    """The markdown report and the attempts table, keyed by pipeline so runs line up."""
+    """The markdown report and the attempts table, keyed by pipeline so runs line up, and
+    last the outcome table that ``cloudtrain trigger`` reads the status from."""
     config, report = run.config, run.markdown()
     create_markdown_artifact(
-        key=f"{config.name}-report",
+        key=f"{config.name}{REPORT_SUFFIX}",
         markdown=report,
         description=f"{config.name} on {config.cloud}",
     )
@@ -51,7 +58,7 @@ def publish_report(run: RunReport) -> str:
     if run.result is not None and run.result.attempts:
         rows = attempts_table(run.result)
         create_table_artifact(
-            key=f"{config.name}-attempts",
+            key=f"{config.name}{ATTEMPTS_SUFFIX}",
             table=rows,
             description="one row per training attempt",
         )
@@ -61,6 +68,12 @@ def publish_report(run: RunReport) -> str:
                 table=[{"field": name, "value": value} for name, value in row.items()],
                 description=f"attempt {row['attempt']}: {row['outcome']}",
             )
+    outcome = run.outcome()
+    create_table_artifact(
+        key=f"{config.name}{OUTCOME_SUFFIX}",
+        table=[outcome],
+        description=f"{config.name} on {config.cloud}: {outcome['status']}",
+    )
     return report
 
 

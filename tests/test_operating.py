@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,8 @@ import yaml
 from prefect_server import PrefectStack
 
 from cloudtrain.errors import ConfigError
-from cloudtrain.trigger import Outcome, build_parameters, check_config, report_status
+from cloudtrain.trigger import TriggeredRun, build_parameters, check_config
+from cloudtrain.trigger.outcome import read_report
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "local-training/smoke"
@@ -118,10 +120,132 @@ def test_missing_data_is_a_note_and_the_rest_is_still_checked(tmp_path: Path) ->
         check_config(raw, "local-training", tmp_path)
 
 
-def test_report_status_is_the_reports_first_line() -> None:
-    assert report_status("# digits-sgd on local: succeeded\n\n## Config") == "succeeded"
-    assert report_status("# cloudtrain-smoke on local: skipped\n") == "skipped"
-    assert report_status("no heading") is None
+class ArtifactsOf:
+    """A Prefect client that knows one flow run's artifacts, newest first."""
+
+    def __init__(self, *artifacts: Any) -> None:
+        self.artifacts = list(artifacts)
+
+    def read_artifacts(self, **filters: Any) -> list[Any]:
+        return self.artifacts
+
+
+def artifact(key: str, markdown: str | None = None, table: Any = None) -> Any:
+    """An artifact as the API gives it back: a table's rows are a JSON string."""
+    from prefect.artifacts import TableArtifact
+    from prefect.client.schemas.objects import Artifact
+
+    if table is not None:
+        return Artifact(key=key, type="table", data=TableArtifact(key=key, table=table).format())
+    return Artifact(key=key, type="markdown", data=markdown)
+
+
+def outcome_row(status: str, pipeline: str = "digits-sgd", **fields: Any) -> dict[str, Any]:
+    return {
+        "status": status,
+        "pipeline": pipeline,
+        "cloud": "local",
+        "run_id": "0123456789abcdef",
+        "reused_run_id": None,
+        "attempts": 1,
+        "error": None,
+        **fields,
+    }
+
+
+def status_of(*artifacts: Any, pipeline: str | None = "digits-sgd") -> str | None:
+    """The status ``cloudtrain trigger --json`` reports for a run with these artifacts."""
+    parameters = {"config": {"name": pipeline}} if pipeline else {}
+    report = read_report(ArtifactsOf(*artifacts), uuid.uuid4(), parameters)
+    return report["status"] if report else None
+
+
+def test_the_status_is_the_outcome_tables_beside_the_report() -> None:
+    """The same runs the report's first line used to be read from, and the same answers."""
+    heading = artifact("digits-sgd-report", "# digits-sgd on local: succeeded\n\n## Config")
+    outcome = artifact("digits-sgd-outcome", table=[outcome_row("succeeded")])
+    assert status_of(outcome, heading) == "succeeded"
+    skipped = artifact("cloudtrain-smoke-report", "# cloudtrain-smoke on local: skipped\n")
+    row = outcome_row("skipped", "cloudtrain-smoke", run_id=None, attempts=0)
+    outcome = artifact("cloudtrain-smoke-outcome", table=[row])
+    assert status_of(outcome, skipped, pipeline="cloudtrain-smoke") == "skipped"
+    assert status_of(artifact("digits-sgd-report", "no heading")) is None
+
+
+def test_the_status_does_not_depend_on_the_reports_wording() -> None:
+    """The markdown is for people: reworded, or missing, CI still sees the outcome."""
+    row = outcome_row("succeeded")
+    reworded = artifact("digits-sgd-report", "## Training report\n\ndigits-sgd: all good")
+    assert status_of(artifact("digits-sgd-outcome", table=[row]), reworded) == "succeeded"
+    assert status_of(artifact("digits-sgd-outcome", table=[row])) == "succeeded"
+    # a heading that says otherwise does not win over the data
+    failed = artifact("digits-sgd-outcome", table=[outcome_row("failed", error="boom")])
+    heading = artifact("digits-sgd-report", "# digits-sgd on local: succeeded\n")
+    assert status_of(failed, heading) == "failed"
+    assert status_of(failed, heading, pipeline=None) == "failed"  # no config: any pipeline's
+    # newest first: a later outcome under the same key is the one that counts
+    earlier = artifact("digits-sgd-outcome", table=[outcome_row("succeeded")])
+    assert status_of(failed, earlier) == "failed"
+
+
+def test_what_trigger_reports_keeps_the_markdown_and_the_attempts() -> None:
+    rows = [{"attempt": 1, "outcome": "interrupted"}, {"attempt": 2, "outcome": "succeeded"}]
+    markdown = "# digits-sgd on local: succeeded\n"
+    row = outcome_row("succeeded", attempts=2)
+    report = read_report(
+        ArtifactsOf(
+            artifact("digits-sgd-outcome", table=[row]),
+            artifact("digits-sgd-attempt-2", table=[{"field": "attempt", "value": 2}]),
+            artifact("digits-sgd-attempts", table=rows),
+            artifact("digits-sgd-report", markdown),
+            artifact("other-outcome", table=[outcome_row("failed", "other")]),
+        ),
+        uuid.uuid4(),
+        {"config": {"name": "digits-sgd"}},
+    )
+    assert report == {
+        "status": "succeeded",
+        "outcome": row,
+        "key": "digits-sgd-report",
+        "markdown": markdown,
+        "attempts": rows,
+    }
+    assert read_report(ArtifactsOf(), uuid.uuid4(), {}) is None
+
+
+def test_the_outcome_row_is_the_runs_status_as_data() -> None:
+    """What publish_report puts in ``<pipeline>-outcome`` for each way a run ends."""
+    from cloudtrain.config import validate_config
+    from cloudtrain.report import RunReport
+    from cloudtrain.results import ModelArtifacts
+
+    config = validate_config(deployment_parameters("local-training", "smoke")["config"], REPO)
+    skipped = RunReport(config, reused={"run_id": "earlier"}, decision="nothing changed")
+    assert skipped.outcome() == {
+        "status": "skipped",
+        "pipeline": "cloudtrain-smoke",
+        "cloud": "local",
+        "run_id": None,
+        "reused_run_id": "earlier",
+        "attempts": 0,
+        "error": None,
+    }
+    failed = RunReport(config, error="training failed after 1 attempt")
+    assert (failed.outcome()["status"], failed.outcome()["error"]) == (
+        "failed",
+        "training failed after 1 attempt",
+    )
+    succeeded = RunReport(
+        config, artifacts=ModelArtifacts("file:///model", None, None, {"loss": 0.1})
+    )
+    assert succeeded.outcome()["status"] == "succeeded"
+    assert (
+        status_of(
+            artifact("cloudtrain-smoke-outcome", table=[skipped.outcome()]),
+            pipeline="cloudtrain-smoke",
+        )
+        == "skipped"
+    )
 
 
 @pytest.mark.parametrize(
@@ -136,8 +260,50 @@ def test_report_status_is_the_reports_first_line() -> None:
     ],
 )
 def test_exit_codes(state: str | None, timed_out: bool, code: int) -> None:
-    outcome = Outcome("f/d", "id", "name", "url", {}, state=state, timed_out=timed_out)
-    assert outcome.exit_code == code
+    run = TriggeredRun("f/d", "id", "name", "url", {}, state=state, timed_out=timed_out)
+    assert run.exit_code == code
+
+
+class StatesOf:
+    """A Prefect client whose flow run goes through ``states``, one per read, without logs."""
+
+    def __init__(self, *states: Any) -> None:
+        self.states = list(states)
+        self.run_id = uuid.uuid4()
+
+    def read_flow_run(self, flow_run_id: Any) -> Any:
+        from types import SimpleNamespace
+
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return SimpleNamespace(id=self.run_id, name="smoke/local/now", state=state)
+
+    def read_logs(self, **filters: Any) -> list[Any]:
+        return []
+
+
+def test_following_polls_until_the_run_is_final(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The polling constants are read where they live, so a test can shrink them."""
+    from prefect.states import Completed, Pending, Running, Scheduled
+
+    from cloudtrain.trigger import follow
+
+    for name in ("POLL_INITIAL_SECONDS", "POLL_MAX_SECONDS", "LOG_DRAIN_SECONDS"):
+        monkeypatch.setattr(follow, name, 0.0)
+    client = StatesOf(Scheduled(), Pending(), Running(), Running(), Completed())
+    said: list[str] = []
+    started = time.monotonic()
+    flow_run, timed_out = follow.follow_run(
+        client, client.read_flow_run(None), None, None, said.append
+    )
+    assert time.monotonic() - started < 1.0  # unpatched: 3.5 s of polls, 5 s of log drain
+    assert (flow_run.state.type.value, timed_out) == ("COMPLETED", False)
+    assert said == ["state: Pending", "state: Running", "state: Completed"]
+
+    client = StatesOf(Running())
+    flow_run, timed_out = follow.follow_run(
+        client, client.read_flow_run(None), 0.05, None, said.append
+    )
+    assert (flow_run.state.type.value, timed_out) == ("RUNNING", True)
 
 
 def test_without_an_api_it_exits_2(tmp_path: Path) -> None:
@@ -278,6 +444,17 @@ def test_trigger_runs_the_smoke_deployment_with_overrides(prefect_stack: Prefect
     rows = json.loads(artifacts["cloudtrain-smoke-attempts"].data)
     assert [row["outcome"] for row in rows] == ["interrupted", "succeeded"]  # resumed once
     assert result["report"]["attempts"] == rows
+    outcome = json.loads(artifacts["cloudtrain-smoke-outcome"].data)
+    assert outcome == [result["report"]["outcome"]]  # what trigger read the status from
+    assert outcome[0] == {
+        "status": "succeeded",
+        "pipeline": "cloudtrain-smoke",
+        "cloud": "local",
+        "run_id": run_id,
+        "reused_run_id": None,
+        "attempts": 2,
+        "error": None,
+    }
     archive = re.search(r"- archive: `([^`]+)`", report)
     assert archive and Path(archive.group(1)).is_file()
     assert Path(archive.group(1)).is_relative_to(prefect_stack.checkout)  # the flow ran there
@@ -299,6 +476,13 @@ def test_unchanged_trigger_skips_training_and_force_retrains(
         "succeeded",
     ]
     assert "Skipped training" in again[1]["report"]["markdown"]
+    outcomes = [result["report"]["outcome"] for _, result, _ in (first, again, forced)]
+    assert [(o["status"], o["attempts"]) for o in outcomes] == [
+        ("succeeded", 2),
+        ("skipped", 0),
+        ("succeeded", 2),
+    ]
+    assert outcomes[1]["reused_run_id"] == outcomes[0]["run_id"] == first[1]["flow_run_id"]
     with api(prefect_stack) as client:
         trained = [
             "train" in task_names(client, r["flow_run_id"]) for _, r, _ in (first, again, forced)
@@ -317,6 +501,10 @@ def test_a_failing_training_script_fails_the_trigger(prefect_stack: PrefectStack
     assert (result["state"], result["status"]) == ("FAILED", "failed")
     assert "failing on purpose" in result["message"]
     assert "| failing on purpose: hyperparameter fail is true" in stderr
+    outcome = result["report"]["outcome"]
+    assert (outcome["status"], outcome["run_id"]) == ("failed", result["flow_run_id"])
+    assert outcome["attempts"] == len(result["report"]["attempts"]) >= 1
+    assert outcome["error"]
     with api(prefect_stack) as client:
         assert client.read_flow_run(result["flow_run_id"]).state.is_failed()
 
