@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain import contract
-from cloudtrain.backends.azure import jobs
+from cloudtrain.backends.azure import jobs, sdk
 from cloudtrain.backends.azure.clients import AzureClients
 from cloudtrain.backends.azure.errors import is_not_found, service_error, text
 from cloudtrain.backoff import Backoff
@@ -123,9 +123,9 @@ class AzureBackend:
         gpu = is_gpu_size(config.compute.instance_type)
         computes = self._compute_plan(config)
         bodies: dict[str, Any] = {
-            name: desired_cluster(_with_compute(config, name, spot), low_priority=spot)
-            ._to_rest_object()
-            .as_dict()
+            name: sdk.rest_body(
+                desired_cluster(_with_compute(config, name, spot), low_priority=spot)
+            )
             for name, spot in computes.items()  # empty unless amlcompute
         }
         strategy = strategy_for(config)
@@ -140,9 +140,9 @@ class AzureBackend:
             data[channel] = {
                 "source": source,
                 "to": jobs.datastore_uri(azure.datastore, path),
-                "data_asset": self._data_asset(config, channel, "<content-digest>", path)
-                ._to_rest_object()
-                .as_dict(),
+                "data_asset": sdk.rest_body(
+                    self._data_asset(config, channel, "<content-digest>", path)
+                ),
             }
             inputs[channel] = ("uri_folder", f"azureml:{config.name}-{channel}:<content-digest>")
         job_bodies = []
@@ -502,7 +502,7 @@ class AzureBackend:
     def _run_details(self, name: str) -> Any:
         """Start, end and error of a run, as the SDK's own ``jobs.stream`` reads them."""
         try:
-            return self.ml.jobs._runs_operations.get_run_details(name)
+            return sdk.run_details(self.ml, name)
         except Exception as exc:
             raise service_error(exc, f"reading the run details of {name}") from exc
 

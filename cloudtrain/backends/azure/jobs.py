@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cloudtrain import contract
+from cloudtrain.backends.azure import sdk
 from cloudtrain.config import PipelineConfig
 from cloudtrain.recovery import Outcome
 
@@ -142,9 +143,7 @@ def command_job(
 
 def rest_body(job: Any) -> dict[str, Any]:
     """The REST body azure-ai-ml sends for this job, from its own serializer."""
-    entity = job._to_job() if hasattr(job, "_to_job") else job
-    body: dict[str, Any] = entity._to_rest_object().as_dict()
-    return body
+    return sdk.rest_body(sdk.as_command_job(job))
 
 
 def classify(
