@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain.backends.aws.sdk import load_block
 from cloudtrain.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def _session_from_block(name: str, region: str) -> boto3.Session:
             "aws.credentials_block", "needs prefect-aws: pip install prefect-aws"
         ) from None
     try:
-        block: Any = AwsCredentials.load(name, _sync=True)  # type: ignore[call-arg]
+        block = load_block(AwsCredentials, name)
     except ValueError as exc:
         raise ConfigError("aws.credentials_block", f"no AwsCredentials block {name!r}") from exc
     session: boto3.Session = block.get_boto3_session()

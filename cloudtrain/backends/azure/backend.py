@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain import contract
 from cloudtrain.backend import LogSink, StagePlan
-from cloudtrain.backends.azure import jobs
+from cloudtrain.backends.azure import jobs, sdk
 from cloudtrain.backends.azure.clients import AzureClients
 from cloudtrain.backends.azure.errors import is_not_found, service_error, text
 from cloudtrain.backends.azure.settings import AzureConfig, azure_settings
@@ -130,7 +130,7 @@ class AzureBackend:
 
         azure = azure_settings(config)
         bodies: dict[str, Any] = {
-            name: jobs.rest_body(
+            name: sdk.rest_body(
                 desired_cluster(_with_compute(config, name, spot), low_priority=spot)
             )
             for name, spot in self._compute_plan(config).items()  # empty unless amlcompute
@@ -146,7 +146,7 @@ class AzureBackend:
             data[channel] = {
                 "source": source,
                 "to": jobs.datastore_uri(azure.datastore, path),
-                "data_asset": jobs.rest_body(asset),
+                "data_asset": sdk.rest_body(asset),
             }
             channels[channel] = f"azureml:{asset.name}:{asset.version}"
             self._input_kinds[channels[channel]] = "uri_folder"
@@ -487,7 +487,7 @@ class AzureBackend:
     def _run_details(self, name: str) -> Any:
         """Start, end and error of a run, as the SDK's own ``jobs.stream`` reads them."""
         try:
-            return self.ml.jobs._runs_operations.get_run_details(name)
+            return sdk.run_details(self.ml, name)
         except Exception as exc:
             raise service_error(exc, f"reading the run details of {name}") from exc
 

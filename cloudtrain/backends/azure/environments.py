@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain.backends.azure import sdk
 from cloudtrain.config import FRAMEWORKS
 from cloudtrain.errors import ConfigError, UnsupportedError
 
@@ -404,7 +405,7 @@ def _ensure_custom(
         version=version,
         kind=kind,
         image=image,
-        conda_file=entity._to_rest_object().properties.conda_file,
+        conda_file=sdk.rest_body(entity)["properties"].get("condaFile"),
         warnings=tuple(warnings),
     )
 
@@ -464,7 +465,7 @@ def plan_environment(config: PipelineConfig, *, gpu: bool) -> dict[str, Any]:
         return {
             "kind": "custom" if conda else "image",
             "reference": f"azureml:{entity.name}:{entity.version}",
-            "create_or_reuse": entity._to_rest_object().as_dict(),
+            "create_or_reuse": sdk.rest_body(entity),
             "warnings": warnings,
         }
     plan: dict[str, Any]

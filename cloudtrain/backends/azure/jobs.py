@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cloudtrain import contract
+from cloudtrain.backends.azure import sdk
 from cloudtrain.config import PipelineConfig
 from cloudtrain.recovery import Outcome
 from cloudtrain.results import AttemptSpec
@@ -139,11 +140,8 @@ def command_job(
 
 
 def rest_body(job: Any) -> dict[str, Any]:
-    """The REST body azure-ai-ml sends for an entity (a job, a cluster, a data asset),
-    from its own serializer."""
-    entity = job._to_job() if hasattr(job, "_to_job") else job
-    body: dict[str, Any] = entity._to_rest_object().as_dict()
-    return body
+    """The REST body azure-ai-ml sends for a command job, from its own serializer."""
+    return sdk.rest_body(sdk.as_command_job(job))
 
 
 def classify(
