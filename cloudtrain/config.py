@@ -365,9 +365,12 @@ class PipelineConfig(_Strict):
             raise ValidationError.from_exception_data(cls.__name__, errors)
         for name, section in sections.items():
             setattr(config, name, section)
+        problems = Problems()
         for section in sections.values():
             if isinstance(section, Section):
-                section.check_config(config)
+                with problems.check():
+                    section.check_config(config)
+        problems.raise_if_any()
         return config
 
     @classmethod

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,9 @@ BUILT_IN: dict[str, str] = {
     "aws": "cloudtrain.backends.aws.backend:AwsBackend",
     "azure": "cloudtrain.backends.azure.backend:AzureBackend",
 }
+#: A cloud's name is a config key, part of flow names (``<name>-training``) and of file
+#: names (``flows/<name>_training.py``).
+CLOUD_NAME = re.compile(r"^[a-z][a-z0-9]{1,30}$")
 #: Installed packages add backends under this entry-point group (name = "module:Class").
 ENTRY_POINT_GROUP = "cloudtrain.backends"
 
@@ -37,6 +41,8 @@ _registered: dict[str, str | type[Any]] = dict(BUILT_IN)
 
 def register(name: str, backend: str | type[Any]) -> None:
     """Make ``cloud: <name>`` run on ``backend`` (a class, or "module:Class")."""
+    if not CLOUD_NAME.match(name):
+        raise ValueError(f"cloud name {name!r} must be lowercase letters and digits, like 'aws'")
     _registered[name] = backend
     backend_class.cache_clear()
 
@@ -51,7 +57,8 @@ def _entry_points() -> dict[str, str]:
     """Backends of installed packages; read once, and only when a name is not known."""
     from importlib.metadata import entry_points
 
-    return {point.name: point.value for point in entry_points(group=ENTRY_POINT_GROUP)}
+    found = entry_points(group=ENTRY_POINT_GROUP)
+    return {point.name: point.value for point in found if CLOUD_NAME.match(point.name)}
 
 
 def cloud_names() -> list[str]:
