@@ -89,11 +89,15 @@ def test_the_whole_flow_runs_on_the_new_cloud(
     fake_config: Callable[..., Path],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from fake_backend.backend import FakeBackend
+
     from flows.pipeline import training_flow
 
     flow = training_flow("fake")
     assert flow.name == "fake-training"
+    built = FakeBackend.built
     summary = flow(config=load_config(fake_config(reclaims=2)))
+    assert FakeBackend.built == built + 1  # one backend for the whole run, every stage
     assert summary["status"] == "succeeded" and summary["cloud"] == "fake"
     assert [a["outcome"] for a in summary["attempts"]] == [
         "interrupted",

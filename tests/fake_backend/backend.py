@@ -29,8 +29,10 @@ class FakeBackend:
     name = "fake"
     settings = FakeSettings
     description = "Train nowhere: a cloud in memory, for tests."
+    built = 0  # instances made, so a test can see a run build one backend
 
     def __init__(self, config: PipelineConfig) -> None:
+        FakeBackend.built += 1
         self.poll = Backoff(0.0, 0.0, jitter=0.0)
         self.jobs: dict[str, dict[str, Any]] = {}
 
