@@ -385,9 +385,10 @@ class PipelineConfig(_Strict):
         properties["cloud"]["enum"] = backends.cloud_names()
         for name in backends.cloud_names():
             model = backends.settings_model(name)
-            if model is not None:
+            if model is not None:  # optional, as a config without the section
                 properties[name] = {
-                    **handler(model.__pydantic_core_schema__),
+                    "anyOf": [handler(model.__pydantic_core_schema__), {"type": "null"}],
+                    "default": None,
                     "description": (model.__doc__ or "").strip().splitlines()[0],
                 }
         target["additionalProperties"] = False
