@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import to_json
+
+from cloudtrain.backends import settings_model
 from cloudtrain.config import PipelineConfig
 from cloudtrain.results import ChannelData
 from cloudtrain.store import HashCache, atomic_write, manifest_json, walk_files
@@ -24,12 +27,17 @@ from cloudtrain.store import HashCache, atomic_write, manifest_json, walk_files
 NOT_IN_FINGERPRINT: dict[str, Any] = {
     "retry": True,
     "work_dir": True,
-    # Simulated reclaims stay in: a changed simulation is a test the user wants to see run.
-    "local": {"grace_period", "root"},
     # Where the data and code are is not what they are: their digests are parts of their own.
     "data": True,
     "code": {"source_dir"},
 }
+#: The same, inside the clouds' sections. Simulated reclaims stay in: a changed
+#: simulation is a test the user wants to see run.
+SECTION_FIELDS_NOT_IN_FINGERPRINT: dict[str, set[str]] = {"local": {"grace_period", "root"}}
+#: The sections that were fields of the config before clouds were registered, in their
+#: order, with their value when a config had none: digests keep that shape, so a config
+#: unchanged across that change keeps its digest and does not retrain.
+FIELD_SECTIONS: tuple[str, ...] = ("aws", "azure", "local")
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,19 @@ def code_digest(source_dir: Path, cache_dir: Path) -> str:
 
 
 def config_digest(config: PipelineConfig) -> str:
-    text = config.model_dump_json(exclude=NOT_IN_FINGERPRINT)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """The config as JSON, less what cannot change the model, sections last."""
+    sections = config.sections()
+    data = config.model_dump(
+        mode="json", exclude={**NOT_IN_FINGERPRINT, **dict.fromkeys(sections, True)}
+    )
+    for name in (*FIELD_SECTIONS, *sorted(set(sections) - set(FIELD_SECTIONS))):
+        section = sections.get(name)
+        if section is None and name == "local":  # it had defaults when absent
+            model = settings_model(name)
+            section = model() if model is not None else None
+        exclude = SECTION_FIELDS_NOT_IN_FINGERPRINT.get(name)
+        data[name] = section.model_dump(mode="json", exclude=exclude) if section else None
+    return hashlib.sha256(to_json(data)).hexdigest()
 
 
 def fingerprint(config: PipelineConfig, channels: Mapping[str, ChannelData]) -> Fingerprint | None:

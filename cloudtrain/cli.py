@@ -11,12 +11,10 @@ import argparse
 import json
 import os
 import sys
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
-from cloudtrain.config import PipelineConfig, check_runnable, load_config
+from cloudtrain.config import PipelineConfig, check_runnable, deprecations_as_lines, load_config
 from cloudtrain.errors import CloudtrainError, ConfigError, TrainingError
 
 EXIT_OK = 0
@@ -76,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_prefect_defaults()
         return trigger.main(args)
     try:
-        with _config_warnings():
+        with deprecations_as_lines(_stderr):
             config = load_config(args.config, args.overrides, args.cloud)
         from cloudtrain.backend import build_backend
 
@@ -91,14 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(config, args.json, args.force)
 
 
-@contextmanager
-def _config_warnings() -> Iterator[None]:
-    """Deprecations in the config as one line each, not Python's file:line form."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", FutureWarning)
-        yield
-    for warning in caught:
-        print(f"cloudtrain: warning: {warning.message}", file=sys.stderr)
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _plan(plan: dict[str, Any], as_json: bool) -> int:

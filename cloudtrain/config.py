@@ -17,7 +17,8 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -347,8 +348,7 @@ class PipelineConfig(_Strict):
         once; then the sections' checks that need the whole config."""
         if not isinstance(data, Mapping):
             return handler(data)
-        core, raw_sections = _split_sections(dict(data))
-        errors: list[InitErrorDetails] = []
+        core, raw_sections, errors = _split_sections(dict(data))
         sections: dict[str, BaseModel] = {}
         for name, raw in raw_sections.items():
             try:
@@ -383,14 +383,12 @@ class PipelineConfig(_Strict):
         target = handler.resolve_ref_schema(json_schema)
         properties = target.setdefault("properties", {})
         properties["cloud"]["enum"] = backends.cloud_names()
-        for name in backends.cloud_names():
-            model = backends.settings_model(name)
-            if model is not None:  # optional, as a config without the section
-                properties[name] = {
-                    "anyOf": [handler(model.__pydantic_core_schema__), {"type": "null"}],
-                    "default": None,
-                    "description": (model.__doc__ or "").strip().splitlines()[0],
-                }
+        for name, model in backends.section_models().items():
+            properties[name] = {  # optional, as a config without the section
+                "anyOf": [handler(model.__pydantic_core_schema__), {"type": "null"}],
+                "default": None,
+                "description": (model.__doc__ or "").strip().splitlines()[0],
+            }
         target["additionalProperties"] = False
         return json_schema
 
@@ -417,27 +415,36 @@ def _base_dir(info: ValidationInfo) -> Path:
     return Path(context.get("base_dir") or Path.cwd())
 
 
-def _split_sections(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(core fields, sections); a deprecated ``local.root`` moves to ``work_dir``."""
+def _split_sections(
+    data: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], list[InitErrorDetails]]:
+    """(core fields, sections, problems); a deprecated ``local.root`` moves to ``work_dir``."""
     core = {key: value for key, value in data.items() if key in PipelineConfig.model_fields}
     sections = {
         key: value
         for key, value in data.items()
         if key not in PipelineConfig.model_fields and value is not None
     }
+    problems: list[InitErrorDetails] = []
     local = sections.get("local")
-    if isinstance(local, Mapping) and local.get("root") is not None:
+    root = local.get("root") if isinstance(local, Mapping) else getattr(local, "root", None)
+    if root is not None:
         warnings.warn(
             "local.root is deprecated: it is the folder of every backend, not only the "
             "local one; write it as the top-level work_dir",
             FutureWarning,
             stacklevel=2,
         )
-        sections["local"] = {key: value for key, value in local.items() if key != "root"}
-        if core.get("work_dir") not in (None, local["root"]):
-            raise ConfigError("local.root", "is the deprecated name of work_dir; set only one")
-        core["work_dir"] = local["root"]
-    return core, sections
+        if isinstance(local, Mapping):
+            sections["local"] = {key: value for key, value in local.items() if key != "root"}
+        elif isinstance(local, BaseModel):  # a LocalConfig built in Python
+            sections["local"] = local.model_copy(update={"root": None})
+        if core.get("work_dir") not in (None, root):
+            problem = ConfigError("local.root", "is the deprecated name of work_dir; set only one")
+            problems.append(_config_error_detail(problem, ("local", "root"), root))
+        else:
+            core["work_dir"] = root
+    return core, sections, problems
 
 
 def _validate_section(name: str, raw: Any) -> BaseModel:
@@ -461,6 +468,7 @@ def _relocated(error: Any, prefix: tuple[int | str, ...]) -> InitErrorDetails:
 
 
 def _config_error_detail(exc: ConfigError, loc: tuple[str, ...], raw: Any) -> InitErrorDetails:
+    """A ConfigError as a pydantic error, so it is listed with the others."""
     return InitErrorDetails(type="value_error", loc=loc, input=raw, ctx={"error": exc})
 
 
@@ -483,6 +491,24 @@ def unknown_name_message(what: str, value: str, valid: Any) -> str:
 
 
 # --- loading, overrides and error messages -------------------------------------------
+
+
+@contextmanager
+def deprecations_as_lines(write: Callable[[str], None]) -> Iterator[None]:
+    """The config's deprecations (FutureWarning) as ``cloudtrain: warning: ...`` lines
+    for a person, not Python's file:line form; also when validation then fails."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, FutureWarning):
+                    write(f"cloudtrain: warning: {warning.message}")
+                else:  # someone else's: shown as it would have been
+                    warnings.showwarning(
+                        warning.message, warning.category, warning.filename, warning.lineno
+                    )
 
 
 def load_config(
@@ -548,7 +574,7 @@ def config_error(exc: ValidationError) -> ConfigError:
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, ConfigError):
             problems += [p for p in cause.problems if p not in problems]
-        elif loc and str(loc[-1]) in _UNION_MEMBERS:
+        elif len(loc) == 3 and loc[0] == "hyperparameters" and str(loc[2]) in _UNION_MEMBERS:
             # One error per member of a union: say once what the field takes.
             if loc[:-1] not in union_fields:
                 union_fields.add(loc[:-1])
@@ -563,7 +589,8 @@ def config_error(exc: ValidationError) -> ConfigError:
     return ConfigError(problems=problems)
 
 
-#: The names pydantic puts in an error's location for a member of a union.
+#: The names pydantic puts in an error's location for a member of the hyperparameter
+#: union (``hyperparameters.<name>.<member>``).
 _UNION_MEMBERS = frozenset({"bool", "int", "float", "str"})
 
 
@@ -593,8 +620,7 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] | None = PipelineConfig
     parts = list(loc)
     if parts and str(parts[0]) not in PipelineConfig.model_fields:
-        name = str(parts.pop(0))
-        model = backends.settings_model(name) if backends.is_cloud(name) else None
+        model = backends.section_models().get(str(parts.pop(0)))
     for part in parts:
         field = model.model_fields.get(part) if model and isinstance(part, str) else None
         annotation = field.annotation if field else None
@@ -615,7 +641,7 @@ def _unknown_key_message(loc: tuple[int | str, ...]) -> str:
         return "unknown key"
     valid = sorted(model.model_fields)
     if model is PipelineConfig:  # the top level also takes a section per cloud
-        valid = sorted({*valid, *(n for n in backends.cloud_names() if backends.settings_model(n))})
+        valid = sorted({*valid, *backends.section_models()})
     close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown key{hint} (valid: {', '.join(valid)})"

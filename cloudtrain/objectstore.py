@@ -60,6 +60,11 @@ class ObjectStore(Protocol):
         """Whether ``put_files`` needs a file of ``size`` bytes hashed before it sends it."""
         ...
 
+    def key_problem(self, key: str) -> str | None:
+        """Why the store would keep an object put at ``key`` under another name or not at
+        all (too long, a character it rewrites), or None when it keeps it as it is."""
+        ...
+
     def put_files(
         self, files: Iterable[LocalFile], progress: OnBytes | None = None
     ) -> dict[str, StoredObject]:

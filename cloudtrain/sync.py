@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.errors import BackendError, ConfigError
+from cloudtrain.errors import BackendError, ConfigError, Problem
 from cloudtrain.objectstore import LocalFile, ObjectStore, StoredObject
 from cloudtrain.results import ChannelData
 from cloudtrain.store import PARQUET_NAME, HashCache, manifest_json, sha256_file, walk_files
@@ -112,6 +112,7 @@ class _Sync:
             read = pool.submit(read_manifest, store, self.manifest_key)
             listed = pool.submit(store.list, listing) if verify else None
             stats = [(relative, path, path.stat()) for relative, path in self.files.list_files()]
+            self._check_keys(stats)
             previous, previous_digest = read.result()
             total_bytes = sum(stat.st_size for _, _, stat in stats)
             if listed is None and previous_digest is not None:
@@ -142,6 +143,17 @@ class _Sync:
                 f"({human_size(sum(sent))}) to {self.where}"
             )
         return self._result(digest, len(entries), total_bytes, sent, unchanged=unchanged)
+
+    def _check_keys(self, stats: list[_Stat]) -> None:
+        """Refuse, before anything is sent, files the store would keep under another name:
+        the job would not find them, and the next sync would delete them as stale."""
+        problems = [
+            Problem(f"data.{self.channel}", f"{relative}: {why}")
+            for relative, _, _ in stats
+            if (why := self.store.key_problem(f"{self.prefix}/{relative}"))
+        ]
+        if problems:
+            raise ConfigError(problems=problems)
 
     def _upload(
         self, stats: list[_Stat], previous: _Manifest, remote: list[StoredObject], bar: Progress
@@ -226,9 +238,19 @@ def read_manifest(store: ObjectStore, key: str) -> tuple[_Manifest, str | None]:
         files = json.loads(body)["files"]
     except (ValueError, KeyError, TypeError):
         return {}, None  # unreadable: upload everything and write a good one
-    if not isinstance(files, dict):
+    if not isinstance(files, dict) or not all(_is_entry(entry) for entry in files.values()):
         return {}, None
     return files, hashlib.sha256(body).hexdigest()
+
+
+def _is_entry(entry: Any) -> bool:
+    """A manifest entry as sync writes it: ``{"sha256": hex, "size": bytes}``."""
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("sha256"), str)
+        and isinstance(entry.get("size"), int)
+        and not isinstance(entry.get("size"), bool)
+    )
 
 
 def digest_if_unchanged(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 from uuid import UUID
 
@@ -40,11 +39,20 @@ FLOW_NOTES = (
 )
 
 
-@cache
+#: One flow per cloud and backend class: a cloud registered anew gets a new flow.
+_FLOWS: dict[tuple[str, type[Any]], Flow[..., dict[str, Any]]] = {}
+
+
 def training_flow(cloud: str) -> Flow[..., dict[str, Any]]:
     """The ``<cloud>-training`` flow: the pipeline with ``cloud`` pinned."""
     backend = backend_class(cloud)
+    made = _FLOWS.get((cloud, backend))
+    if made is None:
+        made = _FLOWS[(cloud, backend)] = _make_flow(cloud, backend)
+    return made
 
+
+def _make_flow(cloud: str, backend: type[Any]) -> Flow[..., dict[str, Any]]:
     def pipeline(
         config: PipelineConfig,
         dataframes: Mapping[str, Any] | None = None,

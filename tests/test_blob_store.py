@@ -122,6 +122,30 @@ def test_verify_replaces_a_blob_changed_by_hand_even_at_the_same_size(
     assert blob_remote.read(f"{PREFIX}/sub/labels.json") == original
 
 
+def test_a_file_the_service_would_rename_is_refused_before_anything_is_sent(
+    blob_remote: BlobRemote, tmp_path: Path
+) -> None:
+    """Blob Storage reads a backslash as '/': the blob would sit under another name, the
+    job would not find it, and a verified sync would delete it as stale."""
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "back\\slash.csv").write_text("x")
+    (data / "ok.csv").write_text("y")
+    deep = data.joinpath(*["d" * 200] * 5)  # a path of 1,000+ characters, 200 a name
+    deep.mkdir(parents=True)
+    (deep / "z.csv").write_text("z")
+
+    with pytest.raises(ConfigError) as caught:
+        sync(blob_remote.store, data, tmp_path)
+
+    assert [p.field for p in caught.value.problems] == ["data.train", "data.train"]
+    assert "back\\slash.csv: Blob Storage reads a backslash in a blob name as '/'" in str(
+        caught.value
+    )
+    assert "would be longer than 1024 characters" in str(caught.value)
+    assert blob_remote.keys(PREFIX + "/") == {} and blob_remote.of("PUT") == []
+
+
 def test_folder_markers_of_hierarchical_namespace_accounts_are_not_listed() -> None:
     # Azurite has no hierarchical namespace: the listing is faked.
     class Listed:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from cloudtrain.changes import RunRecords, decide, fingerprint
+from cloudtrain.changes import RunRecords, config_digest, decide, fingerprint
 from cloudtrain.config import load_config
 from cloudtrain.contract import ProgressParser
 from cloudtrain.results import ChannelData
@@ -131,3 +132,36 @@ def test_training_progress_is_an_artifact(
         )
     progress = next(a for a in artifacts if a.key == "progress-progress")
     assert progress.type == "progress" and float(progress.data) == 100.0
+
+
+# Digests of these configs as cloudtrain 0.1 (commit 4173d77, when aws/azure/local were
+# fields of the config) computed them: a config unchanged across the move of the cloud
+# sections to their backends keeps its digest, so nothing retrains for the upgrade alone.
+DIGESTS_BEFORE_REGISTERED_CLOUDS = {
+    """
+    name: digest-check
+    cloud: local
+    code: {source_dir: src, entry_point: train.py}
+    hyperparameters: {epochs: 3, learning_rate: 0.00001, note: "é"}
+    environment: {framework: sklearn, framework_version: "1.2"}
+    compute: {instance_type: ml.m5.large, spot: true, max_run: 600, max_wait: 1200}
+    retry: {max_attempts: 2}
+    local: {spot_interruptions: ["^epoch=1 ", 2.5], grace_period: 2}
+    aws: {region: eu-west-1, bucket: my-bucket}
+    """: "ae253e8078073f7b41f3f2de718fd7e0ec336b6503e308f9760c9edef4a2b3da",
+    """
+    name: digest-two
+    code: {source_dir: src, entry_point: train.py}
+    environment: {image: "123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1"}
+    azure: {subscription_id: s, resource_group: r, workspace: w, compute: cpu}
+    """: "b9c1ab4421a78eb17de9865ac046507b28414149fe54f4130468140add501f09",
+}
+
+
+@pytest.mark.parametrize("text", list(DIGESTS_BEFORE_REGISTERED_CLOUDS))
+def test_a_config_keeps_its_digest_across_the_upgrade(tmp_path: Path, text: str) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text("print(1)\n")
+    (tmp_path / "cloudtrain.yaml").write_text(textwrap.dedent(text))
+    config = load_config(tmp_path / "cloudtrain.yaml")
+    assert config_digest(config) == DIGESTS_BEFORE_REGISTERED_CLOUDS[text]

@@ -230,6 +230,22 @@ def test_verify_uploads_an_object_deleted_by_hand_again(
     assert [r.key for r in remote.of("PUT")] == [f"{PREFIX}/part-1.csv"]  # manifest unchanged
 
 
+@pytest.mark.parametrize("entry", ['"garbage"', "[1]", "7", '{"sha256": 1, "size": "3"}'])
+def test_a_manifest_with_a_malformed_entry_is_unreadable_so_everything_is_sent_again(
+    remote: Remote, tmp_path: Path, entry: str
+) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "a.csv").write_text("abc")
+    sync(remote.store, data, tmp_path)
+    remote.put(MANIFEST, ('{"files": {"a.csv": ' + entry + "}}").encode())
+
+    again = sync(remote.store, data, tmp_path)
+
+    assert json.loads(remote.read(MANIFEST))["files"]["a.csv"]["size"] == 3
+    assert again.copied_files == 1 and not again.unchanged
+
+
 def test_an_interrupted_upload_is_redone_because_the_manifest_comes_last(
     remote: Remote, folder: Path, tmp_path: Path
 ) -> None:

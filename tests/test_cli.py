@@ -321,14 +321,37 @@ def test_every_problem_of_a_config_is_printed_one_line_each(
     assert {p["field"] for p in output["problems"]} == {"compute.max_wait", "retry.max_attempts"}
 
 
-def test_problems_of_the_config_and_of_its_cloud_are_reported_together(
+def test_the_forms_of_a_clouds_section_come_with_the_configs_problems(
     write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The backend's checks and other sections' rules, in one pass."""
-    path = write_config(compute={"spot": True}, local={"spot_interruptions": [5]})
-    code = main(["plan", str(path), "--cloud", "aws", "--set", "aws.bucket=Bad_Bucket"])
-    assert code == 2
+    path = write_config(compute={"max_run": 60, "max_wait": 30})
+    args = ["--cloud", "aws", "--set", "aws.bucket=Bad_Bucket", "--set", "aws.role=nope"]
+    assert main(["plan", str(path), "--set", "name=Bad_Name", *args]) == 2
     err = capsys.readouterr().err
-    assert "aws.role: must be an IAM role ARN" in err
-    assert "aws.bucket: 'Bad_Bucket' is not a valid S3 bucket name" in err
-    assert "local.spot_interruptions: simulates reclaims on the local backend only" in err
+    assert err.startswith("cloudtrain: invalid config, 4 problems:")
+    assert "  name: 'Bad_Name' must be 2 to 40 lowercase" in err
+    assert "  compute.max_wait: must be >= compute.max_run (60)" in err
+    assert "  aws.role: must be an IAM role ARN" in err
+    assert "  aws.bucket: 'Bad_Bucket' is not a valid S3 bucket name" in err
+
+
+def test_the_clouds_checks_and_other_sections_rules_are_reported_together(
+    write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a config whose fields are valid: the backend's checks and what other clouds'
+    sections forbid there, in one pass."""
+    path = write_config(
+        compute={"spot": True, "instance_type": "ml.t3.medium"},
+        local={"spot_interruptions": [5]},
+        aws={"region": "us-east-1"},
+    )
+    assert main(["plan", str(path), "--cloud", "aws"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "cloudtrain: invalid config, 4 problems:"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "aws.role",
+        "aws.bucket",
+        "compute.instance_type",
+        "local.spot_interruptions",
+    ]
+    assert "simulates reclaims on the local backend only; cloud aws reclaims for real" in lines[4]

@@ -270,7 +270,7 @@ def test_sections_round_trip_through_prefect_parameters(tmp_path: Path) -> None:
         _write(
             tmp_path,
             {
-                "aws": {"bucket": "b1"},
+                "aws": {"bucket": "bucket-1"},
                 "compute": {"spot": True},
                 "local": {"spot_interruptions": [3]},
             },
@@ -279,7 +279,7 @@ def test_sections_round_trip_through_prefect_parameters(tmp_path: Path) -> None:
     again = PipelineConfig.model_validate(config.model_dump(mode="json"))
     assert again == config
     assert again.section("aws", type(config.aws)) == config.aws
-    assert again.aws.bucket == "b1" and again.local.spot_interruptions == [3]
+    assert again.aws.bucket == "bucket-1" and again.local.spot_interruptions == [3]
 
 
 def test_the_json_schema_lists_every_registered_cloud_and_its_section() -> None:
@@ -288,3 +288,93 @@ def test_the_json_schema_lists_every_registered_cloud_and_its_section() -> None:
     assert properties["cloud"]["enum"] == ["aws", "azure", "local"]
     assert {"aws", "azure", "local"} <= set(properties)
     assert schema["additionalProperties"] is False
+
+
+def test_no_cloud_may_take_a_key_of_the_config_itself() -> None:
+    from cloudtrain.backends import RESERVED_NAMES, register
+
+    assert set(PipelineConfig.model_fields) == RESERVED_NAMES
+    for name in ("code", "work_dir", "AWS", "my-cloud"):
+        with pytest.raises(ValueError, match="must be lowercase letters and digits"):
+            register(name, "x:Y")
+
+
+def test_the_deprecated_local_root_does_not_hide_the_other_problems(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        {
+            "name": "Bad_Name",
+            "work_dir": "state",
+            "local": {"root": "old-state"},
+            "compute": {"max_run": 60, "max_wait": 30},
+        },
+    )
+    with pytest.warns(FutureWarning), pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert {p.field for p in caught.value.problems} == {"local.root", "name", "compute.max_wait"}
+
+
+def test_a_local_section_built_in_python_with_root_moves_it_to_work_dir(tmp_path: Path) -> None:
+    from cloudtrain.backends.local.settings import LocalConfig
+
+    raw = yaml.safe_load(_write(tmp_path, {}).read_text())
+    raw["local"] = LocalConfig(root=tmp_path / "elsewhere", grace_period=3)
+    with pytest.warns(FutureWarning, match="local.root is deprecated"):
+        config = PipelineConfig.model_validate(raw, context={"base_dir": tmp_path})
+    assert config.work_dir == tmp_path / "elsewhere"
+    assert config.local.root is None and config.local.grace_period == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [("compute.float=1", "compute.float"), ("aws.str=x", "aws.str"), ("data.int=3", "data.int")],
+)
+def test_a_key_named_like_a_type_is_reported_at_its_own_path(
+    tmp_path: Path, override: str, field: str
+) -> None:
+    """Only a hyperparameter's value is a union whose members pydantic names int, str..."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, {}), [override])
+    assert [p.field for p in caught.value.problems] == [field]
+
+
+def test_simulated_reclaims_on_a_cloud_are_refused_for_what_they_are(tmp_path: Path) -> None:
+    """Not 'needs compute.spot': on a cloud the simulation is refused outright."""
+    from cloudtrain.backend import build_backend
+    from cloudtrain.config import check_runnable
+
+    role = "arn:aws:iam::123456789012:role/R"
+    path = _write(
+        tmp_path,
+        {
+            "cloud": "aws",
+            "aws": {"role": role, "bucket": "my-bucket"},
+            "local": {"spot_interruptions": [3]},
+        },
+    )
+    config = load_config(path)  # compute.spot is false: no complaint about that here
+    with pytest.raises(ConfigError) as caught:
+        check_runnable(config, build_backend(config))
+    assert str(caught.value) == (
+        "local.spot_interruptions: simulates reclaims on the local backend only; "
+        "cloud aws reclaims for real"
+    )
+
+
+def test_one_problem_per_field_when_one_check_would_answer_for_another(tmp_path: Path) -> None:
+    from cloudtrain.backend import build_backend
+    from cloudtrain.config import check_runnable
+
+    path = _write(
+        tmp_path,
+        {
+            "cloud": "aws",
+            "aws": {"role": "arn:aws:iam::123456789012:role/R", "bucket": "bkt"},
+            "compute": {"instance_type": "ml.t3.medium"},
+            "environment": {"framework": "huggingface"},
+        },
+    )
+    config = load_config(path)
+    with pytest.raises(ConfigError) as caught:
+        check_runnable(config, build_backend(config))
+    assert [p.field for p in caught.value.problems] == ["compute.instance_type"]

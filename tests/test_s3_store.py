@@ -143,3 +143,17 @@ def test_parse_s3_uri() -> None:
     assert parse_s3_uri("s3://my-bucket") == ("my-bucket", "")
     with pytest.raises(ValueError):
         parse_s3_uri("my-bucket/a")
+
+
+def test_a_key_longer_than_s3_takes_is_refused_before_anything_is_sent(
+    s3_remote: S3Remote, tmp_path: Path
+) -> None:
+    data = tmp_path / "d"
+    deep = data.joinpath(*["é" * 100] * 6)  # 1,200 bytes of UTF-8 in 600 characters
+    deep.mkdir(parents=True)
+    (deep / "z.csv").write_text("z")
+    with pytest.raises(ConfigError) as caught:
+        sync(s3_remote.store, data, tmp_path)
+    assert caught.value.field == "data.train"
+    assert "its S3 key would be longer than 1024 bytes" in caught.value.message
+    assert s3_remote.of("PUT") == []

@@ -33,6 +33,12 @@ BUILT_IN: dict[str, str] = {
 #: A cloud's name is a config key, part of flow names (``<name>-training``) and of file
 #: names (``flows/<name>_training.py``).
 CLOUD_NAME = re.compile(r"^[a-z][a-z0-9]{1,30}$")
+#: The config's own top-level keys, which no cloud's section may take
+#: (tests/test_config.py keeps this equal to PipelineConfig's fields).
+RESERVED_NAMES = frozenset(
+    {"name", "cloud", "code", "hyperparameters", "data", "metrics", "environment"}
+    | {"compute", "retry", "work_dir"}
+)
 #: Installed packages add backends under this entry-point group (name = "module:Class").
 ENTRY_POINT_GROUP = "cloudtrain.backends"
 
@@ -41,8 +47,11 @@ _registered: dict[str, str | type[Any]] = dict(BUILT_IN)
 
 def register(name: str, backend: str | type[Any]) -> None:
     """Make ``cloud: <name>`` run on ``backend`` (a class, or "module:Class")."""
-    if not CLOUD_NAME.match(name):
-        raise ValueError(f"cloud name {name!r} must be lowercase letters and digits, like 'aws'")
+    if not _valid_name(name):
+        raise ValueError(
+            f"cloud name {name!r} must be lowercase letters and digits, like 'aws', and not "
+            f"one of the config's own keys ({', '.join(sorted(RESERVED_NAMES))})"
+        )
     _registered[name] = backend
     backend_class.cache_clear()
 
@@ -58,7 +67,11 @@ def _entry_points() -> dict[str, str]:
     from importlib.metadata import entry_points
 
     found = entry_points(group=ENTRY_POINT_GROUP)
-    return {point.name: point.value for point in found if CLOUD_NAME.match(point.name)}
+    return {point.name: point.value for point in found if _valid_name(point.name)}
+
+
+def _valid_name(name: str) -> bool:
+    return bool(CLOUD_NAME.match(name)) and name not in RESERVED_NAMES
 
 
 def cloud_names() -> list[str]:
@@ -79,9 +92,17 @@ def backend_class(name: str) -> type[Any]:
         raise ConfigError("cloud", unknown_cloud_message(name))
     if isinstance(target, str):
         module_name, _, class_name = target.partition(":")
-        target = getattr(importlib.import_module(module_name), class_name)
-    if getattr(target, "name", None) != name:
-        raise TypeError(f"{target!r} is registered as {name!r} but declares name {target.name!r}")
+        try:
+            target = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                "cloud", f"the {name} backend ({module_name}:{class_name}) cannot be loaded: {exc}"
+            ) from exc
+    declared = getattr(target, "name", None)
+    if declared != name:
+        raise ConfigError(
+            "cloud", f"the {name} backend {target!r} declares another name, {declared!r}"
+        )
     found: type[Any] = target
     return found
 
@@ -90,6 +111,20 @@ def settings_model(name: str) -> type[BaseModel] | None:
     """The model of the config section named ``name``, or None for a cloud without one."""
     model: type[BaseModel] | None = backend_class(name).settings
     return model
+
+
+def section_models() -> dict[str, type[BaseModel]]:
+    """Every cloud's section model, for forms and "did you mean": a backend that cannot be
+    loaded is left out here (a config that names it gets the error)."""
+    models: dict[str, type[BaseModel]] = {}
+    for name in cloud_names():
+        try:
+            model = settings_model(name)
+        except ConfigError:
+            continue
+        if model is not None:
+            models[name] = model
+    return models
 
 
 def unknown_cloud_message(name: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from cloudtrain.config import unknown_name_message
+from cloudtrain.config import deprecations_as_lines, unknown_name_message
 from cloudtrain.errors import ConfigError
 from cloudtrain.trigger.follow import follow_run
 from cloudtrain.trigger.outcome import (
@@ -105,7 +105,9 @@ def main(args: argparse.Namespace) -> int:
                 flow_name,
             )
             if isinstance(parameters.get("config"), dict):
-                for note in check_config(parameters["config"], flow_name, args.root):
+                with deprecations_as_lines(_progress):
+                    notes = check_config(parameters["config"], flow_name, args.root)
+                for note in notes:
                     _progress(f"cloudtrain: note: {note}")
             try:
                 flow_run = client.create_flow_run_from_deployment(

@@ -8,7 +8,6 @@ flow run finds the job that already exists and reattaches instead of paying twic
 from __future__ import annotations
 
 import json
-import re
 import tarfile
 from collections.abc import Mapping
 from datetime import datetime
@@ -19,11 +18,12 @@ from cloudtrain.backend import LogSink, StagePlan
 from cloudtrain.backends.aws import training_job as jobs
 from cloudtrain.backends.aws.clients import AwsClients
 from cloudtrain.backends.aws.errors import error_code, is_transient, mapped
-from cloudtrain.backends.aws.settings import AwsConfig, aws_settings
+from cloudtrain.backends.aws.settings import ROLE_FORM, AwsConfig, aws_settings
 from cloudtrain.backoff import Backoff
 from cloudtrain.config import PipelineConfig, is_uri
 from cloudtrain.data import uri_channel
 from cloudtrain.errors import BackendError, ConfigError, Problems, TransientError, UnsupportedError
+from cloudtrain.planning import PLAN_RUN_ID
 from cloudtrain.recovery import Outcome
 from cloudtrain.results import (
     AttemptSpec,
@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 
     from cloudtrain.backends.aws.images import ResolvedImage
 
-ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-BUCKET_NAME = re.compile(r"^(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 STOPPED_BY_US = {"Key": "cloudtrain:stopped-by", "Value": "orchestrator"}
 CONSOLE_JOB_URL = (
@@ -69,7 +66,8 @@ class AwsBackend:
         self._log_tokens: dict[str, dict[str, str]] = {}
         self._pending_lines: dict[str, list[str]] = {}
         self._last: dict[str, AttemptStatus] = {}
-        self._code: tuple[bytes, str] | None = None  # the run's source archive, its S3 URI
+        # (run id, source folder) -> the source archive packed for that run, its S3 URI
+        self._code: dict[tuple[str, Path], tuple[bytes, str]] = {}
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> AwsBackend:
@@ -87,21 +85,14 @@ class AwsBackend:
     def validate(self, config: PipelineConfig) -> None:
         from cloudtrain.backends.aws.instances import check_training_instance
 
-        aws = aws_settings(config)
+        aws = aws_settings(config)  # its fields' forms were checked with the config
         problems = Problems()
         with problems.check():
-            if not aws.role or not ROLE_ARN.match(aws.role):
-                raise ConfigError(
-                    "aws.role", "must be an IAM role ARN, arn:aws:iam::<account>:role/<name>"
-                )
+            if not aws.role:
+                raise ConfigError("aws.role", ROLE_FORM)
         with problems.check():
-            if not aws.bucket or not BUCKET_NAME.match(aws.bucket):
-                raise ConfigError("aws.bucket", f"{aws.bucket!r} is not a valid S3 bucket name")
-        with problems.check():
-            if not REGION.match(aws.region):
-                raise ConfigError("aws.region", f"{aws.region!r} is not an AWS region name")
-        with problems.check():
-            check_training_instance(config.compute.instance_type)
+            if not aws.bucket:
+                raise ConfigError("aws.bucket", "is required for cloud aws (an S3 bucket name)")
         for channel, location in config.data.items():
             with problems.check():
                 if is_uri(location) and not location.startswith("s3://"):
@@ -109,15 +100,15 @@ class AwsBackend:
                         f"data.{channel}",
                         f"{location}: cloud aws reads s3:// URIs and local paths",
                     )
-        if REGION.match(aws.region):  # image URIs are per region
-            with problems.check():
-                self._image(config)
+        with problems.check():
+            check_training_instance(config.compute.instance_type)
+            self._image(config)  # chosen for the instance type, so only for a valid one
         problems.raise_if_any()
 
     def plan_stages(self, config: PipelineConfig) -> StagePlan:
         layout = jobs.S3Layout.for_config(config)
         image = self._image(config)
-        code_uri = self._code_archive(config)[1] if image.script_mode else None
+        code_uri = self._code_archive(config, PLAN_RUN_ID)[1] if image.script_mode else None
         channels = self._channel_uris(config, layout)
         return StagePlan(
             channels=channels,
@@ -158,7 +149,7 @@ class AwsBackend:
             spec,
             image_kind=image.kind,
             script_mode=image.script_mode,
-            code_uri=self._code_archive(config)[1] if image.script_mode else None,
+            code_uri=self._code_archive(config, spec.run_id)[1] if image.script_mode else None,
             output_uri=layout.output_uri(),
         )
         jobs.validate_request(request)
@@ -272,7 +263,7 @@ class AwsBackend:
             return spec.job_name
         request = self.attempt_request(config, spec)
         if self._image(config).script_mode:
-            self._upload_code(config)
+            self._upload_code(config, spec.run_id)
         try:
             self.clients.client("sagemaker").create_training_job(**request)
         except Exception as exc:
@@ -393,20 +384,22 @@ class AwsBackend:
             for channel, source in config.data.items()
         }
 
-    def _code_archive(self, config: PipelineConfig) -> tuple[bytes, str]:
-        """The source folder packed once per run, and the S3 URI its content names."""
-        if self._code is None:
+    def _code_archive(self, config: PipelineConfig, run_id: str) -> tuple[bytes, str]:
+        """The source folder packed once per run (every attempt of a run ships the same
+        code), and the S3 URI its content names."""
+        cache = (run_id, config.code.source_dir)
+        if cache not in self._code:
             layout = jobs.S3Layout.for_config(config)
             archive = jobs.source_archive(config.code.source_dir)
             key = layout.code_key(jobs.archive_digest(archive))
-            self._code = archive, f"s3://{layout.bucket}/{key}"
-        return self._code
+            self._code[cache] = archive, f"s3://{layout.bucket}/{key}"
+        return self._code[cache]
 
-    def _upload_code(self, config: PipelineConfig) -> None:
+    def _upload_code(self, config: PipelineConfig, run_id: str) -> None:
         """Upload the source archive once per content; the same code is the same key."""
         from cloudtrain.backends.aws.s3 import parse_s3_uri
 
-        archive, uri = self._code_archive(config)
+        archive, uri = self._code_archive(config, run_id)
         bucket, key = parse_s3_uri(uri)
         s3 = self.clients.client("s3")
         try:

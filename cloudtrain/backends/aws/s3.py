@@ -46,6 +46,8 @@ MAX_CONCURRENCY = 16
 MULTIPART_THRESHOLD_BYTES = 64 * MiB
 #: boto3's default part size; against moto, 16 MiB parts were ~15% and 32 MiB ~90% slower.
 MULTIPART_CHUNK_BYTES = 8 * MiB
+#: S3's limit on a key, in bytes of UTF-8.
+MAX_KEY_BYTES = 1024
 #: DeleteObjects takes at most this many keys per request.
 DELETE_BATCH = 1000
 #: The config field an unreachable bucket blames.
@@ -125,6 +127,11 @@ class S3Store:
 
     def needs_sha256(self, size: int) -> bool:
         return size < self.transfer.multipart_threshold  # one PUT: the whole file's hash
+
+    def key_problem(self, key: str) -> str | None:
+        if len(key.encode()) > MAX_KEY_BYTES:
+            return f"its S3 key would be longer than {MAX_KEY_BYTES} bytes"
+        return None
 
     def put_files(
         self, files: Iterable[LocalFile], progress: OnBytes | None = None

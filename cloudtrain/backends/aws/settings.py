@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+
+from pydantic import Field, field_validator
 
 from cloudtrain.config import PipelineConfig, Section
 from cloudtrain.errors import ConfigError
+
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+BUCKET_NAME = re.compile(r"^(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+ROLE_FORM = "must be an IAM role ARN, arn:aws:iam::<account>:role/<name>"
 
 
 class AwsConfig(Section):
@@ -23,6 +30,30 @@ class AwsConfig(Section):
     credentials_block: str | None = Field(
         None, description="Name of a prefect-aws AwsCredentials block (else boto3's chain)."
     )
+
+    # Forms are checked with the rest of the config, so they come in its list of problems;
+    # that role and bucket are given at all is cloud aws's own check (the backend's).
+
+    @field_validator("region")
+    @classmethod
+    def _region_name(cls, value: str) -> str:
+        if not REGION.match(value):
+            raise ValueError(f"{value!r} is not an AWS region name")
+        return value
+
+    @field_validator("role")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not ROLE_ARN.match(value):
+            raise ValueError(ROLE_FORM)
+        return value
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str | None) -> str | None:
+        if value is not None and not BUCKET_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid S3 bucket name")
+        return value
 
 
 def aws_settings(config: PipelineConfig) -> AwsConfig:

@@ -51,8 +51,12 @@ STUDIO_URL = (
 
 
 def fallback_compute_name(compute: str) -> str:
-    """The dedicated twin of a low-priority cluster, within AmlCompute's 16 characters."""
-    return compute[: MAX_COMPUTE_NAME - len(FALLBACK_SUFFIX)] + FALLBACK_SUFFIX
+    """The dedicated twin of a low-priority cluster, within AmlCompute's 16 characters,
+    and never the cluster itself (a 16-character name ending in the suffix)."""
+    twin = compute[: MAX_COMPUTE_NAME - len(FALLBACK_SUFFIX)] + FALLBACK_SUFFIX
+    if twin.lower() == compute.lower():
+        twin = compute[: MAX_COMPUTE_NAME - len(FALLBACK_SUFFIX) - 1] + "d" + FALLBACK_SUFFIX
+    return twin
 
 
 class AzureBackend:
@@ -525,7 +529,12 @@ def _with_compute(config: PipelineConfig, name: str, spot: bool) -> PipelineConf
 
 
 def _input_kind(uri: str) -> str:
-    return "uri_folder" if uri.endswith("/") else "uri_file"
+    """An input's type before its asset is read: a datastore path's from its trailing
+    slash; a data asset (``azureml:name:version``) is taken as a folder, as cloudtrain
+    registers them, until the run reads the asset's own type."""
+    if uri.startswith("azureml://"):
+        return "uri_folder" if uri.endswith("/") else "uri_file"
+    return "uri_folder"
 
 
 def _common_folder(root: Path, files: list[Path]) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cloudtrain import contract
@@ -71,12 +71,17 @@ def script_command(config: PipelineConfig, channels: Mapping[str, object]) -> st
 
 
 def static_environment(
-    config: PipelineConfig, *, attempt: int, spot: bool, job_name: str
+    config: PipelineConfig,
+    *,
+    channels: Iterable[str],
+    attempt: int,
+    spot: bool,
+    job_name: str,
 ) -> dict[str, str]:
     """The contract's variables that need no binding."""
     env = {
         "SM_HPS": json.dumps(dict(config.hyperparameters)),
-        "SM_CHANNELS": json.dumps(sorted(config.data)),
+        "SM_CHANNELS": json.dumps(sorted(channels)),
         "SM_CURRENT_INSTANCE_TYPE": config.compute.instance_type,
         "SM_TRAINING_JOB_NAME": job_name,
         "CLOUDTRAIN_ATTEMPT": str(attempt),
@@ -118,7 +123,7 @@ def command_job(
         compute=compute,
         instance_count=config.compute.instance_count,
         environment_variables=static_environment(
-            config, attempt=attempt, spot=spot, job_name=job_name
+            config, channels=spec.channels, attempt=attempt, spot=spot, job_name=job_name
         ),
         tags={
             "cloudtrain:pipeline": config.name,

@@ -39,6 +39,8 @@ BLOCK_CONCURRENCY = 4
 #: Bigger files stream from disk in blocks (each block MD5-checked) and must not change
 #: while they upload. Memory bound: MAX_CONCURRENCY x this.
 IN_MEMORY_MAX_BYTES = 32 * MiB
+#: Blob Storage's limit on a blob name, in characters.
+MAX_BLOB_NAME = 1024
 #: The blob metadata key holding the file's sha256 (MD5 alone is too weak to trust).
 SHA256_METADATA = "sha256"
 #: Hierarchical-namespace (ADLS Gen2) accounts mark folders with this metadata.
@@ -74,6 +76,13 @@ class BlobStore:
 
     def needs_sha256(self, size: int) -> bool:
         return size > self.in_memory_max_bytes  # streamed: its sha256 goes in the metadata
+
+    def key_problem(self, key: str) -> str | None:
+        if "\\" in key:
+            return "Blob Storage reads a backslash in a blob name as '/', a folder separator"
+        if len(key) > MAX_BLOB_NAME:
+            return f"its blob name would be longer than {MAX_BLOB_NAME} characters"
+        return None
 
     def put_files(
         self, files: Iterable[LocalFile], progress: OnBytes | None = None

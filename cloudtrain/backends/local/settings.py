@@ -47,7 +47,8 @@ class LocalConfig(Section):
     )
 
     def check_config(self, config: PipelineConfig) -> None:
-        if self.spot_interruptions and not config.compute.spot:
+        # Elsewhere the simulation is refused outright (check_other_cloud).
+        if self.spot_interruptions and config.cloud == "local" and not config.compute.spot:
             raise ConfigError(
                 "local.spot_interruptions",
                 "simulates spot reclaims, so it needs compute.spot: true",
