@@ -20,7 +20,8 @@ One run of ``sync_channel``:
 4. delete keys under the prefix that are no longer in the channel;
 5. write the manifest last, so an interrupted upload is redone by the next run.
 
-``download_prefix`` brings a prefix back (model outputs), checked by the store's checksums.
+``download_prefix`` brings a prefix back, checked by the store's checksums: the way a
+checkpoint is to move from one cloud's store to another's (nothing calls it in a run yet).
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ are on the requests moto received over HTTP.
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -401,3 +403,40 @@ def test_the_jobs_cloudwatch_lines_reach_the_log_once_each(
         "epoch=2 val_accuracy=0.2",
         "epoch=3 val_accuracy=0.3",
     ]
+
+
+def test_each_run_ships_its_own_code_through_a_backend_handed_to_both(
+    aws_config: Callable[..., Path], aws: MotoServer, lifecycle: Lifecycle
+) -> None:
+    """A backend handed in (use_backend) serves several runs; each packs its own code."""
+    from cloudtrain.backend import build_backend, use_backend
+
+    lifecycle.script("a1", DONE)
+    path = aws_config(retry={"max_attempts": 1})
+    config, backend, channels, compute, environment = prepare(path)
+    with use_backend(backend):
+        for run_id, script in (("1111111111111111", "v1"), ("2222222222222222", "v2")):
+            (path.parent / "src" / "train.py").write_text(
+                f"print('val_accuracy=0.9')  # {script}\n"
+            )
+            edited = load_config(path)
+            run_training(
+                build_backend(edited),
+                edited,
+                run_id=run_id,
+                channels=channels,
+                compute=compute,
+                environment=environment,
+                log=lambda line: None,
+            )
+    first, second = (
+        json.loads(r["HyperParameters"]["sagemaker_submit_directory"]) for r in created(aws)
+    )
+    assert first != second
+    s3 = boto3.client("s3")
+    for uri, script in ((first, "v1"), (second, "v2")):
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        archive = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            member = tar.extractfile("train.py")
+            assert member is not None and script in member.read().decode()

@@ -146,3 +146,42 @@ def test_plan_prints_the_rest_bodies_offline(tmp_path: Path) -> None:
     jobs_sent = [attempt["request"]["properties"] for attempt in plan["attempts"]]
     assert [j["computeId"] for j in jobs_sent] == ["cpu-cluster", "cpu-cluster", "cpu-cluster-od"]
     assert len({j["outputs"]["checkpoints"]["uri"] for j in jobs_sent}) == 1
+
+
+@pytest.mark.parametrize(
+    ("cluster", "twin"),
+    [
+        ("cpu-cluster", "cpu-cluster-od"),
+        ("gpu", "gpu-od"),
+        ("abcdefghijklmnop", "abcdefghijklm-od"),  # cut to AmlCompute's 16 characters
+        ("abcdefghijklm-od", "abcdefghijkld-od"),  # never the cluster itself
+    ],
+)
+def test_the_dedicated_twin_of_a_cluster(cluster: str, twin: str) -> None:
+    from cloudtrain.backends.azure.backend import fallback_compute_name
+
+    assert fallback_compute_name(cluster) == twin
+    assert len(twin) <= 16 and twin != cluster
+
+
+def test_sm_channels_lists_every_channel_the_job_gets(tmp_path: Path) -> None:
+    """DataFrame channels (the flow's ``dataframes``) are channels too, as locally."""
+    config = azure_config(tmp_path)
+    channels = {"train": "azureml:digits-train:1", "extra": "azureml:digits-extra:1"}
+    spec = AttemptSpec(
+        run_id="r",
+        number=1,
+        spot=True,
+        job_name="digits-r-a1",
+        checkpoint_uri="azureml://datastores/workspaceblobstore/paths/c/",
+        channels=channels,
+        compute=ComputeTarget("cpu-cluster", "Standard_DS3_v2", 1),
+        environment=ResolvedEnvironment("curated", "azureml:env:1", "env"),
+    )
+    job = jobs.command_job(
+        config,
+        spec,
+        compute="cpu-cluster",
+        inputs={c: ("uri_folder", u) for c, u in channels.items()},
+    )
+    assert json.loads(job.environment_variables["SM_CHANNELS"]) == ["extra", "train"]

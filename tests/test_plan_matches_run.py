@@ -211,3 +211,31 @@ def test_azure_sends_the_jobs_plan_prints(
     clusters = {compute.name for compute in fake.compute.list()}
     has_on_demand = any(capacity == "on-demand" for _, capacity in route(planned))
     assert ("cpu-cluster-od" in clusters) == has_on_demand
+
+
+def test_azure_plans_a_registered_folder_asset_as_the_run_sends_it(
+    fake: FakeMLClient,
+    azure_config: Callable[..., PipelineConfig],
+    azure_backend: Callable[[PipelineConfig], AzureBackend],
+) -> None:
+    """Offline, plan cannot read an asset's type: it takes it as a folder, as cloudtrain
+    registers them, which is what the run reads and sends for a uri_folder asset."""
+    from azure.ai.ml.entities import Data
+
+    fake.data.create_or_update(
+        Data(
+            name="prepared",
+            version="1",
+            type="uri_folder",
+            path="azureml://datastores/workspaceblobstore/paths/prepared/",
+        )
+    )
+    driver = Driver(fake)
+    driver.script("a1", ("Failed", "AllocationFailed: insufficient capacity"))
+    config = azure_config(data={"train": "azureml:prepared:1"}, retry={"max_attempts": 1})
+    planned = plan(azure_backend(config), config)
+    train_on_azure(azure_backend(config), config, driver)
+
+    sent = job_bodies(fake)[0]["inputs"]["train"]
+    printed = planned["attempts"][0]["request"]["properties"]["inputs"]["train"]
+    assert printed == sent == {**sent, "jobInputType": "uri_folder"}
