@@ -250,10 +250,17 @@ class PipelineConfig(_Strict):
         return dict(self.__pydantic_extra__ or {})
 
     def section(self, name: str, model: type[S]) -> S | None:
-        """The validated ``name:`` section, or None when the config has none."""
-        value = (self.__pydantic_extra__ or {}).get(name)
+        """The validated ``name:`` section, or None when the config has none. A mapping
+        put there after validation (``model_copy(update=...)``) is validated now."""
+        extra = self.__pydantic_extra__ or {}
+        value = extra.get(name)
         if value is None:
             return None
+        if isinstance(value, Mapping):
+            try:
+                extra[name] = value = model.model_validate(value)
+            except ValidationError as exc:
+                raise config_error(exc, prefix=(name,)) from None
         if not isinstance(value, model):
             raise TypeError(f"section {name!r} is a {type(value).__name__}, not {model.__name__}")
         return value
@@ -565,12 +572,13 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
-def config_error(exc: ValidationError) -> ConfigError:
-    """Turn pydantic's report into one problem per field, each naming its field path."""
+def config_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:
+    """Turn pydantic's report into one problem per field, each naming its field path
+    (under ``prefix`` for a section validated on its own)."""
     problems: list[Problem] = []
     union_fields: set[tuple[int | str, ...]] = set()
     for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
+        loc = (*prefix, *error["loc"])
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, ConfigError):
             problems += [p for p in cause.problems if p not in problems]

@@ -378,3 +378,16 @@ def test_one_problem_per_field_when_one_check_would_answer_for_another(tmp_path:
     with pytest.raises(ConfigError) as caught:
         check_runnable(config, build_backend(config))
     assert [p.field for p in caught.value.problems] == ["compute.instance_type"]
+
+
+def test_a_section_replaced_by_model_copy_is_validated_when_read(tmp_path: Path) -> None:
+    from cloudtrain.backends.aws.settings import AwsConfig
+
+    config = load_config(_write(tmp_path, {"aws": {"bucket": "bucket-1"}}))
+    moved = config.model_copy(update={"aws": {"bucket": "bucket-2", "region": "eu-west-1"}})
+    aws = moved.section("aws", AwsConfig)
+    assert aws is not None and (aws.bucket, aws.region) == ("bucket-2", "eu-west-1")
+    broken = config.model_copy(update={"aws": {"bucket": "Bad_Bucket"}})
+    with pytest.raises(ConfigError) as caught:
+        broken.section("aws", AwsConfig)
+    assert caught.value.field == "aws.bucket"
