@@ -69,11 +69,15 @@ def _config_error(cls: type[ConfigError], problems: tuple[Problem, ...]) -> Conf
 
 class Problems:
     """Collects the ConfigErrors of independent checks, so a user fixes a config in one
-    pass: ``with problems.check(): ...`` around each check, then ``raise_if_any()``.
+    pass: ``add()`` what is wrong, or ``with problems.check(): ...`` around a check that
+    raises, then ``raise_if_any()``.
     """
 
     def __init__(self) -> None:
         self.errors: list[ConfigError] = []
+
+    def add(self, error: ConfigError) -> None:
+        self.errors.append(error)
 
     @contextmanager
     def check(self) -> Iterator[None]:

@@ -87,19 +87,17 @@ class AwsBackend:
 
         aws = aws_settings(config)  # its fields' forms were checked with the config
         problems = Problems()
-        with problems.check():
-            if not aws.role:
-                raise ConfigError("aws.role", ROLE_FORM)
-        with problems.check():
-            if not aws.bucket:
-                raise ConfigError("aws.bucket", "is required for cloud aws (an S3 bucket name)")
+        if not aws.role:
+            problems.add(ConfigError("aws.role", ROLE_FORM))
+        if not aws.bucket:
+            problems.add(ConfigError("aws.bucket", "is required for cloud aws (an S3 bucket name)"))
         for channel, location in config.data.items():
-            with problems.check():
-                if is_uri(location) and not location.startswith("s3://"):
-                    raise UnsupportedError(
-                        f"data.{channel}",
-                        f"{location}: cloud aws reads s3:// URIs and local paths",
+            if is_uri(location) and not location.startswith("s3://"):
+                problems.add(
+                    UnsupportedError(
+                        f"data.{channel}", f"{location}: cloud aws reads s3:// URIs and local paths"
                     )
+                )
         with problems.check():
             check_training_instance(config.compute.instance_type)
             self._image(config)  # chosen for the instance type, so only for a valid one

@@ -106,23 +106,24 @@ class AzureBackend:
         azure = azure_settings(config)
         problems = Problems()
         for name in ("subscription_id", "resource_group", "workspace"):
-            with problems.check():
-                if not getattr(azure, name):
-                    raise ConfigError(f"azure.{name}", "is required for cloud azure")
-        with problems.check():
-            if config.environment.builtin:
-                raise UnsupportedError(
+            if not getattr(azure, name):
+                problems.add(ConfigError(f"azure.{name}", "is required for cloud azure"))
+        if config.environment.builtin:
+            problems.add(
+                UnsupportedError(
                     "environment.builtin",
                     "Azure ML has no built-in algorithms; use environment.framework or curated",
                 )
+            )
         for channel, location in config.data.items():
-            with problems.check():
-                if is_uri(location) and not location.startswith("azureml:"):
-                    raise UnsupportedError(
+            if is_uri(location) and not location.startswith("azureml:"):
+                problems.add(
+                    UnsupportedError(
                         f"data.{channel}",
                         f"{location}: cloud azure reads azureml:// URIs, azureml:name:version "
                         "data assets and local paths",
                     )
+                )
         with problems.check():
             validate_compute(config)
         problems.raise_if_any()

@@ -97,16 +97,16 @@ class LocalBackend:
             self._check_compute(config)
         kind = config.environment.kind
         if kind in _WHERE_ELSE:
-            with problems.check():
-                raise UnsupportedError(f"environment.{kind}", _WHERE_ELSE[kind])
+            problems.add(UnsupportedError(f"environment.{kind}", _WHERE_ELSE[kind]))
         for channel, location in config.data.items():
             if is_uri(location):
-                with problems.check():
-                    raise UnsupportedError(
+                problems.add(
+                    UnsupportedError(
                         f"data.{channel}",
                         f"{location} is a cloud URI; the local backend reads local files "
                         "and folders (s3:// needs cloud aws, azureml: needs cloud azure)",
                     )
+                )
         if kind == "framework":
             with problems.check():
                 self._framework(config)
