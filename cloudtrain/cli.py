@@ -16,16 +16,13 @@ from typing import Any
 
 from cloudtrain.config import PipelineConfig, check_runnable, deprecations_as_lines, load_config
 from cloudtrain.errors import CloudtrainError, ConfigError, TrainingError
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
+from cloudtrain.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK, fail
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse exits 2 too; keep its message short
         self.print_usage(sys.stderr)
-        raise SystemExit(_fail(f"cloudtrain: {message}", EXIT_INVALID))
+        raise SystemExit(fail(f"cloudtrain: {message}", EXIT_INVALID))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("config", help="pipeline config (YAML)")
         command.add_argument(
-            "--cloud", metavar="CLOUD", help="override the config's cloud (local, aws, azure, ...)"
+            "--cloud", metavar="CLOUD", help="override the config's cloud (a registered one)"
         )
         command.add_argument(
             "--set",
@@ -85,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return _plan(plan(backend, config), args.json)
     except ConfigError as exc:
-        return _fail(exc.describe(), EXIT_INVALID, args.json, exc)
+        return fail(exc.describe(), EXIT_INVALID, args.json, exc)
     return _run(config, args.json, args.force)
 
 
@@ -111,7 +108,7 @@ def _run(config: PipelineConfig, as_json: bool, force: bool = False) -> int:
     try:
         summary = flow(config=config, force=force)
     except ConfigError as exc:
-        return _fail(exc.describe(), EXIT_INVALID, as_json, exc)
+        return fail(exc.describe(), EXIT_INVALID, as_json, exc)
     except TrainingError as exc:
         if as_json:
             print(
@@ -123,11 +120,11 @@ def _run(config: PipelineConfig, as_json: bool, force: bool = False) -> int:
             _print_human(exc.summary, str(exc))
         return EXIT_FAILED
     except CloudtrainError as exc:
-        return _fail(f"cloudtrain: run failed: {exc}", EXIT_FAILED, as_json)
+        return fail(f"cloudtrain: run failed: {exc}", EXIT_FAILED, as_json)
     except KeyboardInterrupt:
-        return _fail("cloudtrain: interrupted; the running attempt was stopped", 130, as_json)
+        return fail("cloudtrain: interrupted; the running attempt was stopped", 130, as_json)
     except TerminationSignal:  # Prefect turns SIGTERM into this during a flow run
-        return _fail("cloudtrain: terminated; the running attempt was stopped", 143, as_json)
+        return fail("cloudtrain: terminated; the running attempt was stopped", 143, as_json)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -176,23 +173,6 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
         print(f"  model: {summary['model']['model_archive'] or summary['model']['model_uri']}")
     if error:
         print(f"  error: {error}")
-
-
-def _fail(
-    message: str, code: int, as_json: bool = False, invalid: ConfigError | None = None
-) -> int:
-    if as_json:
-        output: dict[str, Any] = {
-            "status": "invalid" if code == EXIT_INVALID else "failed",
-            "error": message,
-        }
-        if invalid is not None:
-            output["problems"] = [
-                {"field": problem.field, "message": problem.message} for problem in invalid.problems
-            ]
-        print(json.dumps(output))
-    print(message, file=sys.stderr)
-    return code
 
 
 def entrypoint() -> None:

@@ -40,6 +40,11 @@ class Outcome(enum.StrEnum):
         return self in (Outcome.INTERRUPTED, Outcome.NO_CAPACITY)
 
 
+def capacity_label(spot: bool) -> str:
+    """How reports, logs, plans and tags name an attempt's capacity."""
+    return "spot" if spot else "on-demand"
+
+
 @dataclass(frozen=True)
 class NextAttempt:
     """The decision to run an attempt, on which capacity, and why."""
@@ -50,7 +55,7 @@ class NextAttempt:
 
     @property
     def capacity(self) -> str:
-        return "spot" if self.spot else "on-demand"
+        return capacity_label(self.spot)
 
 
 class RecoveryStrategy:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudtrain.config import PipelineConfig
+from cloudtrain.recovery import capacity_label
 from cloudtrain.results import (
     ChannelData,
     ComputeTarget,
@@ -34,7 +35,7 @@ def attempts_table(result: TrainingResult) -> list[dict[str, Any]]:
         {
             "attempt": attempt.number,
             "job": attempt.job_name,
-            "capacity": "spot" if attempt.spot else "on-demand",
+            "capacity": capacity_label(attempt.spot),
             "outcome": attempt.outcome.value,
             "reason": attempt.reason,
             "seconds": attempt.duration_seconds,
@@ -133,7 +134,7 @@ def markdown_report(run: RunReport) -> str:
         )
         + " |",
         f"| compute | {config.compute.instance_type} x{config.compute.instance_count}, "
-        f"{'spot' if config.compute.spot else 'on-demand'}, max_run {config.compute.max_run} s |",
+        f"{capacity_label(config.compute.spot)}, max_run {config.compute.max_run} s |",
         f"| retry | {config.retry.strategy}, max {config.retry.max_attempts} attempts, "
         f"on-demand fallback {'on' if config.retry.on_demand_fallback else 'off'} |",
         "| hyperparameters | "
@@ -187,7 +188,7 @@ def markdown_report(run: RunReport) -> str:
         for attempt in result.attempts:
             reason = attempt.reason.replace("|", "\\|")
             lines.append(
-                f"| {attempt.number} | {'spot' if attempt.spot else 'on-demand'} | "
+                f"| {attempt.number} | {capacity_label(attempt.spot)} | "
                 f"{attempt.outcome.value} | {reason} | {attempt.duration_seconds} |"
             )
         lines += [

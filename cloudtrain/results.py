@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cloudtrain.recovery import Outcome
+from cloudtrain.recovery import Outcome, capacity_label
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,6 @@ class AttemptSpec:
     channels: Mapping[str, str]
     compute: ComputeTarget
     environment: ResolvedEnvironment
-
-    @property
-    def capacity(self) -> str:
-        return "spot" if self.spot else "on-demand"
 
 
 @dataclass(frozen=True)
@@ -147,7 +143,7 @@ class AttemptRecord:
         return {
             "number": self.number,
             "job_name": self.job_name,
-            "capacity": "spot" if self.spot else "on-demand",
+            "capacity": capacity_label(self.spot),
             "outcome": self.outcome.value,
             "reason": self.reason,
             "started_at": self.started_at.isoformat() if self.started_at else None,

@@ -38,8 +38,9 @@ The modules:
 
 from __future__ import annotations
 
+from cloudtrain.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 from cloudtrain.trigger.command import add_arguments, main
-from cloudtrain.trigger.outcome import EXIT_FAILED, EXIT_INVALID, EXIT_OK, TriggeredRun
+from cloudtrain.trigger.outcome import TriggeredRun
 from cloudtrain.trigger.parameters import build_parameters, check_config
 
 __all__ = [

@@ -15,14 +15,9 @@ from uuid import UUID
 
 from cloudtrain.config import deprecations_as_lines, unknown_name_message
 from cloudtrain.errors import ConfigError
+from cloudtrain.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK, fail
 from cloudtrain.trigger.follow import follow_run
-from cloudtrain.trigger.outcome import (
-    EXIT_FAILED,
-    EXIT_INVALID,
-    EXIT_OK,
-    TriggeredRun,
-    read_report,
-)
+from cloudtrain.trigger.outcome import TriggeredRun, read_report
 from cloudtrain.trigger.parameters import build_parameters, check_config
 
 if TYPE_CHECKING:
@@ -65,20 +60,20 @@ def main(args: argparse.Namespace) -> int:
     """Run ``cloudtrain trigger`` with parsed arguments; returns the exit code."""
     flow_name, slash, deployment_name = args.deployment.partition("/")
     if not slash or not flow_name or not deployment_name or "/" in deployment_name:
-        return _fail(
+        return fail(
             f"cloudtrain: invalid deployment {args.deployment!r}: "
             "expected FLOW/DEPLOYMENT, e.g. local-training/smoke",
             EXIT_INVALID,
             args.json,
         )
     if args.timeout is not None and args.timeout <= 0:
-        return _fail("cloudtrain: --timeout must be > 0 seconds", EXIT_INVALID, args.json)
+        return fail("cloudtrain: --timeout must be > 0 seconds", EXIT_INVALID, args.json)
     wait = args.wait or args.timeout is not None
 
     from prefect.settings import get_current_settings
 
     if not get_current_settings().api.url:
-        return _fail(
+        return fail(
             "cloudtrain: PREFECT_API_URL is not set: trigger starts runs of deployments on a "
             "Prefect server (prefect server start) or Prefect Cloud",
             EXIT_INVALID,
@@ -93,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
             try:
                 deployment = client.read_deployment_by_name(args.deployment)
             except ObjectNotFound:
-                return _fail(
+                return fail(
                     "cloudtrain: " + _unknown_deployment(client, args.deployment),
                     EXIT_INVALID,
                     args.json,
@@ -116,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
             except PrefectHTTPStatusError as exc:
                 if exc.response.status_code in (409, 422):  # the server's schema check
                     detail = _detail(exc.response)
-                    return _fail(
+                    return fail(
                         f"cloudtrain: invalid parameters: {detail}", EXIT_INVALID, args.json
                     )
                 raise
@@ -135,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
                         client, flow_run, args.timeout, deployment, _progress
                     )
                 except KeyboardInterrupt:
-                    return _fail(
+                    return fail(
                         f"cloudtrain: stopped following; the run continues: {run.url}",
                         130,
                         args.json,
@@ -147,10 +142,10 @@ def main(args: argparse.Namespace) -> int:
                 run.flow_run_name = flow_run.name
                 run.report = read_report(client, flow_run.id, parameters)
     except ConfigError as exc:
-        return _fail(exc.describe("parameters"), EXIT_INVALID, args.json)
+        return fail(exc.describe("parameters"), EXIT_INVALID, args.json, exc)
     except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
         api = get_current_settings().api.url
-        return _fail(f"cloudtrain: the Prefect API at {api} failed: {exc}", EXIT_FAILED, args.json)
+        return fail(f"cloudtrain: the Prefect API at {api} failed: {exc}", EXIT_FAILED, args.json)
     _print_run(run, args.json)
     return run.exit_code
 
@@ -207,11 +202,3 @@ def _print_run(run: TriggeredRun, as_json: bool) -> None:
         )
     elif run.exit_code != EXIT_OK and run.message:
         print(f"  {run.message}")
-
-
-def _fail(message: str, code: int, as_json: bool) -> int:
-    if as_json:
-        status = "invalid" if code == EXIT_INVALID else "failed"
-        print(json.dumps({"status": status, "error": message}))
-    print(message, file=sys.stderr)
-    return code

@@ -16,14 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from cloudtrain.exits import EXIT_FAILED, EXIT_OK
 from cloudtrain.report import ATTEMPTS_SUFFIX, OUTCOME_SUFFIX, REPORT_SUFFIX
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
 
 
 @dataclass

@@ -68,6 +68,8 @@ class AwsBackend:
         self._last: dict[str, AttemptStatus] = {}
         # (run id, source folder) -> the source archive packed for that run, its S3 URI
         self._code: dict[tuple[str, Path], tuple[bytes, str]] = {}
+        # (environment, region, instance type) -> the image: resolved once, asked per attempt
+        self._images: dict[tuple[str, str, str], ResolvedImage] = {}
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> AwsBackend:
@@ -368,11 +370,13 @@ class AwsBackend:
     def _image(self, config: PipelineConfig) -> ResolvedImage:
         from cloudtrain.backends.aws.images import resolve_image
 
-        return resolve_image(
-            config.environment,
-            region=aws_settings(config).region,
-            instance_type=config.compute.instance_type,
-        )
+        region, instance_type = aws_settings(config).region, config.compute.instance_type
+        key = (config.environment.model_dump_json(), region, instance_type)
+        if key not in self._images:
+            self._images[key] = resolve_image(
+                config.environment, region=region, instance_type=instance_type
+            )
+        return self._images[key]
 
     def _channel_uris(self, config: PipelineConfig, layout: jobs.S3Layout) -> dict[str, str]:
         return {
@@ -395,20 +399,13 @@ class AwsBackend:
 
     def _upload_code(self, config: PipelineConfig, run_id: str) -> None:
         """Upload the source archive once per content; the same code is the same key."""
-        from cloudtrain.backends.aws.s3 import parse_s3_uri
+        from cloudtrain.backends.aws.s3 import S3Store, parse_s3_uri
 
         archive, uri = self._code_archive(config, run_id)
         bucket, key = parse_s3_uri(uri)
-        s3 = self.clients.client("s3")
-        try:
-            s3.head_object(Bucket=bucket, Key=key)
-        except Exception as exc:
-            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
-                raise mapped(exc, f"HeadObject {uri}") from exc
-            try:
-                s3.put_object(Bucket=bucket, Key=key, Body=archive, ChecksumAlgorithm="SHA256")
-            except Exception as put_exc:
-                raise mapped(put_exc, f"uploading the code to {key}") from put_exc
+        store = S3Store(self.clients, bucket)
+        if store.head(key) is None:
+            store.put_bytes(key, archive, "application/gzip")
 
     def _describe(self, name: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
         try:

@@ -26,7 +26,7 @@ from cloudtrain import contract
 from cloudtrain.backends.aws.settings import aws_settings
 from cloudtrain.config import HyperparameterValue, PipelineConfig
 from cloudtrain.errors import ConfigError
-from cloudtrain.recovery import Outcome
+from cloudtrain.recovery import Outcome, capacity_label
 from cloudtrain.results import AttemptSpec
 
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
@@ -194,7 +194,7 @@ def create_training_job_request(
             {"Key": "cloudtrain:pipeline", "Value": config.name},
             {"Key": "cloudtrain:run", "Value": spec.run_id},
             {"Key": "cloudtrain:attempt", "Value": str(attempt)},
-            {"Key": "cloudtrain:capacity", "Value": "spot" if spot else "on-demand"},
+            {"Key": "cloudtrain:capacity", "Value": capacity_label(spot)},
         ],
     }
     if not builtin:  # the script contract's names that SageMaker does not set itself

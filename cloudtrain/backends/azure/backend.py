@@ -153,8 +153,7 @@ class AzureBackend:
                 "to": jobs.datastore_uri(azure.datastore, path),
                 "data_asset": sdk.rest_body(asset),
             }
-            channels[channel] = f"azureml:{asset.name}:{asset.version}"
-            self._input_kinds[channels[channel]] = "uri_folder"
+            channels[channel] = f"azureml:{asset.name}:{asset.version}"  # a uri_folder
         return StagePlan(
             channels=channels,
             compute=ComputeTarget(
