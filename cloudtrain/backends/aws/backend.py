@@ -324,7 +324,7 @@ class AwsBackend:
         return STOPPED_BY_US in tags.get("Tags", [])
 
     def collect_artifacts(self, config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
-        from cloudtrain.backends.aws.s3 import parse_s3_uri
+        from cloudtrain.backends.aws.s3 import S3Store, parse_s3_uri
 
         final = result.final
         if final is None or final.outcome is not Outcome.SUCCEEDED:
@@ -338,10 +338,7 @@ class AwsBackend:
         run_dir.mkdir(parents=True, exist_ok=True)
         archive = run_dir / "model.tar.gz"
         bucket, key = parse_s3_uri(model_uri)
-        try:
-            self.clients.client("s3").download_file(bucket, key, str(archive))
-        except Exception as exc:
-            raise mapped(exc, f"downloading {model_uri}") from exc
+        S3Store(self.clients, bucket).download_files([(key, archive)])  # checksum-checked
         model_dir = run_dir / "model"
         with tarfile.open(archive) as tar:
             tar.extractall(model_dir, filter="data")

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from cloudtrain.backends.azure.errors import TRANSIENT_STATUS
+from cloudtrain.backends.azure.errors import TRANSIENT_STATUS, text
 from cloudtrain.errors import BackendError, ConfigError, TransientError
 from cloudtrain.objectstore import LocalFile, OnBytes, StoredObject
 from cloudtrain.store import CHUNK_BYTES
@@ -256,8 +256,7 @@ def _file_md5(path: Path) -> bytes:
 
 
 def _error_code(exc: Any) -> str:
-    code = getattr(exc, "error_code", None)
-    return str(getattr(code, "value", code) or "")
+    return text(getattr(exc, "error_code", None))
 
 
 @contextmanager
