@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import InitErrorDetails, core_schema
+from pydantic_core import core_schema
 
 from cloudtrain import backends, recovery
 from cloudtrain.errors import ConfigError, Problem, Problems
@@ -57,6 +57,8 @@ CHANNEL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 HYPERPARAMETER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,255}$")
 METRIC_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,254}$")
 URI_PATTERN = re.compile(r"^([a-z][a-z0-9+.-]*://|azureml:)")
+#: The longest file or folder name the usual file systems take.
+NAME_MAX_BYTES = 255
 
 HyperparameterValue = bool | int | float | str
 
@@ -341,10 +343,22 @@ class PipelineConfig(_Strict):
             raise ValueError("metric names repeat")
         return value
 
+    @field_validator("work_dir", mode="before")
+    @classmethod
+    def _work_dir_named(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a folder (it defaults to .cloudtrain beside the config)")
+        return value
+
     @field_validator("work_dir")
     @classmethod
     def _work_dir(cls, value: Path, info: ValidationInfo) -> Path:
-        return _absolute(_base_dir(info), value)
+        if any(len(part.encode()) > NAME_MAX_BYTES for part in value.parts):
+            raise ValueError(f"a folder name in it is longer than {NAME_MAX_BYTES} bytes")
+        path = _absolute(_base_dir(info), value)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} is a file, not a folder")
+        return path
 
     @model_validator(mode="wrap")
     @classmethod
@@ -355,29 +369,29 @@ class PipelineConfig(_Strict):
         once; then the sections' checks that need the whole config."""
         if not isinstance(data, Mapping):
             return handler(data)
-        core, raw_sections, errors = _split_sections(dict(data))
+        core, raw_sections, problems = _split_sections(dict(data))
         sections: dict[str, BaseModel] = {}
         for name, raw in raw_sections.items():
             try:
                 sections[name] = _validate_section(name, raw)
             except ValidationError as exc:
-                errors += [_relocated(error, (name,)) for error in exc.errors()]
+                problems += config_error(exc, prefix=(name,)).problems
             except ConfigError as exc:  # not a registered cloud, or its backend failed
-                errors.append(_config_error_detail(exc, (name,), raw))
+                problems += exc.problems
         try:
             config = handler(core)
         except ValidationError as exc:
-            errors = [_relocated(error, ()) for error in exc.errors()] + errors
-        if errors:
-            raise ValidationError.from_exception_data(cls.__name__, errors)
+            problems = [*config_error(exc).problems, *problems]
+        if problems:  # one error holding every problem, each with its field
+            raise ConfigError(problems=problems)
         for name, section in sections.items():
             setattr(config, name, section)
-        problems = Problems()
+        checks = Problems()
         for section in sections.values():
             if isinstance(section, Section):
-                with problems.check():
+                with checks.check():
                     section.check_config(config)
-        problems.raise_if_any()
+        checks.raise_if_any()
         return config
 
     @classmethod
@@ -424,7 +438,7 @@ def _base_dir(info: ValidationInfo) -> Path:
 
 def _split_sections(
     data: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, Any], list[InitErrorDetails]]:
+) -> tuple[dict[str, Any], dict[str, Any], list[Problem]]:
     """(core fields, sections, problems); a deprecated ``local.root`` moves to ``work_dir``."""
     core = {key: value for key, value in data.items() if key in PipelineConfig.model_fields}
     sections = {
@@ -432,7 +446,7 @@ def _split_sections(
         for key, value in data.items()
         if key not in PipelineConfig.model_fields and value is not None
     }
-    problems: list[InitErrorDetails] = []
+    problems: list[Problem] = []
     local = sections.get("local")
     root = local.get("root") if isinstance(local, Mapping) else getattr(local, "root", None)
     if root is not None:
@@ -447,8 +461,9 @@ def _split_sections(
         elif isinstance(local, BaseModel):  # a LocalConfig built in Python
             sections["local"] = local.model_copy(update={"root": None})
         if core.get("work_dir") not in (None, root):
-            problem = ConfigError("local.root", "is the deprecated name of work_dir; set only one")
-            problems.append(_config_error_detail(problem, ("local", "root"), root))
+            problems.append(
+                Problem("local.root", "is the deprecated name of work_dir; set only one")
+            )
         else:
             core["work_dir"] = root
     return core, sections, problems
@@ -461,22 +476,6 @@ def _validate_section(name: str, raw: Any) -> BaseModel:
     if model is None:
         raise ConfigError(name, f"cloud {name} takes no settings section")
     return raw if isinstance(raw, model) else model.model_validate(raw)
-
-
-def _relocated(error: Any, prefix: tuple[int | str, ...]) -> InitErrorDetails:
-    """A pydantic error as it was, under ``prefix``: type and context survive, so the
-    message is built as for any other field."""
-    details = InitErrorDetails(
-        type=error["type"], loc=(*prefix, *error["loc"]), input=error.get("input")
-    )
-    if "ctx" in error:
-        details["ctx"] = error["ctx"]
-    return details
-
-
-def _config_error_detail(exc: ConfigError, loc: tuple[str, ...], raw: Any) -> InitErrorDetails:
-    """A ConfigError as a pydantic error, so it is listed with the others."""
-    return InitErrorDetails(type="value_error", loc=loc, input=raw, ctx={"error": exc})
 
 
 def is_uri(location: str) -> bool:
@@ -593,7 +592,7 @@ def config_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigEr
                     )
                 )
         else:
-            problems.append(Problem(_dotted(loc), _message(error)))
+            problems.append(Problem(_dotted(loc), _message(error, loc)))
     return ConfigError(problems=problems)
 
 
@@ -609,10 +608,10 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _message(error: Any) -> str:
+def _message(error: Any, loc: tuple[int | str, ...]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return _unknown_key_message(error["loc"])
+        return _unknown_key_message(loc)
     if kind == "missing":
         return "is required"
     message = str(error["msg"])

@@ -22,7 +22,7 @@ from cloudtrain.backend import build_backend
 from cloudtrain.backends import backend_class
 from cloudtrain.changes import RunRecords
 from cloudtrain.config import PipelineConfig, check_runnable
-from cloudtrain.errors import TrainingError
+from cloudtrain.errors import ConfigError, TrainingError
 from cloudtrain.report import RunReport
 from tasks.artifacts import collect_artifacts, publish_report
 from tasks.changes import check_for_changes
@@ -93,6 +93,7 @@ def run_pipeline(
         config = config.model_copy(update={"cloud": cloud})
     backend = build_backend(config)
     check_runnable(config, backend)  # refuse bad input before anything is created
+    _make_work_dir(config)
     logger = get_run_logger()
     run_id = flow_run.get_id() or uuid.uuid4().hex
     _tag_flow_run(pipeline_tags(config))
@@ -135,6 +136,17 @@ def training_budget_seconds(config: PipelineConfig) -> float:
     fires, the running attempt is stopped (see cloudtrain.training)."""
     per_attempt = config.compute.effective_max_wait + TRAINING_SLACK_SECONDS
     return float(config.retry.max_attempts * per_attempt)
+
+
+def _make_work_dir(config: PipelineConfig) -> None:
+    """cloudtrain's own folder first: one that cannot be made is the config's problem,
+    said in one line before any data moves."""
+    try:
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            "work_dir", f"cannot make {config.work_dir}: {exc.strerror or exc}"
+        ) from exc
 
 
 def _tag_flow_run(wanted: list[str]) -> None:

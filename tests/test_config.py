@@ -111,6 +111,11 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
         "hyperparameters: 'learning rate' is not a valid --argument name",
     ),
     ("missing name", {"name": None}, "name: "),
+    ("work_dir of a list", {"work_dir": [1]}, "work_dir: Input is not a valid path"),
+    ("work_dir of a number", {"work_dir": 3}, "work_dir: Input is not a valid path"),
+    ("empty work_dir", {"work_dir": " "}, "work_dir: must name a folder"),
+    ("work_dir a file", {"work_dir": "src/train.py"}, "train.py is a file, not a folder"),
+    ("work_dir name too long", {"work_dir": "x" * 300}, "work_dir: a folder name in it is longer"),
     (
         "hyperparameter of a list",
         {"hyperparameters": {"epochs": [1]}},

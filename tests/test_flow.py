@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from cloudtrain.config import load_config
-from cloudtrain.errors import TrainingError
+from cloudtrain.errors import ConfigError, TrainingError
 
 pytestmark = pytest.mark.prefect
 
@@ -134,3 +134,20 @@ def test_the_train_task_timeout_stops_the_script(
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_work_dir_that_cannot_be_made_is_the_configs_problem_before_any_data_moves(
+    prefect_server: str, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    from flows.local_training import local_training
+
+    (tmp_path / "data.csv").write_text("x\n1\n")
+    (tmp_path / "a-file").write_text("not a folder")
+    config = load_config(
+        write_config(data={"train": "data.csv"}, work_dir=str(tmp_path / "a-file" / "work"))
+    )
+    state = local_training(config=config, return_state=True)
+    with pytest.raises(ConfigError) as caught:
+        state.result()
+    assert caught.value.field == "work_dir"
+    assert caught.value.message.startswith(f"cannot make {tmp_path / 'a-file' / 'work'}")
