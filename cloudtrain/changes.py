@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
+from cloudtrain import jsonout
 from cloudtrain.backends import settings_model
 from cloudtrain.config import PipelineConfig
 from cloudtrain.results import ChannelData
@@ -111,7 +112,7 @@ class RunRecords:
         self, pipeline: str, cloud: str, print_: Fingerprint, summary: Mapping[str, Any]
     ) -> None:
         record = {"fingerprint": print_.digest, "parts": dict(print_.parts), "summary": summary}
-        atomic_write(self._path(pipeline, cloud), json.dumps(record, indent=2, default=str))
+        atomic_write(self._path(pipeline, cloud), jsonout.dumps(record, indent=2))
 
 
 def decide(

@@ -8,12 +8,12 @@ by ``run``, so ``plan`` and config errors answer fast.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cloudtrain import jsonout
 from cloudtrain.config import PipelineConfig, check_runnable, deprecations_as_lines, load_config
 from cloudtrain.errors import CloudtrainError, ConfigError, TrainingError
 from cloudtrain.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK, fail
@@ -92,7 +92,7 @@ def _stderr(line: str) -> None:
 
 def _plan(plan: dict[str, Any], as_json: bool) -> int:
     if as_json:
-        print(json.dumps(plan, indent=2, default=str))
+        print(jsonout.dumps(plan, indent=2))
     else:
         import yaml
 
@@ -111,11 +111,7 @@ def _run(config: PipelineConfig, as_json: bool, force: bool = False) -> int:
         return fail(exc.describe(), EXIT_INVALID, as_json, exc)
     except TrainingError as exc:
         if as_json:
-            print(
-                json.dumps(
-                    exc.summary or {"status": "failed", "error": str(exc)}, indent=2, default=str
-                )
-            )
+            print(jsonout.dumps(exc.summary or {"status": "failed", "error": str(exc)}, indent=2))
         else:
             _print_human(exc.summary, str(exc))
         return EXIT_FAILED
@@ -126,7 +122,7 @@ def _run(config: PipelineConfig, as_json: bool, force: bool = False) -> int:
     except TerminationSignal:  # Prefect turns SIGTERM into this during a flow run
         return fail("cloudtrain: terminated; the running attempt was stopped", 143, as_json)
     if as_json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(jsonout.dumps(summary, indent=2))
     else:
         _print_human(summary, None)
     return EXIT_OK

@@ -15,13 +15,17 @@ from pathlib import Path
 
 from cloudtrain.config import HyperparameterValue
 
-#: The number pattern SageMaker's own examples use for metric definitions.
-_NUMBER = r"([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|nan|inf))"
+#: A number as ``float()`` reads it: ``1``, ``-0.5``, ``1.``, ``.5``, ``1e-3``, nan, inf.
+_NUMBER = r"([-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[nN]a[nN]|[iI]nf(?:inity)?))"
+#: The value must be the whole token: what follows is the end of the line, a space, or
+#: one separator (``,;:)]}|``) that is not followed by a digit. So ``x=1.2.3``, ``x=12abc``,
+#: ``x=1,5`` (a decimal comma) and ``x=95%`` are no metric at all, rather than 1.2, 12, 1, 95.
+_TOKEN_END = r"(?=$|\s|[,;:)\]}|](?![0-9]))"
 
 
 def metric_regex(name: str) -> str:
     """The regex for ``name=value``: SageMaker MetricDefinitions and the log parser share it."""
-    return rf"(?<![\w.-]){re.escape(name)}={_NUMBER}"
+    return rf"(?<![\w.-]){re.escape(name)}={_NUMBER}{_TOKEN_END}"
 
 
 def hyperparameter_value(value: HyperparameterValue) -> str:

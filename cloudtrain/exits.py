@@ -6,10 +6,10 @@ problem, before anything is created anywhere).
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
+from cloudtrain import jsonout
 from cloudtrain.errors import ConfigError
 
 EXIT_OK = 0
@@ -29,6 +29,6 @@ def fail(message: str, code: int, as_json: bool = False, invalid: ConfigError | 
             output["problems"] = [
                 {"field": problem.field, "message": problem.message} for problem in invalid.problems
             ]
-        print(json.dumps(output))
+        print(jsonout.dumps(output))
     print(message, file=sys.stderr)
     return code

@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from cloudtrain.backend import Backend
 from cloudtrain.config import PipelineConfig
+from cloudtrain.jsonout import finite
 from cloudtrain.report import (
     ATTEMPTS_SUFFIX,
     OUTCOME_SUFFIX,
@@ -59,19 +60,19 @@ def publish_report(run: RunReport) -> str:
         rows = attempts_table(run.result)
         create_table_artifact(
             key=f"{config.name}{ATTEMPTS_SUFFIX}",
-            table=rows,
+            table=finite(rows),
             description="one row per training attempt",
         )
         for row in rows:  # and one table per attempt, to follow a single attempt over runs
             create_table_artifact(
                 key=f"{config.name}-attempt-{row['attempt']}",
-                table=[{"field": name, "value": value} for name, value in row.items()],
+                table=finite([{"field": name, "value": value} for name, value in row.items()]),
                 description=f"attempt {row['attempt']}: {row['outcome']}",
             )
     outcome = run.outcome()
     create_table_artifact(
         key=f"{config.name}{OUTCOME_SUFFIX}",
-        table=[outcome],
+        table=finite([outcome]),
         description=f"{config.name} on {config.cloud}: {outcome['status']}",
     )
     return report

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from helpers import train_locally
 
 from cloudtrain.contract import MetricParser, hyperparameter_args, metric_regex
@@ -117,3 +120,42 @@ def test_metric_regex_is_a_valid_sagemaker_style_pattern() -> None:
 
     match = re.search(metric_regex("val_accuracy"), "[1] val_accuracy=0.875;")
     assert match and match.group(1) == "0.875"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1e-3", 1e-3),
+        ("-0.5", -0.5),
+        ("+2", 2.0),
+        ("1.", 1.0),
+        (".5", 0.5),
+        ("7", 7.0),
+        ("2.5E+2", 250.0),
+        ("0.875;", 0.875),  # a separator after the value
+        ("0.9, acc=1", 0.9),
+        ("0.9,acc=1", 0.9),
+        ("inf", math.inf),
+        ("-inf", -math.inf),
+        ("Infinity", math.inf),
+        ("1.2.3", None),  # not 1.2
+        ("1,5", None),  # a decimal comma: not 1
+        ("12abc", None),  # not 12
+        ("95%", None),  # not 95
+        ("1e", None),
+        ("0.5-1", None),
+        ("info", None),
+        ("", None),
+    ],
+)
+def test_a_metric_value_is_the_whole_token(text: str, value: float | None) -> None:
+    parser = MetricParser(["x"])
+    found = parser.feed(f"step=3 x={text}")
+    assert found == ({} if value is None else {"x": value})
+    assert bool(re.search(metric_regex("x"), f"x={text}")) is (value is not None)
+
+
+def test_nan_is_a_metric_value() -> None:
+    found = MetricParser(["loss"]).feed("loss=nan")
+    assert math.isnan(found["loss"])
+    assert MetricParser(["loss"]).feed("loss=nanny") == {}

@@ -7,12 +7,12 @@ so a CI step can keep the result in a file and still show the logs.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from cloudtrain import jsonout
 from cloudtrain.config import deprecations_as_lines, unknown_name_message
 from cloudtrain.errors import ConfigError
 from cloudtrain.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK, fail
@@ -187,7 +187,7 @@ def _progress(text: str) -> None:
 
 def _print_run(run: TriggeredRun, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(run.to_dict(), indent=2, default=str))
+        print(jsonout.dumps(run.to_dict(), indent=2))
         return
     print(run.url)
     if run.state is None:

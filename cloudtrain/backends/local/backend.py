@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import os
 import shutil
 import sys
@@ -19,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain import contract
+from cloudtrain import contract, jsonout
 from cloudtrain.backend import LogSink, StagePlan
 from cloudtrain.backends.local.process import LocalAttempt
 from cloudtrain.backends.local.settings import LocalConfig
@@ -281,8 +280,8 @@ class LocalBackend:
         if any(output_dir.iterdir()):
             tar_folder(output_dir, run_dir / "output.tar.gz")
         records = run_dir / "attempts.json"
-        records.write_text(json.dumps(result.to_dict(), indent=2))
-        (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
+        records.write_text(jsonout.dumps(result.to_dict(), indent=2))
+        (run_dir / "metrics.json").write_text(jsonout.dumps(result.metrics, indent=2))
         return ModelArtifacts(
             model_uri=str(model_dir),
             model_archive=str(archive),
