@@ -337,7 +337,12 @@ class _Ops:
         self._client = client
 
     def _record(self, op: str, name: str | None = None, body: dict[str, Any] | None = None) -> None:
+        """Note the call; answer it with an injected fault (``FakeMLClient.fail``) if any,
+        before anything changes, as a throttled request changes nothing."""
         self._client.calls.append(Call(op, name, body))
+        faults = self._client.faults.get(op)
+        if faults:
+            raise faults.pop(0)
 
 
 # --- compute ---------------------------------------------------------------------------------
@@ -1069,9 +1074,9 @@ class JobOperations(_Ops):
                 + "/versions/1"
             )
         job.environment = self._environment_id(job.environment)
-        if job.compute:
-            client.compute._require(job.compute)
-            job.compute = client.arm_id("computes", job.compute)
+        if job.compute:  # a name, or the ARM id a call before this one resolved it to
+            client.compute._require(str(job.compute).rsplit("/", 1)[-1])
+            job.compute = client.arm_id("computes", str(job.compute).rsplit("/", 1)[-1])
         for name, value in (job.inputs or {}).items():
             location = getattr(getattr(value, "_data", value), "path", None)  # literals have none
             if (
@@ -1141,6 +1146,7 @@ class FakeMLClient:
         self.workspace_name = workspace_name
         self.location = location
         self.calls: list[Call] = []
+        self.faults: dict[str, list[Exception]] = {}
         self.counter = 0
         self._clock = clock
         self.compute = ComputeOperations(self)
@@ -1158,6 +1164,14 @@ class FakeMLClient:
             ),
         )
         self.jobs = JobOperations(self)
+
+    def fail(self, op: str, error: Exception, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``op`` ("jobs.get") with ``error``."""
+        self.faults.setdefault(op, []).extend([error] * times)
+
+    def throttle(self, op: str, times: int = 1) -> None:
+        """As ARM throttles: 429 TooManyRequests."""
+        self.fail(op, http_error(429, "TooManyRequests", "Rate limit exceeded."), times)
 
     def ops(self, prefix: str = "") -> list[str]:
         """The recorded operation names, optionally only those starting with ``prefix``."""

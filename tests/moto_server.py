@@ -35,7 +35,12 @@ class Received:
 
     @property
     def action(self) -> str:
-        return self.target.rpartition(".")[2]
+        """The JSON target's action, or the query protocol's Action (IAM, STS)."""
+        if self.target or not self.body:
+            return self.target.rpartition(".")[2]
+        from urllib.parse import parse_qs
+
+        return parse_qs(self.body.decode(errors="replace")).get("Action", [""])[0]
 
     def json(self) -> Any:
         return json.loads(self.body or b"{}")
@@ -55,7 +60,7 @@ class RequestLog:
             self.entries.clear()
 
     def actions(self, name: str) -> list[Received]:
-        """JSON-protocol calls by action name, e.g. CreateTrainingJob."""
+        """Calls by action name, e.g. CreateTrainingJob or GetRole."""
         return [entry for entry in list(self.entries) if entry.action == name]
 
     def s3(self, method: str) -> list[Received]:
@@ -63,11 +68,59 @@ class RequestLog:
         return [e for e in list(self.entries) if not e.target and e.method == method]
 
 
+@dataclass
+class Faults:
+    """Errors answered instead of moto's reply to the next calls of an action.
+
+    The action is the JSON target's (``DescribeTrainingJob``), the query protocol's
+    ``Action`` (``GetRole``, ``GetCallerIdentity``), or ``S3:<METHOD>`` for S3's REST calls.
+    """
+
+    pending: dict[str, list[tuple[int, str, str]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, action: str, times: int, status: int, code: str, message: str) -> None:
+        with self._lock:
+            self.pending.setdefault(action, []).extend([(status, code, message)] * times)
+
+    def throttle(self, action: str, times: int) -> None:
+        """What each service says when it throttles: 400 Throttling(Exception), S3 503."""
+        if action.startswith("S3:"):
+            self.add(action, times, 503, "SlowDown", "Please reduce your request rate.")
+        else:
+            self.add(action, times, 400, "ThrottlingException", "Rate exceeded")
+
+    def take(self, action: str) -> tuple[int, str, str] | None:
+        with self._lock:
+            queue = self.pending.get(action)
+            return queue.pop(0) if queue else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self.pending.clear()
+
+
+def _error_body(target: str, action: str, code: str, message: str) -> tuple[str, bytes]:
+    if target:  # JSON protocols: SageMaker, ECR, CloudWatch Logs
+        return "application/x-amz-json-1.1", json.dumps(
+            {"__type": code, "message": message}
+        ).encode()
+    if action.startswith("S3:"):
+        return "application/xml", (
+            f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        ).encode()
+    return "text/xml", (  # the query protocol: IAM, STS
+        f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+        f"<Message>{message}</Message></Error><RequestId>fault</RequestId></ErrorResponse>"
+    ).encode()
+
+
 class _Recorder:
-    """WSGI middleware: note the request, hand the same bytes to moto."""
+    """WSGI middleware: note the request, hand the same bytes to moto (or a fault)."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], log: RequestLog) -> None:
         self.app, self.log = app, log
+        self.faults = Faults()
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -77,9 +130,18 @@ class _Recorder:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         body = b""
-        if target and length:  # JSON APIs: keep the body; S3 bodies stay streamed
+        form = "x-www-form-urlencoded" in environ.get("CONTENT_TYPE", "")
+        if (target or form) and length:  # JSON and query APIs: keep the body; S3's streams
             body = environ["wsgi.input"].read(length)
             environ["wsgi.input"] = io.BytesIO(body)
+        if target:
+            action = target.rpartition(".")[2]
+        elif form:
+            from urllib.parse import parse_qs
+
+            action = parse_qs(body.decode()).get("Action", [""])[0]
+        else:
+            action = f"S3:{environ['REQUEST_METHOD']}"
         if not environ.get("PATH_INFO", "").startswith("/moto-api"):
             headers = {
                 name[5:].replace("_", "-").lower(): str(value)
@@ -96,6 +158,15 @@ class _Recorder:
                     headers,
                 )
             )
+            fault = self.faults.take(action)
+            if fault is not None:
+                status, code, message = fault
+                content_type, error = _error_body(target, action, code, message)
+                start_response(
+                    f"{status} Fault",
+                    [("Content-Type", content_type), ("Content-Length", str(len(error)))],
+                )
+                return [error]
         return self.app(environ, start_response)
 
 
@@ -110,7 +181,9 @@ class MotoServer:
         self._server.start()
         wsgi = self._server._server
         assert wsgi is not None
-        wsgi.app = _Recorder(wsgi.app, self.log)  # type: ignore[method-assign]
+        self._recorder = _Recorder(wsgi.app, self.log)
+        wsgi.app = self._recorder  # type: ignore[method-assign]
+        self.faults = self._recorder.faults
         host, port = self._server.get_host_and_port()
         self.url = f"http://{host}:{port}"
         return self
@@ -118,6 +191,7 @@ class MotoServer:
     def reset(self) -> None:
         requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
         self.log.clear()
+        self.faults.clear()
 
     def stop(self) -> None:
         self._server.stop()

@@ -175,7 +175,8 @@ def test_spot_lost_twice_then_the_on_demand_fallback_completes(
     assert first["AlgorithmSpecification"]["MetricDefinitions"] == [
         {
             "Name": "val_accuracy",
-            "Regex": r"(?<![\w.-])val_accuracy=([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|nan|inf))",
+            "Regex": r"(?<![\w.-])val_accuracy=([-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
+            r"(?:[eE][-+]?[0-9]+)?|[nN]a[nN]|[iI]nf(?:inity)?))(?=$|\s|[,;:)\]}|](?![0-9]))",
         }
     ]
     assert (
@@ -234,10 +235,13 @@ def test_throttled_describes_do_not_fail_the_run(
     lifecycle: Lifecycle,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # botocore retries twice (its sleeps kept short), then our poll loop takes over
+    # botocore retries twice (its sleeps kept short), the control-plane policy calls
+    # twice, then the poll loop takes over
     monkeypatch.setattr(
         "cloudtrain.backends.aws.clients.BOTOCORE_RETRIES", {"mode": "standard", "max_attempts": 2}
     )
+    monkeypatch.setattr("cloudtrain.retrying.CONTROL_ATTEMPTS", 2)
+    monkeypatch.setattr("cloudtrain.retrying.sleep_seconds", lambda seconds: None)
     lifecycle.script("a1", IN_PROGRESS, *[THROTTLE] * 12, DONE)
     result, lines = train(aws_config())
     assert isinstance(result, TrainingResult), result

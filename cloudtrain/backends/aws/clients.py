@@ -4,6 +4,11 @@ Credentials come from boto3's default chain, or from a prefect-aws ``AwsCredenti
 block named in ``aws.credentials_block``. ``AWS_ENDPOINT_URL`` (which boto3 honours for
 every service) or an explicit ``endpoint_url`` sends everything to an emulator. Clients
 are created once per service and shared: they are thread-safe, sessions are not.
+
+Every call goes through one retry policy: botocore's standard mode retries throttling and
+5xx a few times within seconds, then ``cloudtrain.retrying`` waits and calls again for
+minutes (``client``). Only s3transfer gets the bare client (``raw_client``): a transfer
+retries its own parts, and a half-read body must not be sent again from outside.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain.backends.aws.errors import is_transient
 from cloudtrain.backends.aws.sdk import load_block
 from cloudtrain.errors import ConfigError
+from cloudtrain.retrying import RetryingProxy
 
 if TYPE_CHECKING:
     import boto3
@@ -22,6 +29,17 @@ if TYPE_CHECKING:
 
 #: botocore's own retries for every call (throttling included), before ours.
 BOTOCORE_RETRIES = {"mode": "standard", "max_attempts": 5}
+#: A botocore client's methods that make no request: not wrapped in the retry policy.
+NOT_REQUESTS = frozenset(
+    {
+        "can_paginate",
+        "close",
+        "generate_presigned_post",
+        "generate_presigned_url",
+        "get_paginator",
+        "get_waiter",
+    }
+)
 #: Connections per client: enough for the upload's worker threads.
 MAX_POOL_CONNECTIONS = 32
 
@@ -45,7 +63,12 @@ class AwsClients:
         return cls(boto3.Session(region_name=aws.region), endpoint_url)
 
     def client(self, service: str) -> Any:
-        """The shared client for ``service`` (s3, sagemaker, ecr, sts, logs, iam)."""
+        """The shared client for ``service`` (s3, sagemaker, ecr, sts, logs, iam), its
+        calls retried while throttled (``cloudtrain.retrying``). Paginators bypass it."""
+        return RetryingProxy(self.raw_client(service), is_transient, passthrough=NOT_REQUESTS)
+
+    def raw_client(self, service: str) -> Any:
+        """The botocore client itself (botocore's retries only), for s3transfer."""
         with self._lock:
             if service not in self._clients:
                 from botocore.config import Config

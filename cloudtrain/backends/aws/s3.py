@@ -112,7 +112,8 @@ class S3Store:
     ) -> None:
         from boto3.s3.transfer import TransferConfig
 
-        self.bucket, self._s3 = bucket, clients.client("s3")
+        self.bucket, self._s3 = bucket, clients.client("s3")  # retried while throttled
+        self._transfer_client = clients.raw_client("s3")  # s3transfer retries its own parts
         self.transfer = transfer or TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD_BYTES,
             multipart_chunksize=MULTIPART_CHUNK_BYTES,
@@ -178,11 +179,13 @@ class S3Store:
     def list(self, prefix: str) -> list[StoredObject]:
         found: list[StoredObject] = []
         with self._errors(f"listing {self.name(prefix)}"):
-            pages = self._s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix
-            )
-            for page in pages:
+            token: dict[str, str] = {}
+            while True:  # page by page, each call retried while throttled (no paginator)
+                page = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, **token)
                 found += [StoredObject(i["Key"], int(i["Size"])) for i in page.get("Contents", ())]
+                if not page.get("IsTruncated"):
+                    break
+                token = {"ContinuationToken": page["NextContinuationToken"]}
         return found
 
     def delete(self, keys: Sequence[str]) -> None:
@@ -228,7 +231,7 @@ class S3Store:
     def _transfers(self) -> TransferManager:
         from s3transfer.manager import TransferManager
 
-        return TransferManager(self._s3, self.transfer)
+        return TransferManager(self._transfer_client, self.transfer)
 
     def _checksum_args(self, size: int, sha256_hex: str | None) -> dict[str, str]:
         """A single PUT carries the hash already computed, which S3 checks against the body.

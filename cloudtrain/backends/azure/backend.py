@@ -20,7 +20,7 @@ from cloudtrain import contract
 from cloudtrain.backend import LogSink, StagePlan
 from cloudtrain.backends.azure import jobs, sdk
 from cloudtrain.backends.azure.clients import AzureClients
-from cloudtrain.backends.azure.errors import is_not_found, service_error, text
+from cloudtrain.backends.azure.errors import is_not_found, is_transient, service_error, text
 from cloudtrain.backends.azure.settings import AzureConfig, azure_settings
 from cloudtrain.backoff import Backoff
 from cloudtrain.config import PipelineConfig, is_uri
@@ -37,6 +37,7 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
+from cloudtrain.retrying import call_with_retries
 from cloudtrain.store import tar_folder
 
 if TYPE_CHECKING:
@@ -490,8 +491,12 @@ class AzureBackend:
 
     def _run_details(self, name: str) -> Any:
         """Start, end and error of a run, as the SDK's own ``jobs.stream`` reads them."""
-        try:
-            return sdk.run_details(self.ml, name)
+        try:  # a private operation the proxy does not see: the same retry policy, by hand
+            return call_with_retries(
+                lambda: sdk.run_details(self.ml, name),
+                transient=is_transient,
+                what="get_run_details",
+            )
         except Exception as exc:
             raise service_error(exc, f"reading the run details of {name}") from exc
 

@@ -4,6 +4,10 @@
 jobs); blob clients talk to the datastore's storage account. Credentials come from
 ``DefaultAzureCredential`` or a prefect-azure credentials block. azure-ai-ml costs ~1.3 s
 to import, so nothing here imports it before it is needed.
+
+Every MLClient operation goes through one retry policy: azure-core's own RetryPolicy
+retries 429/5xx a few times, then ``cloudtrain.retrying`` waits and calls again for
+minutes, as for AWS.
 """
 
 from __future__ import annotations
@@ -11,10 +15,16 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain.backends.azure.errors import is_transient
 from cloudtrain.errors import ConfigError
+from cloudtrain.retrying import RetryingProxy
 
 if TYPE_CHECKING:
     from cloudtrain.backends.azure.settings import AzureConfig
+
+
+#: MLClient's operation groups the backend calls (``ml_client.jobs.get(...)``).
+OPERATION_GROUPS = frozenset({"compute", "data", "datastores", "environments", "jobs", "models"})
 
 
 class AzureClients:
@@ -53,6 +63,10 @@ class AzureClients:
 
     @property
     def ml_client(self) -> Any:
+        """The workspace's MLClient, its operations retried while throttled."""
+        return RetryingProxy(self._workspace_client(), is_transient, groups=OPERATION_GROUPS)
+
+    def _workspace_client(self) -> Any:
         with self._lock:
             if self._ml_client is None:
                 from azure.ai.ml import MLClient
@@ -78,7 +92,8 @@ class AzureClients:
                 from azure.ai.ml import MLClient
 
                 self._registry_client = MLClient(self.credential, registry_name="azureml")
-            return self._registry_client
+            raw = self._registry_client
+        return RetryingProxy(raw, is_transient, groups=OPERATION_GROUPS)
 
     def container_client(self, account_url: str, container: str) -> Any:
         """A ContainerClient for a datastore's container (Azurite when a connection

@@ -27,13 +27,21 @@ def text(value: Any) -> str:
     return "" if value is None else str(getattr(value, "value", value))
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Throttled (429), a passing fault (408, 5xx) or a dropped connection."""
+    return status_code(exc) in TRANSIENT_STATUS or type(exc).__name__ in (
+        "ServiceRequestError",
+        "ServiceResponseError",
+    )
+
+
 def service_error(exc: BaseException, doing: str) -> CloudtrainError:
     """``exc`` as one of ours, for ``raise service_error(exc, "doing what") from exc``."""
     if isinstance(exc, CloudtrainError):
         return exc
     code = status_code(exc)
     name = type(exc).__name__
-    if code in TRANSIENT_STATUS or name in ("ServiceRequestError", "ServiceResponseError"):
+    if is_transient(exc):
         return TransientError(f"{doing}: {exc}")
     if code in (401, 403) or name == "ClientAuthenticationError":
         return BackendError(f"{doing}: check the Azure credentials and their role: {exc}")
