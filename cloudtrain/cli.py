@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="train even when data, code and config are unchanged",
             )
+            command.add_argument(
+                "--verbose",
+                action="store_true",
+                help="show tracebacks on the terminal too (always in the run's log file)",
+            )
     text = "start a deployment's run through the Prefect API and follow it (for CI)"
     from cloudtrain import trigger
 
@@ -83,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plan(plan(backend, config), args.json)
     except ConfigError as exc:
         return fail(exc.describe(), EXIT_INVALID, args.json, exc)
-    return _run(config, args.json, args.force)
+    return _run(config, args.json, args.force, args.verbose)
 
 
 def _stderr(line: str) -> None:
@@ -100,11 +105,21 @@ def _plan(plan: dict[str, Any], as_json: bool) -> int:
     return EXIT_OK
 
 
-def _run(config: PipelineConfig, as_json: bool, force: bool = False) -> int:
+def _run(config: PipelineConfig, as_json: bool, force: bool = False, verbose: bool = False) -> int:
     _quiet_prefect_defaults()
+    from cloudtrain.runlog import run_log
+
+    flow = _flow_for(config.cloud)  # imports Prefect, which sets up its logging
+    with run_log(config, verbose=verbose) as log_file:
+        code = _run_flow(flow, config, as_json, force)
+    if code == EXIT_FAILED and log_file is not None and log_file.exists():
+        print(f"cloudtrain: the run's log, with tracebacks: {log_file}", file=sys.stderr)
+    return code
+
+
+def _run_flow(flow: Any, config: PipelineConfig, as_json: bool, force: bool) -> int:
     from prefect.exceptions import TerminationSignal
 
-    flow = _flow_for(config.cloud)
     try:
         summary = flow(config=config, force=force)
     except ConfigError as exc:

@@ -355,3 +355,46 @@ def test_the_clouds_checks_and_other_sections_rules_are_reported_together(
         "local.spot_interruptions",
     ]
     assert "simulates reclaims on the local backend only; cloud aws reclaims for real" in lines[4]
+
+
+FAILING_SCRIPT = """
+    import sys
+    for step in range(30):
+        print(f"step {step}")
+    print("ValueError: the data has no label column", file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.prefect
+def test_a_failed_run_says_why_and_keeps_the_traceback_in_the_log_file(
+    prefect_server: str, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = write_config(FAILING_SCRIPT)
+    done = cli("run", str(path), api_url=prefect_server)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    assert "exit code 3" in output and "no label column" in output  # the reason
+    assert "step 29" in output  # the script's last lines
+    assert "Traceback" not in output, output[-3000:]
+    logs = list((tmp_path / ".cloudtrain" / "logs").glob("unit-local-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in done.stderr  # the message says where
+    text = logs[0].read_text()
+    assert text.count("Traceback (most recent call last)") >= 1 and "TrainingError" in text
+    assert "step 29" in text
+
+    verbose = cli("run", str(path), "--verbose", api_url=prefect_server)
+    assert verbose.returncode == 1
+    assert "Traceback (most recent call last)" in verbose.stderr
+
+
+@pytest.mark.prefect
+def test_a_config_error_inside_the_flow_is_one_line_without_a_traceback(
+    prefect_server: str, write_config: Callable[..., Path]
+) -> None:
+    done = cli(
+        "run", str(write_config()), "--set", "work_dir=/proc/cloudtrain", api_url=prefect_server
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "cloudtrain: invalid config: work_dir: " in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr[-3000:]
