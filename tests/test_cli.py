@@ -398,3 +398,33 @@ def test_a_config_error_inside_the_flow_is_one_line_without_a_traceback(
     assert done.returncode == 2, done.stderr[-3000:]
     assert "cloudtrain: invalid config: work_dir: " in done.stderr
     assert "Traceback" not in done.stdout + done.stderr, done.stderr[-3000:]
+
+
+def test_only_expected_failures_lose_their_traceback_on_the_terminal(
+    write_config: Callable[..., Path],
+) -> None:
+    import io
+    import logging
+
+    from cloudtrain.config import load_config
+    from cloudtrain.errors import TrainingError
+    from cloudtrain.runlog import run_log
+
+    stream = io.StringIO()
+    console = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(console)
+    logger = logging.getLogger("test.runlog")
+    try:
+        with run_log(load_config(write_config())) as path:
+            for error in (TrainingError("the script failed"), KeyError("a bug")):
+                try:
+                    raise error
+                except Exception:
+                    logger.error("failed: %r", error, exc_info=True)
+    finally:
+        root.removeHandler(console)
+    terminal = stream.getvalue()
+    assert terminal.count("Traceback (most recent call last)") == 1  # the bug's only
+    assert f"failed: TrainingError('the script failed') (traceback in {path})" in terminal
+    assert path is not None and path.read_text().count("Traceback (most recent call last)") == 2
