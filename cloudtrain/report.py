@@ -153,7 +153,7 @@ def markdown_report(run: RunReport) -> str:
             "",
         ]
         lines += ["| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {v:g} |" for k, v in (run.reused.get("metrics") or {}).items()]
+        lines += [f"| {k} | {_metric(v)} |" for k, v in (run.reused.get("metrics") or {}).items()]
         lines.append("")
     if run.compute is not None:
         compute = run.compute
@@ -199,7 +199,7 @@ def markdown_report(run: RunReport) -> str:
         ]
     if artifacts is not None:
         lines += ["## Metrics", "", "| metric | final value |", "| --- | --- |"]
-        lines += [f"| {name} | {value:g} |" for name, value in artifacts.metrics.items()]
+        lines += [f"| {name} | {_metric(value)} |" for name, value in artifacts.metrics.items()]
         lines += ["", "## Model", "", f"- model: `{artifacts.model_uri}`"]
         if artifacts.model_archive:
             lines.append(f"- archive: `{artifacts.model_archive}`")
@@ -214,3 +214,8 @@ def markdown_report(run: RunReport) -> str:
     if error:
         lines += ["## Error", "", error, ""]
     return "\n".join(lines)
+
+
+def _metric(value: Any) -> str:
+    """A metric as ``:g`` writes it; a reused run's record keeps NaN/inf as strings."""
+    return f"{value:g}" if isinstance(value, int | float) else str(value)

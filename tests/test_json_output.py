@@ -75,3 +75,8 @@ def test_every_json_a_run_writes_is_strict(
         )
     rows = [row for artifact in artifacts for row in strict_loads(str(artifact.data))]
     assert any(row.get("metric best") == "Infinity" for row in rows), rows
+
+    again = cli("run", str(path), "--json", api_url=prefect_server)  # reuses that record
+    assert again.returncode == 0, again.stderr[-3000:]
+    reused = strict_loads(again.stdout)
+    assert reused["status"] == "skipped" and reused["metrics"] == expected
