@@ -76,12 +76,15 @@ class Faults:
     ``Action`` (``GetRole``, ``GetCallerIdentity``), or ``S3:<METHOD>`` for S3's REST calls.
     """
 
-    pending: dict[str, list[tuple[int, str, str]]] = field(default_factory=dict)
+    pending: dict[str, list[tuple[int, str, str, bool]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, action: str, times: int, status: int, code: str, message: str) -> None:
+    def add(
+        self, action: str, times: int, status: int, code: str, message: str, *, after: bool = False
+    ) -> None:
+        """``after``: moto handles the request first, then its answer is lost to the error."""
         with self._lock:
-            self.pending.setdefault(action, []).extend([(status, code, message)] * times)
+            self.pending.setdefault(action, []).extend([(status, code, message, after)] * times)
 
     def throttle(self, action: str, times: int) -> None:
         """What each service says when it throttles: 400 Throttling(Exception), S3 503."""
@@ -90,7 +93,7 @@ class Faults:
         else:
             self.add(action, times, 400, "ThrottlingException", "Rate exceeded")
 
-    def take(self, action: str) -> tuple[int, str, str] | None:
+    def take(self, action: str) -> tuple[int, str, str, bool] | None:
         with self._lock:
             queue = self.pending.get(action)
             return queue.pop(0) if queue else None
@@ -160,7 +163,10 @@ class _Recorder:
             )
             fault = self.faults.take(action)
             if fault is not None:
-                status, code, message = fault
+                status, code, message, after = fault
+                if after:
+                    for _ in self.app(environ, lambda *args, **kwargs: None):
+                        pass
                 content_type, error = _error_body(target, action, code, message)
                 start_response(
                     f"{status} Fault",

@@ -179,3 +179,18 @@ def test_a_non_retryable_azure_error_fails_at_once_naming_the_call(
         train_and_collect_on_azure(fake, config, azure_backend(config))
     assert fake.ops().count("jobs.create_or_update") == 1
     assert waits == []
+
+
+def test_a_create_whose_answer_was_lost_is_not_created_twice(
+    aws_config: Callable[..., Path], aws: MotoServer, lifecycle: Lifecycle, waits: list[float]
+) -> None:
+    """SageMaker made the job but the answer was a 500; the retry hears ResourceInUse."""
+    path = aws_config(retry={"max_attempts": 1, "on_demand_fallback": False})
+    lifecycle.script("a1", IN_PROGRESS, DONE)
+    aws.faults.add("CreateTrainingJob", 1, 500, "InternalFailure", "lost", after=True)
+    aws.faults.add(
+        "CreateTrainingJob", 1, 400, "ResourceInUse", "Training job names must be unique"
+    )
+    result = train_and_collect_on_aws(path)
+    assert result.succeeded
+    assert len(aws.log.actions("CreateTrainingJob")) == 2

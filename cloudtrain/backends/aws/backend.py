@@ -267,6 +267,13 @@ class AwsBackend:
         try:
             self.clients.client("sagemaker").create_training_job(**request)
         except Exception as exc:
+            # A call retried after a lost answer (5xx, timeout) may find the job it created.
+            lost = error_code(exc) == "ResourceInUse"
+            if lost and self._describe(spec.job_name, missing_ok=True):
+                self._pending_lines[spec.job_name] = [
+                    f"created {spec.job_name} (the answer to the first try was lost)"
+                ]
+                return spec.job_name
             raise mapped(exc, f"CreateTrainingJob {spec.job_name}") from exc
         region = self.clients.region
         self._pending_lines[spec.job_name] = [
