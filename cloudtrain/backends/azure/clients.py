@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.errors import ConfigError
+from cloudtrain.errors import ConfigError, quote
 
 if TYPE_CHECKING:
     from cloudtrain.backends.azure.settings import AzureConfig
@@ -118,7 +118,7 @@ def _credential(azure: AzureConfig) -> Any:
     except ObjectNotFound as exc:
         raise ConfigError(
             "azure.credentials_block",
-            f"no {AZUREML_BLOCK_TYPE} block named {azure.credentials_block!r}",
+            f"no {AZUREML_BLOCK_TYPE} block named {quote(azure.credentials_block)}",
         ) from exc
     data = document.data
     missing = [
