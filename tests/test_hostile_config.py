@@ -415,3 +415,45 @@ def test_a_config_built_in_python_is_held_to_the_same_rules(write_config: Any) -
     raw = base_config(code={"source_dir": "src", "entry_point": "../cloudtrain.yaml"})
     with pytest.raises(ConfigError, match="code.entry_point: "):
         validate_config(raw, base_dir=base)
+
+
+AWS = {"role": "arn:aws:iam::123456789012:role/R", "bucket": "my-bucket"}
+
+
+@pytest.mark.parametrize(
+    ("sections", "field", "limit"),
+    [
+        ({"hyperparameters": {f"p{i}": i for i in range(96)}}, "hyperparameters", "at most 100"),
+        ({"hyperparameters": {"notes": "n" * 2600}}, "hyperparameters.notes", "at most 2,500"),
+        ({"metrics": [f"m{i}" for i in range(41)]}, "metrics", "at most 40"),
+        ({"metrics": ["a" + ".-" * 127]}, "metrics[0]", "at most 500"),
+        ({"aws": {"prefix": "p" * 1000}}, "aws.prefix", "at most 1,024"),
+        (
+            {"data": {f"c{i}": f"s3://b/{i}" for i in range(21)}},
+            "data",
+            "at most 20",
+        ),
+    ],
+)
+def test_sagemakers_limits_are_checked_before_anything_runs(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    sections: dict[str, Any],
+    field: str,
+    limit: str,
+) -> None:
+    """As SageMaker counts them: our sagemaker_* hyperparameters included (96 + 5 > 100)."""
+    sections = {"data": {"train": "s3://my-bucket/train/"}, **sections}
+    sections["aws"] = {**AWS, **sections.get("aws", {})}
+    path = _write(tmp_path, cloud="aws", **sections)
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if f" {field}: " in line and limit in line]
+    assert lines, err[:2000]
+
+
+def test_a_request_within_sagemakers_limits_plans(tmp_path: Path) -> None:
+    hyperparameters = {f"p{i}": "v" * 2400 for i in range(95)}
+    data = {"train": "s3://my-bucket/train/"}
+    path = _write(tmp_path, cloud="aws", aws=AWS, hyperparameters=hyperparameters, data=data)
+    assert main(["plan", str(path), "--json"]) == 0
