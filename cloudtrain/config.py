@@ -593,7 +593,7 @@ def _split_sections(
 
 def _validate_section(name: str, raw: Any) -> BaseModel:
     if not backends.is_cloud(name):
-        raise ConfigError(name, _unknown_key_message((name,)))
+        raise ConfigError(_dotted((name,)), _unknown_key_message((name,)))
     model = backends.settings_model(name)
     if model is None:
         raise ConfigError(name, f"cloud {name} takes no settings section")
@@ -732,6 +732,8 @@ def _union_message(loc: tuple[int | str, ...], value: Any) -> str:
 def _dotted(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
+        if isinstance(part, str) and len(part) > 40:  # a key of any length may be unknown
+            part = quote(part)
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
     return path
 

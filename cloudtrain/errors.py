@@ -25,10 +25,11 @@ if TYPE_CHECKING:
     from cloudtrain.results import TrainingResult
 
 
-#: How much of a bad value a message quotes; a field path or message is cut at these too.
+#: How much of a bad value a message quotes; a field path or a message (which may list
+#: the valid names) is cut at these too, the last guard against a megabyte-long line.
 QUOTE_CHARS = 40
-MAX_FIELD_CHARS = 120
-MAX_MESSAGE_CHARS = 400
+MAX_FIELD_CHARS = 200
+MAX_MESSAGE_CHARS = 2000
 
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = _short.maxlong = QUOTE_CHARS
