@@ -15,6 +15,8 @@ each backend registers the model of its own section (``cloudtrain.backends``), a
 from __future__ import annotations
 
 import difflib
+import json
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -22,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -37,7 +38,9 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 from cloudtrain import backends, recovery
-from cloudtrain.errors import ConfigError, Problem, Problems
+from cloudtrain.errors import ConfigError, Problem, Problems, quote
+from cloudtrain.quantities import Count, Finite, Seconds
+from cloudtrain.yamlfile import MAX_BYTES, load_yaml
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -60,7 +63,18 @@ URI_PATTERN = re.compile(r"^([a-z][a-z0-9+.-]*://|azureml:)")
 #: The longest file or folder name the usual file systems take.
 NAME_MAX_BYTES = 255
 
-HyperparameterValue = bool | int | float | str
+HyperparameterValue = bool | int | Finite | str
+#: Characters that cannot travel in argv, the environment or a path (NUL), or that make
+#: a log line or a name lie (other C0 controls, DEL); lone surrogates are not UTF-8.
+#: Tab, newline and carriage return are text.
+UNSAFE_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+#: Folders of the kernel's and devices' pseudo files: never a config's path.
+SYSTEM_FOLDERS = (Path("/proc"), Path("/sys"), Path("/dev"))
+#: Prefect's server refuses a flow run whose parameters (the config is one) are larger
+#: as compact JSON (``server.api.max_parameter_size``, 524,288 bytes by default).
+PREFECT_MAX_PARAMETER_SIZE = 524_288
+#: The flow's other parameters (force, dataframes) and the JSON around the config.
+_OTHER_PARAMETERS_BYTES = 256
 
 
 class _Strict(BaseModel):
@@ -150,16 +164,16 @@ class ComputeConfig(_Strict):
         "ml.m5.large",
         description="SageMaker ml.* instance type or Azure VM size (Standard_DS3_v2).",
     )
-    instance_count: int = Field(1, ge=1, le=100, description="Number of machines.")
+    instance_count: Count = Field(1, ge=1, le=100, description="Number of machines.")
     spot: bool = Field(
         False,
         description="Run on spot (SageMaker managed spot, Azure low priority): cheaper, "
         "but an attempt can be reclaimed and is then resumed from its checkpoints.",
     )
-    max_run: int = Field(
+    max_run: Seconds = Field(
         3600, ge=1, le=28 * 24 * 3600, description="Seconds of training per attempt."
     )
-    max_wait: int | None = Field(
+    max_wait: Seconds | None = Field(
         None,
         ge=1,
         description="Seconds per attempt including waiting for spot capacity; "
@@ -182,7 +196,7 @@ class ComputeConfig(_Strict):
 class RetryConfig(_Strict):
     """How many attempts a run may take and how it recovers between them."""
 
-    max_attempts: int = Field(
+    max_attempts: Count = Field(
         3, ge=1, le=100, description="Attempts in all, the first one included."
     )
     on_demand_fallback: bool = Field(
@@ -279,7 +293,7 @@ class PipelineConfig(_Strict):
     def _name_format(cls, value: str) -> str:
         if not NAME_PATTERN.match(value):
             raise ValueError(
-                f"{value!r} must be 2 to 40 lowercase letters, digits and '-', "
+                f"{quote(value)} must be 2 to 40 lowercase letters, digits and '-', "
                 "starting with a letter and not ending with '-'"
             )
         return value
@@ -287,10 +301,28 @@ class PipelineConfig(_Strict):
     @field_validator("code")
     @classmethod
     def _code_exists(cls, value: CodeConfig, info: ValidationInfo) -> CodeConfig:
+        """The entry point lives inside source_dir: that folder is what the clouds
+        receive, and a path out of it would run (and report) any file here."""
         value.source_dir = _absolute(_base_dir(info), value.source_dir)
         if not value.source_dir.is_dir():
             raise ConfigError("code.source_dir", f"{value.source_dir} is not a folder")
-        entry_point = value.source_dir / value.entry_point
+        source = value.source_dir.resolve()
+        if source == Path(source.anchor) or _system_folder(source):
+            raise ConfigError(
+                "code.source_dir", f"{source} is a system folder; name the script's own folder"
+            )
+        relative = Path(value.entry_point)
+        if not value.entry_point.strip() or relative.is_absolute():
+            raise ConfigError(
+                "code.entry_point", "must be a path relative to code.source_dir, e.g. train.py"
+            )
+        entry_point = source / relative
+        if not entry_point.resolve().is_relative_to(source):
+            raise ConfigError(
+                "code.entry_point",
+                f"{quote(value.entry_point)} leads out of code.source_dir ({source}); "
+                "the script must live inside it",
+            )
         if not entry_point.is_file():
             raise ConfigError("code.entry_point", f"{entry_point} does not exist or is not a file")
         return value
@@ -302,7 +334,7 @@ class PipelineConfig(_Strict):
     ) -> dict[str, HyperparameterValue]:
         for key in value:
             if not HYPERPARAMETER_PATTERN.match(key):
-                raise ValueError(f"{key!r} is not a valid --argument name")
+                raise ValueError(f"{quote(key)} is not a valid --argument name")
         return value
 
     @field_validator("data")
@@ -312,7 +344,7 @@ class PipelineConfig(_Strict):
         for channel in value:
             if not CHANNEL_PATTERN.match(channel):
                 raise ValueError(
-                    f"channel {channel!r} must start with a letter and hold only "
+                    f"channel {quote(channel)} must start with a letter and hold only "
                     "letters, digits and '_'"
                 )
             if channel.upper() in seen:
@@ -328,6 +360,10 @@ class PipelineConfig(_Strict):
             path = _absolute(_base_dir(info), Path(location))
             if not path.exists():
                 missing.append(Problem(f"data.{channel}", f"{path} does not exist"))
+            elif _system_folder(path.resolve()) or not (path.is_file() or path.is_dir()):
+                missing.append(
+                    Problem(f"data.{channel}", f"{path} is not a regular file or folder")
+                )
             value[channel] = str(path)
         if missing:
             raise ConfigError(problems=missing)
@@ -338,7 +374,7 @@ class PipelineConfig(_Strict):
     def _metric_names(cls, value: list[str]) -> list[str]:
         for name in value:
             if not METRIC_PATTERN.match(name):
-                raise ValueError(f"{name!r} is not a valid metric name")
+                raise ValueError(f"{quote(name)} is not a valid metric name")
         if len(set(value)) != len(value):
             raise ValueError("metric names repeat")
         return value
@@ -358,6 +394,13 @@ class PipelineConfig(_Strict):
         path = _absolute(_base_dir(info), value)
         if path.exists() and not path.is_dir():
             raise ValueError(f"{path} is a file, not a folder")
+        if _system_folder(path.resolve()):
+            raise ValueError(f"{path} is a system folder; name a folder of your own")
+        existing = next(folder for folder in (path, *path.parents) if _exists(folder))
+        if not existing.is_dir():
+            raise ValueError(f"{existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot write in {existing}")
         return path
 
     @model_validator(mode="wrap")
@@ -369,6 +412,9 @@ class PipelineConfig(_Strict):
         once; then the sections' checks that need the whole config."""
         if not isinstance(data, Mapping):
             return handler(data)
+        unsafe = list(_unsafe_text(data, ""))
+        if unsafe:  # before any check reads a path or a name with a NUL in it
+            raise ConfigError(problems=unsafe)
         core, raw_sections, problems = _split_sections(dict(data))
         sections: dict[str, BaseModel] = {}
         for name, raw in raw_sections.items():
@@ -381,7 +427,10 @@ class PipelineConfig(_Strict):
         try:
             config = handler(core)
         except ValidationError as exc:
-            problems = [*config_error(exc).problems, *problems]
+            core_problems = config_error(exc).problems
+            if core.get("work_dir") is not data.get("work_dir"):  # moved from local.root
+                core_problems = tuple(_renamed(p, "work_dir", "local.root") for p in core_problems)
+            problems = [*core_problems, *problems]
         if problems:  # one error holding every problem, each with its field
             raise ConfigError(problems=problems)
         for name, section in sections.items():
@@ -423,12 +472,85 @@ def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
     problems at once: the backend's checks, then what other clouds' sections forbid."""
     problems = Problems()
     with problems.check():
+        check_parameter_size(config)
+    with problems.check():
         backend.validate(config)
     for name, section in config.sections().items():
         if name != config.cloud and isinstance(section, Section):
             with problems.check():
                 section.check_other_cloud(config)
     problems.raise_if_any()
+
+
+def check_parameter_size(config: PipelineConfig) -> None:
+    """The config travels to Prefect as a flow-run parameter, serialized as Prefect
+    measures it; too large a one is refused here, naming where the bulk is, rather than
+    by the server in a traceback. The limit follows PREFECT_SERVER_API_MAX_PARAMETER_SIZE
+    when it is set (0 turns it off, as in Prefect)."""
+    setting = os.environ.get("PREFECT_SERVER_API_MAX_PARAMETER_SIZE", "")
+    limit = int(setting) if setting.isdigit() else PREFECT_MAX_PARAMETER_SIZE
+    value: Any = config.model_dump(mode="json")
+    size = _json_size(value) + _OTHER_PARAMETERS_BYTES
+    if not limit or size <= limit:
+        return
+    path = ""
+    while isinstance(value, dict) and value:  # down to the part that holds most of it
+        key, biggest = max(value.items(), key=lambda item: _json_size(item[1]))
+        if _json_size(biggest) * 2 < _json_size(value):
+            break
+        path, value = (f"{path}.{key}" if path else str(key)), biggest
+    raise ConfigError(
+        path or "config",
+        f"the config is {size:,} bytes as a Prefect flow-run parameter; Prefect takes at "
+        f"most {limit:,} (PREFECT_SERVER_API_MAX_PARAMETER_SIZE)",
+    )
+
+
+def _json_size(value: Any) -> int:
+    """Bytes as Prefect measures parameters: compact JSON, ASCII-escaped."""
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a folder on the way that we may not search
+        return False
+
+
+def _system_folder(path: Path) -> bool:
+    return any(path.is_relative_to(folder) for folder in SYSTEM_FOLDERS)
+
+
+def _renamed(problem: Problem, field: str, to: str) -> Problem:
+    return Problem(to, problem.message) if problem.field == field else problem
+
+
+#: How deep the unsafe-text walk looks; no field of a config nests this deep.
+_MAX_WALK_DEPTH = 16
+
+
+def _unsafe_text(value: Any, path: str, depth: int = 0) -> Iterator[Problem]:
+    """Every string (key or value) holding a character that cannot travel as an
+    argument, an environment variable or a path."""
+    if isinstance(value, str):
+        match = UNSAFE_CHARACTERS.search(value)
+        if match:
+            yield Problem(
+                path or "config",
+                f"holds the control character U+{ord(match.group()):04X} at character "
+                f"{match.start()}: it cannot travel in arguments, environment or paths",
+            )
+    elif depth < _MAX_WALK_DEPTH and isinstance(value, Mapping):
+        for key, item in value.items():
+            key_path = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and UNSAFE_CHARACTERS.search(key):
+                key_path = f"{path}.{quote(key)}" if path else quote(key)
+                yield from _unsafe_text(key, key_path, depth + 1)
+            yield from _unsafe_text(item, key_path, depth + 1)
+    elif depth < _MAX_WALK_DEPTH and isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _unsafe_text(item, f"{path}[{index}]", depth + 1)
 
 
 def _base_dir(info: ValidationInfo) -> Path:
@@ -471,7 +593,7 @@ def _split_sections(
 
 def _validate_section(name: str, raw: Any) -> BaseModel:
     if not backends.is_cloud(name):
-        raise ConfigError(name, _unknown_key_message((name,)))
+        raise ConfigError(_dotted((name,)), _unknown_key_message((name,)))
     model = backends.settings_model(name)
     if model is None:
         raise ConfigError(name, f"cloud {name} takes no settings section")
@@ -491,8 +613,8 @@ def _absolute(base_dir: Path, path: Path) -> Path:
 def unknown_name_message(what: str, value: str, valid: Any) -> str:
     """``unknown framework 'sklern'; valid: ... (did you mean 'sklearn'?)``."""
     names = sorted(valid)
-    message = f"unknown {what} {value!r}; valid: {', '.join(names)}"
-    close = difflib.get_close_matches(value, names, n=1)
+    message = f"unknown {what} {quote(value)}; valid: {', '.join(names)}"
+    close = difflib.get_close_matches(value, names, n=1) if len(value) <= 100 else []
     return message + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
@@ -525,13 +647,11 @@ def load_config(
     """Read a YAML config, apply ``--set key.path=value`` and ``--cloud``, validate."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError("", f"cannot read config {path}: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
+    raw = load_yaml(data, source=str(path))
     if not isinstance(raw, dict):
         raise ConfigError("", f"{path} must hold a mapping of settings")
     for override in overrides:
@@ -553,11 +673,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     """Set ``key.path=value`` in a raw config; the value is read as YAML."""
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
-        raise ConfigError("--set", f"{override!r} is not key.path=value")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}", f"value is not valid YAML: {exc}") from None
+        raise ConfigError("--set", f"{quote(override)} is not key.path=value")
+    field = f"--set {quote(key.strip()) if len(key) > 40 else key.strip()}"
+    value = load_yaml(text, source="value", field=field) if text.strip() else ""
     parts = key.strip().split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
@@ -566,7 +684,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
             child = node[part] = {}
         if not isinstance(child, dict):
             where = ".".join(parts[: depth + 1])
-            raise ConfigError(f"--set {key}", f"{where} is not a section")
+            raise ConfigError(field, f"{where} is not a section")
         node = child
     node[parts[-1]] = value
 
@@ -581,29 +699,41 @@ def config_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigEr
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, ConfigError):
             problems += [p for p in cause.problems if p not in problems]
-        elif len(loc) == 3 and loc[0] == "hyperparameters" and str(loc[2]) in _UNION_MEMBERS:
+        elif _in_union(loc):
             # One error per member of a union: say once what the field takes.
             if loc[:-1] not in union_fields:
                 union_fields.add(loc[:-1])
-                problems.append(
-                    Problem(
-                        _dotted(loc[:-1]),
-                        f"must be a string, a number or true/false (got {error['input']!r})",
-                    )
-                )
+                problems.append(Problem(_dotted(loc[:-1]), _union_message(loc, error["input"])))
         else:
             problems.append(Problem(_dotted(loc), _message(error, loc)))
     return ConfigError(problems=problems)
 
 
-#: The names pydantic puts in an error's location for a member of the hyperparameter
-#: union (``hyperparameters.<name>.<member>``).
+#: The names pydantic puts in an error's location for a member of a union: a
+#: hyperparameter's value (``hyperparameters.<name>.<member>``) or a list's item
+#: (``local.spot_interruptions.<index>.<member>``).
 _UNION_MEMBERS = frozenset({"bool", "int", "float", "str"})
+
+
+def _in_union(loc: tuple[int | str, ...]) -> bool:
+    if len(loc) < 2 or str(loc[-1]) not in _UNION_MEMBERS:
+        return False
+    return (len(loc) == 3 and loc[0] == "hyperparameters") or isinstance(loc[-2], int)
+
+
+def _union_message(loc: tuple[int | str, ...], value: Any) -> str:
+    if isinstance(value, float):  # of floats, only NaN and infinity are refused
+        return f"must be a finite number (got {value})"
+    if loc[0] == "hyperparameters":
+        return f"must be a string, a number or true/false (got {quote(value)})"
+    return f"must be a number or a string (got {quote(value)})"
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
+        if isinstance(part, str) and len(part) > 40:  # a key of any length may be unknown
+            part = quote(part)
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
     return path
 
@@ -619,7 +749,7 @@ def _message(error: Any, loc: tuple[int | str, ...]) -> str:
         message = message.removeprefix(prefix)
     if kind in ("value_error", "assertion_error") or kind.startswith(("literal_", "enum")):
         return message
-    return f"{message} (got {error['input']!r})"
+    return f"{message} (got {quote(error['input'])})"
 
 
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:

@@ -15,6 +15,7 @@ SDK errors (``ClientError``, ``HttpResponseError``) are mapped into this tree wi
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,29 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cloudtrain.results import TrainingResult
+
+
+#: How much of a bad value a message quotes; a field path or a message (which may list
+#: the valid names) is cut at these too, the last guard against a megabyte-long line.
+QUOTE_CHARS = 40
+MAX_FIELD_CHARS = 200
+MAX_MESSAGE_CHARS = 2000
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = _short.maxlong = QUOTE_CHARS
+_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
+_short.maxlevel = 2
+
+
+def quote(value: object) -> str:
+    """``repr(value)`` cut to a few dozen characters (reprlib), for an error message: a
+    bad value may be megabytes long."""
+    return _short.repr(value)
+
+
+def _cut(text: str, limit: int) -> str:
+    text = text if len(text) <= limit else f"{text[: limit - 1]}…"
+    return text.replace("\n", " ")
 
 
 class CloudtrainError(Exception):
@@ -34,6 +58,11 @@ class Problem:
 
     field: str
     message: str
+
+    def __post_init__(self) -> None:
+        # The last guard of "one short line": a message that quoted too much is cut here.
+        object.__setattr__(self, "field", _cut(self.field, MAX_FIELD_CHARS))
+        object.__setattr__(self, "message", _cut(self.message, MAX_MESSAGE_CHARS))
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message

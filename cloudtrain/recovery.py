@@ -140,5 +140,5 @@ def strategy_class(name: str) -> type[RecoveryStrategy]:
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
-            f"unknown recovery strategy {name!r}; valid: {', '.join(names)}{hint}"
+            f"unknown recovery strategy {name[:40]!r}; valid: {', '.join(names)}{hint}"
         ) from None

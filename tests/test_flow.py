@@ -143,9 +143,12 @@ def test_a_work_dir_that_cannot_be_made_is_the_configs_problem_before_any_data_m
 
     (tmp_path / "data.csv").write_text("x\n1\n")
     (tmp_path / "a-file").write_text("not a folder")
-    config = load_config(
-        write_config(data={"train": "data.csv"}, work_dir=str(tmp_path / "a-file" / "work"))
-    )
+    # Refused when the config loads; a folder that turns into a file after that is the
+    # run's first check.
+    with pytest.raises(ConfigError, match="a-file is a file"):
+        load_config(write_config(work_dir=str(tmp_path / "a-file" / "work")))
+    config = load_config(write_config(data={"train": "data.csv"}))
+    config = config.model_copy(update={"work_dir": tmp_path / "a-file" / "work"})
     state = local_training(config=config, return_state=True)
     with pytest.raises(ConfigError) as caught:
         state.result()

@@ -19,7 +19,7 @@ import re
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.errors import ConfigError
+from cloudtrain.errors import ConfigError, quote
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -49,7 +49,7 @@ def register(name: str, backend: str | type[Any]) -> None:
     """Make ``cloud: <name>`` run on ``backend`` (a class, or "module:Class")."""
     if not _valid_name(name):
         raise ValueError(
-            f"cloud name {name!r} must be lowercase letters and digits, like 'aws', and not "
+            f"cloud name {quote(name)} must be lowercase letters and digits, like 'aws', and not "
             f"one of the config's own keys ({', '.join(sorted(RESERVED_NAMES))})"
         )
     _registered[name] = backend
@@ -129,6 +129,6 @@ def section_models() -> dict[str, type[BaseModel]]:
 
 def unknown_cloud_message(name: str) -> str:
     names = cloud_names()
-    message = f"unknown cloud {name!r}; valid: {', '.join(names)}"
+    message = f"unknown cloud {quote(name)}; valid: {', '.join(names)}"
     close = difflib.get_close_matches(name, names, n=1)
     return message + (f" (did you mean {close[0]!r}?)" if close else "")

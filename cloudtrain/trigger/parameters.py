@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudtrain.config import apply_override, check_runnable, validate_config
-from cloudtrain.errors import ConfigError, Problem
+from cloudtrain.errors import ConfigError, Problem, quote
 
 
 def build_parameters(
@@ -34,7 +34,8 @@ def build_parameters(
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
                 f"--set {key.strip()}",
-                f"{flow_name} has no parameter {name!r} (parameters: {', '.join(known)}){hint}",
+                f"{flow_name} has no parameter {quote(name)} "
+                f"(parameters: {', '.join(known)}){hint}",
             )
         apply_override(parameters, override)
     return parameters

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from cloudtrain.backends.aws.images import ResolvedImage
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+#: A flow run's id (a UUID) as a run id; the longest one a request carries.
+LONGEST_RUN_ID_CHARS = 36
 STOPPED_BY_US = {"Key": "cloudtrain:stopped-by", "Value": "orchestrator"}
 CONSOLE_JOB_URL = (
     "https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{job}"
@@ -103,7 +105,41 @@ class AwsBackend:
         with problems.check():
             check_training_instance(config.compute.instance_type)
             self._image(config)  # chosen for the instance type, so only for a valid one
+            self._check_request_limits(config)
         problems.raise_if_any()
+
+    def _check_request_limits(self, config: PipelineConfig) -> None:
+        """The longest request a run can send (the last attempt, a full-length run id),
+        against SageMaker's maximums; no I/O (the code URI has its final length)."""
+        from cloudtrain.backends.aws.limits import check_request_limits
+        from cloudtrain.planning import job_name
+
+        layout = jobs.S3Layout.for_config(config)
+        image = self._image(config)
+        run_id, last = "0" * LONGEST_RUN_ID_CHARS, config.retry.max_attempts
+        spec = AttemptSpec(
+            run_id=run_id,
+            number=last,
+            spot=config.compute.spot,
+            job_name=job_name(config, run_id, last),
+            checkpoint_uri=layout.checkpoint_uri(run_id),
+            channels=self._channel_uris(config, layout),
+            compute=ComputeTarget(
+                name="sagemaker",
+                instance_type=config.compute.instance_type,
+                instance_count=config.compute.instance_count,
+            ),
+            environment=_environment(image, []),
+        )
+        request = jobs.create_training_job_request(
+            config,
+            spec,
+            image_kind=image.kind,
+            script_mode=image.script_mode,
+            code_uri=layout.uri(layout.code_key("0" * 64)) if image.script_mode else None,
+            output_uri=layout.output_uri(),
+        )
+        check_request_limits(request, lambda path: jobs.request_field(config, path))
 
     def plan_stages(self, config: PipelineConfig) -> StagePlan:
         layout = jobs.S3Layout.for_config(config)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends.aws.errors import is_transient
 from cloudtrain.backends.aws.sdk import load_block
-from cloudtrain.errors import ConfigError
+from cloudtrain.errors import ConfigError, quote
 from cloudtrain.retrying import RetryingProxy
 
 if TYPE_CHECKING:
@@ -96,7 +96,9 @@ def _session_from_block(name: str, region: str) -> boto3.Session:
     try:
         block = load_block(AwsCredentials, name)
     except ValueError as exc:
-        raise ConfigError("aws.credentials_block", f"no AwsCredentials block {name!r}") from exc
+        raise ConfigError(
+            "aws.credentials_block", f"no AwsCredentials block {quote(name)}"
+        ) from exc
     session: boto3.Session = block.get_boto3_session()
     if session.region_name is None:
         import boto3

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from cloudtrain.backends.aws.errors import DENIED_CODES, error_code
 from cloudtrain.backends.aws.instances import accelerator
 from cloudtrain.config import FRAMEWORKS, unknown_name_message
-from cloudtrain.errors import BackendError, ConfigError, UnsupportedError
+from cloudtrain.errors import BackendError, ConfigError, UnsupportedError, quote
 
 if TYPE_CHECKING:
     from cloudtrain.backends.aws.clients import AwsClients
@@ -313,7 +313,7 @@ def parse_ecr_uri(uri: str, field: str = "environment.image") -> EcrImage:
     """Split a private ECR image URI, refusing anything SageMaker training cannot pull."""
 
     def bad(reason: str) -> ConfigError:
-        return ConfigError(field, f"{uri!r}: {reason}; expected {ECR_FORM}")
+        return ConfigError(field, f"{quote(uri)}: {reason}; expected {ECR_FORM}")
 
     if "://" in uri:
         raise bad("drop the scheme")
@@ -339,12 +339,12 @@ def parse_ecr_uri(uri: str, field: str = "environment.image") -> EcrImage:
     elif ":" in path:
         path, _, tag = path.partition(":")
         if not _TAG.fullmatch(tag):
-            raise bad(f"{tag!r} is not a valid tag")
+            raise bad(f"{quote(tag)} is not a valid tag")
     if not path:
         raise bad("no repository")
     if not (2 <= len(path) <= 256 and _REPOSITORY.fullmatch(path)):
         raise bad(
-            f"{path!r} is not a valid repository name (lowercase letters, digits, "
+            f"{quote(path)} is not a valid repository name (lowercase letters, digits, "
             "'.', '_', '-', '/'-separated, 2 to 256 characters)"
         )
     return EcrImage(account=account, region=region, repository=path, tag=tag, digest=digest)
@@ -456,7 +456,7 @@ def _unknown_version(what: str, value: str, valid: Iterable[str]) -> str:
     same_minor = [v for v in names if _numbers(v)[:2] == _numbers(value)[:2]]
     close = same_minor[-1:] or difflib.get_close_matches(value, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {what} {value!r}; valid: {', '.join(names)}{hint}"
+    return f"unknown {what} {quote(value)}; valid: {', '.join(names)}{hint}"
 
 
 def _cross_region(image_region: str, job_region: str) -> str:

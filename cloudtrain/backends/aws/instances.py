@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 from functools import lru_cache
 
-from cloudtrain.errors import ConfigError
+from cloudtrain.errors import ConfigError, quote
 
 #: Burstable families sized for notebooks, refused for training jobs.
 NOTEBOOK_FAMILIES: tuple[str, ...] = ("t2", "t3")
@@ -76,7 +76,7 @@ def accelerator(instance_type: str) -> str:
 
 
 def _not_a_training_type(instance_type: str, valid: frozenset[str]) -> str:
-    message = f"{instance_type!r} is not a SageMaker training instance type"
+    message = f"{quote(instance_type)} is not a SageMaker training instance type"
     candidate = instance_type.strip().lower()
     if candidate.startswith("standard_"):
         message += " (it looks like an Azure VM size)"

@@ -28,7 +28,7 @@ from cloudtrain.backends.aws.errors import (
     is_transient,
     mapped,
 )
-from cloudtrain.errors import BackendError, ConfigError
+from cloudtrain.errors import BackendError, ConfigError, quote
 from cloudtrain.objectstore import LocalFile, OnBytes, StoredObject
 
 if TYPE_CHECKING:
@@ -62,10 +62,10 @@ _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/some/key`` -> ``("bucket", "some/key")``; ValueError when malformed."""
     if not uri.startswith("s3://"):
-        raise ValueError(f"{uri!r} is not an s3:// URI")
+        raise ValueError(f"{quote(uri)} is not an s3:// URI")
     bucket, _, key = uri[len("s3://") :].partition("/")
     if not _BUCKET_NAME.match(bucket):
-        raise ValueError(f"{uri!r}: {bucket!r} is not a valid bucket name")
+        raise ValueError(f"{quote(uri)}: {quote(bucket)} is not a valid bucket name")
     return bucket, key
 
 
@@ -284,9 +284,9 @@ def _s3_errors(what: str, *, bucket: str, field: str = BUCKET_FIELD) -> Iterator
         code, status = error_code(exc), http_status(exc)
         message = exc.response.get("Error", {}).get("Message") or code
         if code == "NoSuchBucket":
-            raise ConfigError(field, f"bucket {bucket!r} does not exist ({what})") from exc
+            raise ConfigError(field, f"bucket {quote(bucket)} does not exist ({what})") from exc
         if code in DENIED_CODES or status == 403:
-            raise ConfigError(field, f"access denied to bucket {bucket!r} ({what})") from exc
+            raise ConfigError(field, f"access denied to bucket {quote(bucket)} ({what})") from exc
         if code == "BadDigest":
             message = f"{message} (a file changed while it was uploading?)"
         raise (

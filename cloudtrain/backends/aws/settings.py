@@ -7,7 +7,7 @@ import re
 from pydantic import Field, field_validator
 
 from cloudtrain.config import PipelineConfig, Section
-from cloudtrain.errors import ConfigError
+from cloudtrain.errors import ConfigError, quote
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 BUCKET_NAME = re.compile(r"^(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -38,7 +38,7 @@ class AwsConfig(Section):
     @classmethod
     def _region_name(cls, value: str) -> str:
         if not REGION.match(value):
-            raise ValueError(f"{value!r} is not an AWS region name")
+            raise ValueError(f"{quote(value)} is not an AWS region name")
         return value
 
     @field_validator("role")
@@ -52,7 +52,7 @@ class AwsConfig(Section):
     @classmethod
     def _bucket_name(cls, value: str | None) -> str | None:
         if value is not None and not BUCKET_NAME.match(value):
-            raise ValueError(f"{value!r} is not a valid S3 bucket name")
+            raise ValueError(f"{quote(value)} is not a valid S3 bucket name")
         return value
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from cloudtrain import contract
 from cloudtrain.backends.aws.settings import aws_settings
-from cloudtrain.config import HyperparameterValue, PipelineConfig
+from cloudtrain.config import HyperparameterValue, PipelineConfig, is_uri
 from cloudtrain.errors import ConfigError
 from cloudtrain.recovery import Outcome, capacity_label
 from cloudtrain.results import AttemptSpec
@@ -32,7 +32,6 @@ from cloudtrain.results import AttemptSpec
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 VOLUME_SIZE_GB = 30
 CONTAINER_LOG_LEVEL = 20  # logging.INFO, as the SDK sets it
-MAX_HYPERPARAMETER_CHARS = 2500  # SageMaker's limit per value
 SOURCE_ARCHIVE = "sourcedir.tar.gz"
 
 # FailureReason texts SageMaker uses when it could not get the instances.
@@ -109,17 +108,48 @@ def hyperparameters(
 ) -> dict[str, str]:
     """Framework images get each value JSON-encoded (the training toolkit decodes it);
     built-in algorithms and BYOC containers read plain strings."""
-    encoded = {
+    return {
         name: json.dumps(value) if json_values else contract.hyperparameter_value(value)
         for name, value in values.items()
     }
-    for name, value in encoded.items():
-        if len(value) > MAX_HYPERPARAMETER_CHARS:
-            raise ConfigError(
-                f"hyperparameters.{name}",
-                f"is {len(value)} characters; SageMaker takes at most {MAX_HYPERPARAMETER_CHARS}",
-            )
-    return encoded
+
+
+#: The request's hyperparameters cloudtrain adds, by the config field that makes each.
+_ADDED_HYPERPARAMETERS = {
+    "sagemaker_program": "code.entry_point",
+    "sagemaker_submit_directory": "aws.prefix",
+    "sagemaker_job_name": "name",
+    "sagemaker_region": "aws.region",
+}
+
+
+def request_field(config: PipelineConfig, path: str) -> str:
+    """The config field that makes a value of the CreateTrainingJob request at ``path``
+    (``HyperParameters.lr``, ``InputDataConfig[0].DataSource...``): where a user fixes a
+    value that is over SageMaker's limits."""
+    head, _, rest = path.partition(".")
+    top = head.split("[")[0]
+    if top == "HyperParameters":
+        if not rest:
+            return "hyperparameters"
+        return _ADDED_HYPERPARAMETERS.get(rest, f"hyperparameters.{rest}")
+    if top == "InputDataConfig":
+        if "[" not in head:
+            return "data"
+        channel = list(config.data)[int(head.split("[")[1].rstrip("]"))]
+        return f"data.{channel}" if is_uri(config.data[channel]) else "aws.prefix"
+    if path.startswith("AlgorithmSpecification.MetricDefinitions"):
+        index = path.partition("[")[2].partition("]")[0]
+        return f"metrics[{index}]" if index else "metrics"
+    return {
+        "TrainingJobName": "name",
+        "Tags": "name",
+        "RoleArn": "aws.role",
+        "AlgorithmSpecification": "environment.image",
+        "CheckpointConfig": "aws.prefix",
+        "OutputDataConfig": "aws.prefix",
+        "ResourceConfig": "compute.instance_type",
+    }.get(top, f"aws ({path})")
 
 
 def create_training_job_request(

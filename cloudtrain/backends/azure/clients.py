@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends.azure.errors import is_transient
-from cloudtrain.errors import ConfigError
+from cloudtrain.errors import ConfigError, quote
 from cloudtrain.retrying import RetryingProxy
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def _credential(azure: AzureConfig) -> Any:
     except ObjectNotFound as exc:
         raise ConfigError(
             "azure.credentials_block",
-            f"no {AZUREML_BLOCK_TYPE} block named {azure.credentials_block!r}",
+            f"no {AZUREML_BLOCK_TYPE} block named {quote(azure.credentials_block)}",
         ) from exc
     data = document.data
     missing = [

@@ -32,6 +32,7 @@ from cloudtrain.errors import (
     ConfigError,
     TransientError,
     UnsupportedError,
+    quote,
 )
 from cloudtrain.results import ComputeTarget
 
@@ -73,7 +74,8 @@ def validate_compute(config: PipelineConfig) -> list[str]:
         if compute.instance_type.lower().startswith("ml."):
             raise ConfigError(
                 "compute.instance_type",
-                f"{compute.instance_type!r} is a SageMaker instance type; on kubernetes compute "
+                f"{quote(compute.instance_type)} is a SageMaker instance type; on kubernetes "
+                "compute "
                 "it names an instance type defined on the attached cluster "
                 "(e.g. defaultinstancetype)",
             )
@@ -87,7 +89,7 @@ def validate_compute(config: PipelineConfig) -> list[str]:
     if kind == "serverless":
         if azure.compute:
             warnings.append(
-                f"azure.compute: {azure.compute!r} is ignored, serverless jobs run on "
+                f"azure.compute: {quote(azure.compute)} is ignored, serverless jobs run on "
                 "machines Azure ML picks per job"
             )
         return warnings
@@ -119,7 +121,7 @@ def validate_compute(config: PipelineConfig) -> list[str]:
     if not CLUSTER_NAME.match(azure.compute):
         raise ConfigError(
             "azure.compute",
-            f"{azure.compute!r} is not a valid cluster name: it can include letters, digits "
+            f"{quote(azure.compute)} is not a valid cluster name: it can include letters, digits "
             "and dashes, must start with a letter, end with a letter or digit, and be "
             "between 2 and 16 characters in length",
         )
@@ -229,7 +231,7 @@ def ensure_compute(
         what = "compute instance" if kind == "computeinstance" else "attached kubernetes compute"
         raise ConfigError(
             "azure.compute",
-            f"{what} {azure.compute!r} does not exist in workspace "
+            f"{what} {quote(azure.compute)} does not exist in workspace "
             f"{_workspace(ml_client)}; cloudtrain creates amlcompute clusters only, so "
             f"create or attach it first, or use compute_type amlcompute",
         )

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from cloudtrain.config import PipelineConfig, Section
 from cloudtrain.errors import ConfigError
+from cloudtrain.quantities import Count, Seconds
 
 
 class AzureConfig(Section):
@@ -20,9 +21,9 @@ class AzureConfig(Section):
     compute_type: Literal["amlcompute", "computeinstance", "kubernetes", "serverless"] = Field(
         "amlcompute", description="Kind of compute target."
     )
-    min_instances: int = Field(0, ge=0, description="Cluster minimum nodes.")
-    max_instances: int = Field(4, ge=1, description="Cluster maximum nodes.")
-    idle_time_before_scale_down: int = Field(
+    min_instances: Count = Field(0, ge=0, description="Cluster minimum nodes.")
+    max_instances: Count = Field(4, ge=1, description="Cluster maximum nodes.")
+    idle_time_before_scale_down: Seconds = Field(
         120, ge=0, description="Seconds a node idles before the cluster scales down."
     )
     datastore: str = Field("workspaceblobstore", description="Datastore for data.")

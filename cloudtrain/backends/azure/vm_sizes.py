@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from cloudtrain.errors import ConfigError
+from cloudtrain.errors import ConfigError, quote
 
 
 @dataclass(frozen=True)
@@ -134,15 +134,15 @@ def vm_size(name: str, field: str = "compute.instance_type") -> VmSize:
         similar = f"; the closest Azure size is {hint}" if hint else ""
         raise ConfigError(
             field,
-            f"{name!r} is a SageMaker instance type; Azure ML takes a VM size such as "
+            f"{quote(name)} is a SageMaker instance type; Azure ML takes a VM size such as "
             f"Standard_DS3_v2{similar}",
         )
     if key in RETIRED_VM_SIZES:
         raise ConfigError(
-            field, f"{name!r} has been retired by Azure; use {RETIRED_VM_SIZES[key]} instead"
+            field, f"{quote(name)} has been retired by Azure; use {RETIRED_VM_SIZES[key]} instead"
         )
     close = difflib.get_close_matches(key, list(SUPPORTED_VM_SIZES), n=3, cutoff=0.75)
-    message = f"unknown Azure ML VM size {name!r}"
+    message = f"unknown Azure ML VM size {quote(name)}"
     if close:
         names = " or ".join(repr(SUPPORTED_VM_SIZES[c].name) for c in close)
         raise ConfigError(field, f"{message}; did you mean {names}?")

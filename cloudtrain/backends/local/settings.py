@@ -9,18 +9,19 @@ from pydantic import Field, field_validator
 
 from cloudtrain.config import PipelineConfig, Section
 from cloudtrain.errors import ConfigError
+from cloudtrain.quantities import Finite
 
 
 class LocalConfig(Section):
     """The local backend: simulated spot reclaims and how a reclaim stops the script."""
 
-    spot_interruptions: list[float | str] = Field(
+    spot_interruptions: list[Finite | str] = Field(
         default_factory=list,
         description="Simulated spot reclaims, entry N for attempt N: a number reclaims "
         "that many seconds after the attempt starts, a string (a regular expression) "
         "when a line of the script's output matches it. Needs compute.spot.",
     )
-    grace_period: float = Field(
+    grace_period: Finite = Field(
         5.0,
         gt=0,
         le=600,
@@ -29,7 +30,7 @@ class LocalConfig(Section):
 
     @field_validator("spot_interruptions")
     @classmethod
-    def _valid_triggers(cls, value: list[float | str]) -> list[float | str]:
+    def _valid_triggers(cls, value: list[Finite | str]) -> list[Finite | str]:
         for index, trigger in enumerate(value):
             if isinstance(trigger, str):
                 try:
