@@ -457,3 +457,20 @@ def test_a_request_within_sagemakers_limits_plans(tmp_path: Path) -> None:
     data = {"train": "s3://my-bucket/train/"}
     path = _write(tmp_path, cloud="aws", aws=AWS, hyperparameters=hyperparameters, data=data)
     assert main(["plan", str(path), "--json"]) == 0
+
+
+def test_hyperparameters_a_local_process_cannot_be_given_are_refused_before_the_run(
+    write_config: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under Prefect's limit but over Linux's 128 KiB per string: E2BIG at process start."""
+    path = write_config()
+    text = path.read_text() + "hyperparameters:\n"
+    text += "".join(f"  p{i}: {'v' * 2000}\n" for i in range(70))  # ~140 KB in SM_HPS
+    path.write_text(text)
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "hyperparameters:" in err and "SM_HPS" in err
+    assert "p69" not in err  # named by where it goes, not by dumping the values
+    text = path.read_text().replace("v" * 2000, "v" * 1000)  # ~70 KB fits
+    path.write_text(text)
+    assert main(["plan", str(path)]) == 0

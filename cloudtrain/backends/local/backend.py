@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -51,6 +52,40 @@ _WHERE_ELSE = {
     "curated": "Azure ML curated environments run only on cloud azure; "
     "use environment.framework to run the script locally",
 }
+
+
+# Linux refuses to start a process when one argv or environment string is longer than
+# MAX_ARG_STRLEN (32 pages); the whole hyperparameter set travels as one string, SM_HPS.
+MAX_ARG_STRLEN = 32 * 4096
+
+
+def _process_start_problems(config: PipelineConfig) -> list[tuple[str, str]]:
+    """What would make the script's process fail to start (E2BIG), found before any run."""
+    hps = config.hyperparameters
+    problems: list[tuple[str, str]] = []
+    whole = len(("SM_HPS=" + json.dumps(dict(hps))).encode())
+    if whole >= MAX_ARG_STRLEN:
+        problems.append(
+            (
+                "hyperparameters",
+                f"{whole:,} bytes as the SM_HPS variable the script receives; a process on "
+                f"this machine cannot be given one string of {MAX_ARG_STRLEN:,} bytes or "
+                "more: pass large inputs as a data channel",
+            )
+        )
+    # Each value travels three times: in SM_HPS, as --name value and as SM_HP_<NAME>.
+    limit = os.sysconf("SC_ARG_MAX") if hasattr(os, "sysconf") else 0
+    total = sum(len(k) + len(v) + 2 for k, v in os.environ.items()) + 3 * whole
+    if limit > 0 and total >= limit:
+        problems.append(
+            (
+                "hyperparameters",
+                f"with this environment the script's arguments and variables would take "
+                f"{total:,} bytes, over this machine's {limit:,}: pass large inputs as a "
+                "data channel",
+            )
+        )
+    return problems
 
 
 def local_settings(config: PipelineConfig) -> LocalConfig:
@@ -109,6 +144,8 @@ class LocalBackend:
         if kind == "framework":
             with problems.check():
                 self._framework(config)
+        for field, message in _process_start_problems(config):
+            problems.add(ConfigError(field, message))
         problems.raise_if_any()
 
     @staticmethod
