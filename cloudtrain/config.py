@@ -421,9 +421,13 @@ class _Validates(Protocol):
 def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
     """Everything that can refuse ``config`` on its cloud before anything is created, all
     problems at once: the backend's checks, then what other clouds' sections forbid."""
+    from cloudtrain.channel_files import check_channels
+
     problems = Problems()
     with problems.check():
         backend.validate(config)
+    with problems.check():
+        check_channels(config)  # the symlink policy and the empty-channel rule
     for name, section in config.sections().items():
         if name != config.cloud and isinstance(section, Section):
             with problems.check():
