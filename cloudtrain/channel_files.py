@@ -17,14 +17,10 @@ from ``check_runnable``, before anything is created anywhere.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from cloudtrain.config import is_uri
 from cloudtrain.errors import ConfigError, Problem
-
-if TYPE_CHECKING:
-    from cloudtrain.config import PipelineConfig
 
 #: Refused links named one by one in an error; the rest are counted.
 REFUSED_NAMED = 5
@@ -58,15 +54,13 @@ def channel_files(channel: str, source: Path) -> list[tuple[str, Path]]:
     return sorted(walk.files)
 
 
-def check_channels(config: PipelineConfig) -> None:
-    """Every local channel of ``config`` read as an upload would read it; every problem
+def check_channels(channels: Mapping[str, Path]) -> None:
+    """Every local channel (name -> path) read as an upload would read it; every problem
     of every channel in one ConfigError."""
     problems: list[Problem] = []
-    for channel, location in config.data.items():
-        if is_uri(location):
-            continue
+    for channel, source in channels.items():
         try:
-            channel_files(channel, Path(location))
+            channel_files(channel, source)
         except ConfigError as exc:
             problems += exc.problems
     if problems:

@@ -427,7 +427,8 @@ def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
     with problems.check():
         backend.validate(config)
     with problems.check():
-        check_channels(config)  # the symlink policy and the empty-channel rule
+        # The symlink policy and the empty-channel rule, as every backend reads a channel.
+        check_channels({c: Path(p) for c, p in config.data.items() if not is_uri(p)})
     for name, section in config.sections().items():
         if name != config.cloud and isinstance(section, Section):
             with problems.check():
