@@ -470,11 +470,16 @@ class _Validates(Protocol):
 def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
     """Everything that can refuse ``config`` on its cloud before anything is created, all
     problems at once: the backend's checks, then what other clouds' sections forbid."""
+    from cloudtrain.channel_files import check_channels
+
     problems = Problems()
     with problems.check():
         check_parameter_size(config)
     with problems.check():
         backend.validate(config)
+    with problems.check():
+        # The symlink policy and the empty-channel rule, as every backend reads a channel.
+        check_channels({c: Path(p) for c, p in config.data.items() if not is_uri(p)})
     for name, section in config.sections().items():
         if name != config.cloud and isinstance(section, Section):
             with problems.check():

@@ -44,8 +44,9 @@ class LocalFile:
 class ObjectStore(Protocol):
     """One bucket or container. Every method raises cloudtrain's errors, never an SDK's."""
 
-    #: Whether ``list`` and ``head`` report each object's sha256: then a missing or
-    #: different one means the object is not what the manifest says.
+    #: Whether ``list`` reports each object's sha256: then a missing or different one
+    #: means the object is not what the manifest says. ``head`` reports it wherever the
+    #: store keeps one (S3: single-PUT objects), listed or not.
     lists_sha256: bool
 
     def name(self, key: str) -> str:

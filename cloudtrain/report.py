@@ -205,6 +205,8 @@ def markdown_report(run: RunReport) -> str:
             lines.append(f"- archive: `{artifacts.model_archive}`")
         lines += [f"- {name}: `{link}`" for name, link in artifacts.links.items()]
         lines.append("")
+        lines += [f"> warning: {warning}" for warning in artifacts.warnings]
+        lines += [""] if artifacts.warnings else []
         if artifacts.cost:
             lines += ["## Time and cost", "", "| item | value |", "| --- | --- |"]
             lines += [

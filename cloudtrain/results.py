@@ -107,9 +107,11 @@ class ModelArtifacts:
     links: Mapping[str, str] = field(default_factory=dict)
     records: str | None = None  # where the per-attempt records were written
     cost: Mapping[str, Any] | None = None  # training vs billable time, USD, spot saving
+    warnings: tuple[str, ...] = ()  # what packing left out (links leaving the folder)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["warnings"] = list(self.warnings)
         data["local_model_dir"] = str(self.local_model_dir) if self.local_model_dir else None
         data["metrics"] = dict(self.metrics)
         data["links"] = dict(self.links)

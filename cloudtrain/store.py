@@ -21,11 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain.errors import BackendError
+
 if TYPE_CHECKING:
     import pandas as pd
 
 CHUNK_BYTES = 1024 * 1024
 PARQUET_NAME = "data.parquet"
+#: How a link left out of an archive is reported (it leaves the folder or names nothing).
+SKIPPED_LINK = "left out a link that leaves the folder:"
 
 
 @dataclass(frozen=True)
@@ -136,10 +140,13 @@ class ContentStore:
         return True
 
     def put_path(self, key: str, source: Path) -> StoredChannel:
-        """Store a file or folder as channel ``key`` (``pipeline/channel``)."""
+        """Store a file or folder as channel ``key`` (``pipeline/channel``), read as every
+        backend reads a channel (``cloudtrain.channel_files``: links, empty folders)."""
+        from cloudtrain.channel_files import channel_files
+
         entries: dict[str, dict[str, Any]] = {}
         copied_files = copied_bytes = 0
-        for relative, path in walk_files(source):
+        for relative, path in channel_files(key.rpartition("/")[2], source):
             stat = path.stat()
             sha, size = self.hashes.sha256(path, stat), stat.st_size
             if self._put_object(sha, path):
@@ -216,8 +223,63 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def tar_folder(folder: Path, archive: Path) -> None:
-    """A tar.gz with the folder's contents at its root, as SageMaker packs model.tar.gz."""
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted(folder.rglob("*")):
-            tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+def tar_folder(folder: Path, archive: Path) -> list[str]:
+    """A tar.gz with the folder's contents at its root, as SageMaker packs model.tar.gz.
+
+    Links are never followed (a model folder is the script's to fill, a link in it could
+    name /etc): one whose target stays inside ``folder`` is archived as a relative link,
+    one that leaves it or points at nothing is left out. Returns those left out, as
+    ``name -> target``, for the caller to warn about. The archive is written aside and
+    renamed, so a failure leaves no half archive behind.
+    """
+    root = folder.resolve()
+    skipped: list[str] = []
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=".tmp-", suffix=".tar.gz")
+    os.close(fd)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for path in _entries(folder):
+                arcname = path.relative_to(folder).as_posix()
+                if not path.is_symlink():
+                    tar.add(path, arcname=arcname, recursive=False)
+                    continue
+                target = path.resolve()
+                if not (target.is_relative_to(root) and target.exists()):
+                    skipped.append(f"{arcname} -> {os.readlink(path)}")
+                    continue
+                info = tar.gettarinfo(path, arcname=arcname)
+                info.linkname = os.path.relpath(target, path.parent.resolve())
+                tar.addfile(info)
+        os.replace(tmp, archive)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return skipped
+
+
+def _entries(folder: Path) -> list[Path]:
+    """Every file, folder and link under ``folder``, sorted; links to folders not entered."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # followlinks=False
+        base = Path(dirpath)
+        found += [base / name for name in (*dirnames, *filenames)]
+    return sorted(found)
+
+
+def extract_archive(archive: Path, destination: Path) -> None:
+    """Unpack a tar archive we did not write (a job's model.tar.gz) into ``destination``
+    (replaced), whole or not at all, with tarfile's ``data`` filter: nothing lands outside
+    it, no link leaves it, no device files or set-uid bits. BackendError names a member
+    that tries."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=".tmp-"))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(staging, destination)
+    except (tarfile.FilterError, tarfile.ReadError) as exc:
+        raise BackendError(f"{archive} is refused: {exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -10,15 +10,16 @@ One run of ``sync_channel``:
 1. hash the local files (a stat cache skips files whose size and mtime are unchanged);
 2. read the previous manifest: when the local content has the same digest, stop there
    (one GET, no LIST, no PUT). Otherwise, or with ``verify``, LIST the prefix: a file is
-   uploaded when its hash differs from the manifest's, or its object is missing, has
-   another size or (where the store keeps one) another sha256: an object deleted or
-   replaced by hand comes back;
+   uploaded unless its object has its size and its sha256, as the store recorded it
+   (Blob lists it; S3 answers a HEAD, asked only of objects the manifest does not
+   describe) or else as the manifest says. An object deleted or replaced by hand comes
+   back; the objects an interrupted upload completed are not sent again;
 3. upload through the store: many files in flight, a checksum with every request for the
    service to verify. A file whose size shows it changed and that the store can send
    unhashed (S3 multipart: checksums per part) starts uploading first and is hashed
    while it uploads;
 4. delete keys under the prefix that are no longer in the channel;
-5. write the manifest last, so an interrupted upload is redone by the next run.
+5. write the manifest last: it describes only what the store holds whole.
 
 ``download_prefix`` brings a prefix back, checked by the store's checksums: the way a
 checkpoint is to move from one cloud's store to another's (nothing calls it in a run yet).
@@ -39,10 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain.channel_files import channel_files
 from cloudtrain.errors import BackendError, ConfigError, Problem
 from cloudtrain.objectstore import LocalFile, ObjectStore, StoredObject
 from cloudtrain.results import ChannelData
-from cloudtrain.store import PARQUET_NAME, HashCache, manifest_json, sha256_file, walk_files
+from cloudtrain.store import PARQUET_NAME, HashCache, manifest_json, sha256_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,6 +57,8 @@ PROGRESS_MIN_FILES = 200
 HASH_CACHE_NAME = "hash-cache.json"
 #: Deleted keys logged one by one; the rest are counted.
 DELETED_LOGGED = 10
+#: HEADs in flight at once when objects must be checked one by one (S3 lists no checksums).
+CHECKSUM_CONCURRENCY = 16
 
 _Stat = tuple[str, Path, os.stat_result]
 _Manifest = dict[str, dict[str, Any]]
@@ -123,6 +127,7 @@ class _Sync:
                     self.log(f"{self.channel}: unchanged, {len(stats)} files at {self.where}")
                     return self._result(same, len(stats), total_bytes, [], unchanged=True)
             remote = (listed or pool.submit(store.list, listing)).result()
+        remote = self._with_checksums(remote, stats, previous)
         show = progress if progress is not None else is_big_on_a_terminal(len(stats), total_bytes)
         bar = Progress(f"upload {self.channel}", enabled=show)
         entries, sent = self._upload(stats, previous, remote, bar)
@@ -156,10 +161,43 @@ class _Sync:
         if problems:
             raise ConfigError(problems=problems)
 
+    def _with_checksums(
+        self, remote: list[StoredObject], stats: list[_Stat], previous: _Manifest
+    ) -> list[StoredObject]:
+        """``remote`` with the stored sha256 of the objects only a checksum can vouch for.
+
+        An object the manifest does not describe (an upload interrupted before the
+        manifest was written) but with the local file's size may be that file, already
+        sent: where the listing carries no checksums (S3), the object's own is asked for,
+        many HEADs at once, only for those. A listing that carries them costs nothing more.
+        """
+        if self.store.lists_sha256:
+            return remote
+        sizes = {f"{self.prefix}/{relative}": stat.st_size for relative, _, stat in stats}
+        vouched = {
+            f"{self.prefix}/{relative}": entry["size"] for relative, entry in previous.items()
+        }
+        unknown = [
+            obj.key
+            for obj in remote
+            if obj.sha256 is None
+            and sizes.get(obj.key) == obj.size
+            and vouched.get(obj.key) != obj.size
+        ]
+        if not unknown:
+            return remote
+        with ThreadPoolExecutor(CHECKSUM_CONCURRENCY, thread_name_prefix="cloudtrain-head") as pool:
+            headed = {obj.key: obj for obj in pool.map(self.store.head, unknown) if obj}
+        return [headed.get(obj.key, obj) for obj in remote]
+
     def _upload(
         self, stats: list[_Stat], previous: _Manifest, remote: list[StoredObject], bar: Progress
     ) -> tuple[_Manifest, list[int]]:
-        """Send what changed; the manifest's entries and the sizes of the files sent."""
+        """Send what changed; the manifest's entries and the sizes of the files sent.
+
+        A file is skipped when its object has its size and its sha256: the stored
+        checksum where the store reports one, else the manifest's entry.
+        """
         store, hashes = self.store, self.files.hashes
         there = {obj.key: obj for obj in remote}
         entries: _Manifest = {}
@@ -168,21 +206,22 @@ class _Sync:
         def sha256(path: Path, stat: os.stat_result) -> str:
             return hashes.sha256(path, stat) if hashes else sha256_file(path)
 
+        def stored_sha256(obj: StoredObject, known: dict[str, Any]) -> str | None:
+            if obj.sha256 is not None or store.lists_sha256:
+                return obj.sha256  # the store's own record of the bytes it holds
+            return known.get("sha256") if known.get("size") == obj.size else None
+
         def changed() -> Iterator[LocalFile]:
             hash_later: list[_Stat] = []
             for relative, path, stat in stats:
                 key, known = f"{self.prefix}/{relative}", previous.get(relative) or {}
                 obj = there.get(key) or StoredObject(key, size=-1)  # missing: no size matches
-                same_size = obj.size == known.get("size") == stat.st_size
+                expected = stored_sha256(obj, known) if obj.size == stat.st_size else None
                 digest = None
-                if same_size or store.needs_sha256(stat.st_size):
+                if expected is not None or store.needs_sha256(stat.st_size):
                     digest = sha256(path, stat)
                     entries[relative] = {"sha256": digest, "size": stat.st_size}
-                    if (
-                        same_size
-                        and known.get("sha256") == digest
-                        and (obj.sha256 == digest or not store.lists_sha256)
-                    ):
+                    if expected == digest:
                         continue
                 else:
                     hash_later.append((relative, path, stat))  # hashed while it uploads
@@ -312,16 +351,6 @@ def download_prefix(store: ObjectStore, prefix: str, destination: Path) -> list[
 # -- the channel's files ---------------------------------------------------------------
 
 
-def local_files(channel: str, source: Path) -> list[tuple[str, Path]]:
-    """Every file of a channel's local source; a missing or empty one is a ConfigError."""
-    if not source.exists():
-        raise ConfigError(f"data.{channel}", f"{source} does not exist")
-    files = list(walk_files(source))
-    if not files:
-        raise ConfigError(f"data.{channel}", f"{source} holds no files")
-    return files
-
-
 @dataclass(frozen=True)
 class ChannelSource:
     """A channel's files, how to hash them, and how to name the source in logs."""
@@ -338,7 +367,7 @@ def channel_source(
     """A folder or file (hashes remembered), or a DataFrame written as one parquet file."""
     if isinstance(source, Path):
         yield ChannelSource(
-            list_files=lambda: local_files(channel, source),
+            list_files=lambda: channel_files(channel, source),
             hashes=HashCache(cache_dir / HASH_CACHE_NAME),
             described=str(source),
         )

@@ -30,6 +30,8 @@ def collect_artifacts(
     backend: Backend, config: PipelineConfig, result: TrainingResult
 ) -> ModelArtifacts:
     artifacts = backend.collect_artifacts(config, result)
+    for warning in artifacts.warnings:
+        get_run_logger().warning(warning)
     get_run_logger().info(
         "model: %s; metrics: %s",
         artifacts.model_archive or artifacts.model_uri,

@@ -6,6 +6,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -231,7 +235,7 @@ def test_verify_uploads_an_object_deleted_by_hand_again(
 
 
 @pytest.mark.parametrize("entry", ['"garbage"', "[1]", "7", '{"sha256": 1, "size": "3"}'])
-def test_a_manifest_with_a_malformed_entry_is_unreadable_so_everything_is_sent_again(
+def test_a_manifest_with_a_malformed_entry_is_rewritten_and_objects_checked_by_checksum(
     remote: Remote, tmp_path: Path, entry: str
 ) -> None:
     data = tmp_path / "d"
@@ -242,23 +246,91 @@ def test_a_manifest_with_a_malformed_entry_is_unreadable_so_everything_is_sent_a
 
     again = sync(remote.store, data, tmp_path)
 
-    assert json.loads(remote.read(MANIFEST))["files"]["a.csv"]["size"] == 3
-    assert again.copied_files == 1 and not again.unchanged
+    assert json.loads(remote.read(MANIFEST))["files"]["a.csv"] == {
+        "sha256": hashlib.sha256(b"abc").hexdigest(),
+        "size": 3,
+    }
+    assert again.copied_files == 0 and not again.unchanged  # the object is the file's
+    assert remote.channel_puts() == [f"{PREFIX}/a.csv"]  # the first sync's only
 
 
-def test_an_interrupted_upload_is_redone_because_the_manifest_comes_last(
+def test_objects_an_interrupted_upload_completed_are_recognised_by_checksum(
     remote: Remote, folder: Path, tmp_path: Path
 ) -> None:
     upload(remote, folder, tmp_path)
     (folder / "part-0.csv").write_text("new\n")
-    remote.remove(MANIFEST)  # as if never written
+    remote.remove(MANIFEST)  # interrupted before the manifest was written
+    remote.put(f"{PREFIX}/part-1.csv", b"X" * len((folder / "part-1.csv").read_bytes()))
     remote.clear()
 
     result = upload(remote, folder, tmp_path)
 
-    assert len(set(remote.channel_puts())) == 7  # every file again: no manifest to trust
+    # part-0 changed, part-1's object has its size but not its checksum; the others
+    # are what the store checked at upload. S3's multipart object carries a checksum of
+    # its parts, not of the file: it is sent again.
+    resent = {"part-0.csv", "part-1.csv"} | ({"big.bin"} if remote.kind == "s3" else set())
+    assert {key[len(PREFIX) + 1 :] for key in remote.channel_puts()} == resent
     assert remote.read(f"{PREFIX}/part-0.csv") == b"new\n"
-    assert result.copied_files == 7
+    assert remote.read(f"{PREFIX}/part-1.csv") == (folder / "part-1.csv").read_bytes()
+    assert result.copied_files == len(resent)
+    assert json.loads(remote.read(MANIFEST))["files"].keys() == local_files(folder).keys()
+
+
+def listings(remote: Remote) -> list[Any]:
+    """LIST requests on the bucket or container (ListObjectsV2, List Blobs)."""
+    return [
+        r
+        for r in remote.of("GET")
+        if not r.key and ("list-type" in r.query or "comp=list" in r.query)
+    ]
+
+
+def test_an_upload_killed_midway_resumes_with_only_the_files_that_did_not_land(
+    remote: Remote, tmp_path: Path
+) -> None:
+    data = tmp_path / "many"
+    data.mkdir()
+    for index in range(300):
+        (data / f"{index:03d}.csv").write_text(f"{index},{index * 7}\n" * 20)
+    connection = (
+        BUCKET
+        if isinstance(remote, S3Remote)
+        else f"{remote.connection_string}|{remote.container.container_name}"  # type: ignore[attr-defined]
+    )
+    helper = Path(__file__).with_name("upload_until_killed.py")
+    killed = subprocess.run(
+        [
+            sys.executable,
+            str(helper),
+            remote.kind,
+            connection,
+            str(data),
+            str(tmp_path / "c"),
+            "160",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    landed = remote.keys(PREFIX + "/")
+    assert len(landed) == 160 and MANIFEST not in remote.keys("")
+    remote.clear()
+
+    result = upload(remote, data, tmp_path)
+
+    missing = sorted(f"{PREFIX}/{index:03d}.csv" for index in range(300))
+    missing = [key for key in missing if key not in landed]
+    assert sorted(remote.channel_puts()) == missing  # each once, nothing that landed
+    assert (result.copied_files, result.files) == (140, 300)
+    assert len(listings(remote)) == 1
+    heads = [r.key for r in remote.of("HEAD")]
+    if remote.store.lists_sha256:
+        assert heads == []  # the listing carries every checksum
+    else:  # S3 lists none: one HEAD per object that landed, none for the others
+        assert sorted(heads) == sorted(landed)
+    assert set(remote.keys(PREFIX + "/")) == {f"{PREFIX}/{index:03d}.csv" for index in range(300)}
 
 
 # -- DataFrames ----------------------------------------------------------------------
@@ -363,10 +435,11 @@ def test_head_list_read_and_delete_see_what_is_stored(
 ) -> None:
     upload(remote, folder, tmp_path)
     store, key = remote.store, f"{PREFIX}/sub/labels.json"
-    kept = hashlib.sha256(b'{"a": 1}').hexdigest() if store.lists_sha256 else None
+    sha256 = hashlib.sha256(b'{"a": 1}').hexdigest()
+    listed = sha256 if store.lists_sha256 else None  # S3's listing has no checksum values
 
-    assert store.head(key) == StoredObject(key, 8, kept)
-    assert StoredObject(key, 8, kept) in store.list(PREFIX + "/sub/")
+    assert store.head(key) == StoredObject(key, 8, sha256)
+    assert StoredObject(key, 8, listed) in store.list(PREFIX + "/sub/")
     assert {obj.key for obj in store.list(PREFIX + "/sub/")} == {
         key,
         f"{PREFIX}/sub/deeper/notes.txt",

@@ -80,7 +80,18 @@ def check_config(raw: Mapping[str, Any], flow_name: str, root: Path) -> list[str
                 for p in exc.problems
                 if p.field == "environment.framework" and "is not installed" in p.message
             ]
-            refused = [p for p in exc.problems if p not in missing and p not in not_here]
+            # A channel standing in for missing data is not read (it is the checkout).
+            stand_in = [
+                p
+                for p in exc.problems
+                if p.field.startswith("data.")
+                and data.get(p.field.removeprefix("data.")) == str(base)
+            ]
+            refused = [
+                p
+                for p in exc.problems
+                if p not in missing and p not in not_here and p not in stand_in
+            ]
             if refused:
                 raise ConfigError(
                     problems=[

@@ -8,7 +8,6 @@ flow run finds the job that already exists and reattaches instead of paying twic
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +33,7 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
+from cloudtrain.store import extract_archive
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -383,8 +383,10 @@ class AwsBackend:
         bucket, key = parse_s3_uri(model_uri)
         S3Store(self.clients, bucket).download_files([(key, archive)])  # checksum-checked
         model_dir = run_dir / "model"
-        with tarfile.open(archive) as tar:
-            tar.extractall(model_dir, filter="data")
+        try:
+            extract_archive(archive, model_dir)  # nothing outside model/, no link leaving it
+        except BackendError as exc:
+            raise BackendError(f"{exc}; the model is kept at {model_uri} and {archive}") from exc
         links = {
             "SageMaker console": CONSOLE_JOB_URL.format(
                 region=self.clients.region, job=final.job_name

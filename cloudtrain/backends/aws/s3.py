@@ -105,7 +105,8 @@ class S3Store:
     ``transfer`` (boto3's TransferConfig; tests lower its thresholds) or this module's.
     """
 
-    lists_sha256 = False  # ListObjectsV2 names a checksum's algorithm, never its value
+    lists_sha256 = False  # ListObjectsV2 names a checksum's algorithm, never its value;
+    # HeadObject with ChecksumMode returns it
 
     def __init__(
         self, clients: AwsClients, bucket: str, transfer: TransferConfig | None = None
@@ -169,12 +170,12 @@ class S3Store:
 
         with self._errors(f"reading {self.name(key)}"):
             try:
-                found = self._s3.head_object(Bucket=self.bucket, Key=key)
+                found = self._s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
             except ClientError as exc:
                 if http_status(exc) == 404:  # a HEAD has no body: no code says which 404
                     return None
                 raise
-        return StoredObject(key, int(found["ContentLength"]))
+        return StoredObject(key, int(found["ContentLength"]), _whole_sha256(found))
 
     def list(self, prefix: str) -> list[StoredObject]:
         found: list[StoredObject] = []
@@ -247,6 +248,15 @@ class S3Store:
 
     def _errors(self, what: str) -> AbstractContextManager[None]:
         return _s3_errors(what, bucket=self.bucket)
+
+
+def _whole_sha256(head: dict[str, Any]) -> str | None:
+    """The object's SHA-256 (hex) as S3 checked it at upload: single-PUT objects only.
+    A multipart object's is a checksum of its parts' checksums (``...-3``), not the file's."""
+    value = head.get("ChecksumSHA256")
+    if not value or "-" in value or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None
+    return base64.b64decode(value).hex()
 
 
 class _Subscriber:

@@ -38,7 +38,7 @@ from cloudtrain.results import (
     TrainingResult,
 )
 from cloudtrain.retrying import call_with_retries
-from cloudtrain.store import tar_folder
+from cloudtrain.store import SKIPPED_LINK, tar_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -345,7 +345,12 @@ class AzureBackend:
             raise BackendError(f"{final.job_name} wrote no files to SM_MODEL_DIR")
         model_dir = _common_folder(download, found)
         archive = run_dir / "model.tar.gz"
-        tar_folder(model_dir, archive)
+        try:
+            skipped = tar_folder(model_dir, archive)
+        except OSError as exc:
+            raise BackendError(
+                f"packing the model failed ({exc}); the trained model is kept at {model_dir}"
+            ) from exc
         cost = _run_cost(config, result, estimate_cost)
         model_uri = f"azureml://jobs/{final.job_name}/outputs/{jobs.MODEL_OUTPUT}"
         links = {"Azure ML studio": self._studio_url(final.job_name)}
@@ -358,6 +363,7 @@ class AzureBackend:
             metrics=dict(final.metrics),
             links=links,
             cost=cost,
+            warnings=tuple(f"{SKIPPED_LINK} {link}" for link in skipped),
         )
 
     def _register_model(self, config: PipelineConfig, job_name: str, model_uri: str) -> str:

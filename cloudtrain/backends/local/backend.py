@@ -36,7 +36,7 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
-from cloudtrain.store import ContentStore, tar_folder
+from cloudtrain.store import SKIPPED_LINK, ContentStore, extract_archive, tar_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -307,15 +307,22 @@ class LocalBackend:
             raise BackendError("no attempt succeeded, so there is no model to collect")
         run_dir = self._run_dir(config, result.run_id)
         attempt_dir = self._attempt_dir(config, result.run_id, final.number)
-        model_dir = run_dir / "model"
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        shutil.copytree(attempt_dir / "model", model_dir)
+        trained, model_dir = attempt_dir / "model", run_dir / "model"
         archive = run_dir / "model.tar.gz"
-        tar_folder(model_dir, archive)
-        output_dir = attempt_dir / "output" / "data"
-        if any(output_dir.iterdir()):
-            tar_folder(output_dir, run_dir / "output.tar.gz")
+        try:
+            # Packed from where the script wrote it, never following links out of it; the
+            # run's model/ is what the archive holds. The attempt's folder is not touched.
+            skipped = [f"model: {link}" for link in tar_folder(trained, archive)]
+            extract_archive(archive, model_dir)
+            output_dir = attempt_dir / "output" / "data"
+            if any(output_dir.iterdir()):
+                skipped += [
+                    f"output: {link}" for link in tar_folder(output_dir, run_dir / "output.tar.gz")
+                ]
+        except (OSError, BackendError) as exc:
+            raise BackendError(
+                f"packing the model failed ({exc}); the trained model is kept at {trained}"
+            ) from exc
         records = run_dir / "attempts.json"
         records.write_text(jsonout.dumps(result.to_dict(), indent=2))
         (run_dir / "metrics.json").write_text(jsonout.dumps(result.metrics, indent=2))
@@ -326,6 +333,7 @@ class LocalBackend:
             metrics=result.metrics,
             links={"run folder": str(run_dir)},
             records=str(records),
+            warnings=tuple(f"{SKIPPED_LINK} {link}" for link in skipped),
         )
 
     # -- helpers ----------------------------------------------------------------------
