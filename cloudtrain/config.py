@@ -27,9 +27,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FieldSerializationInfo,
     GetJsonSchemaHandler,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -37,6 +39,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 from cloudtrain import backends, recovery
+from cloudtrain import secrets as secret_refs
 from cloudtrain.errors import ConfigError, Problem, Problems
 
 S = TypeVar("S", bound=BaseModel)
@@ -246,6 +249,12 @@ class PipelineConfig(_Strict):
         description="cloudtrain's own folder, relative to the config file: run records, "
         "downloaded models, upload hash caches, and the local backend's data and runs.",
     )
+    secrets: dict[str, secret_refs.SecretRef] = Field(
+        default_factory=dict,
+        description="Environment variable the script reads -> where its value lives "
+        "({env: NAME}, {prefect_secret: block}, {aws_secrets_manager: name or ARN}, "
+        "{azure_key_vault: {vault, name}}); only the references are stored.",
+    )
 
     def sections(self) -> dict[str, BaseModel]:
         """Every cloud section the config holds, by cloud name."""
@@ -303,6 +312,33 @@ class PipelineConfig(_Strict):
         for key in value:
             if not HYPERPARAMETER_PATTERN.match(key):
                 raise ValueError(f"{key!r} is not a valid --argument name")
+        masks = secret_refs.secret_hyperparameter_problems(value)
+        if masks:
+            raise ConfigError(problems=masks)
+        secret_looking = [key for key in value if secret_refs.is_secret_name(key)]
+        if secret_looking:
+            warnings.warn(
+                secret_refs.secret_hyperparameter_warning(secret_looking),
+                secret_refs.SecretHyperparameterWarning,
+                stacklevel=2,
+            )
+        return value
+
+    @field_serializer("hyperparameters", when_used="json")
+    def _mask_secret_looking(
+        self, value: dict[str, HyperparameterValue], info: FieldSerializationInfo
+    ) -> dict[str, HyperparameterValue]:
+        """JSON copies (Prefect's stored flow-run parameters among them) mask
+        secret-looking hyperparameters; ``context={"reveal_secrets": True}`` keeps them."""
+        context = info.context if isinstance(info.context, dict) else {}
+        return value if context.get("reveal_secrets") else secret_refs.masked(value)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(
+        cls, value: dict[str, secret_refs.SecretRef]
+    ) -> dict[str, secret_refs.SecretRef]:
+        secret_refs.check_env_names(value)
         return value
 
     @field_validator("data")
@@ -424,6 +460,8 @@ def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
     problems = Problems()
     with problems.check():
         backend.validate(config)
+    with problems.check():
+        secret_refs.check_kinds(config.secrets, config.cloud, getattr(backend, "secret_kinds", ()))
     for name, section in config.sections().items():
         if name != config.cloud and isinstance(section, Section):
             with problems.check():
