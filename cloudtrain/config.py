@@ -460,8 +460,9 @@ def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
     problems = Problems()
     with problems.check():
         backend.validate(config)
-    with problems.check():
-        secret_refs.check_kinds(config.secrets, config.cloud, getattr(backend, "secret_kinds", ()))
+    with problems.check():  # what the backend resolves itself, and what its jobs resolve
+        kinds = (*getattr(backend, "secret_kinds", ()), *getattr(backend, "job_secret_kinds", ()))
+        secret_refs.check_kinds(config.secrets, config.cloud, kinds)
     for name, section in config.sections().items():
         if name != config.cloud and isinstance(section, Section):
             with problems.check():

@@ -24,10 +24,12 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cloudtrain import secrets_launcher as launcher
 from cloudtrain.errors import BackendError, ConfigError, Problem, Problems
 
 #: What cloudtrain prints instead of a secret (pydantic's ``SecretStr`` shows the same).
@@ -133,9 +135,7 @@ class KeyVaultSecret(_Strict):
 
     @property
     def vault_url(self) -> str:
-        if self.vault.startswith("https://"):
-            return self.vault.rstrip("/") + "/"
-        return f"https://{self.vault}.vault.azure.net/"
+        return launcher.vault_url(self.vault)
 
 
 class SecretRef(_Strict):
@@ -185,6 +185,10 @@ class SecretRef(_Strict):
     def kind(self) -> str:
         return next(kind for kind in KINDS if getattr(self, kind) is not None)
 
+    def for_job(self) -> dict[str, Any]:
+        """The reference as the job's launcher reads it (``secrets_launcher.fetch``)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
     def describe(self) -> str:
         """``env WANDB_API_KEY``: what ``plan`` and the report show in place of a value."""
         target = getattr(self, self.kind)
@@ -206,6 +210,20 @@ def check_env_names(secrets: Mapping[str, SecretRef]) -> None:
             )
     if problems:
         raise ConfigError(problems=problems)
+
+
+def launcher_source() -> bytes:
+    """The launcher a cloud job runs first (``secrets_launcher.py``), as shipped."""
+    return Path(launcher.__file__).read_bytes()
+
+
+def job_references(secrets: Mapping[str, SecretRef], kinds: Iterable[str]) -> str:
+    """``CLOUDTRAIN_SECRETS`` for a job: the references of ``kinds`` that it resolves."""
+    wanted = set(kinds)
+    return json.dumps(
+        {name: ref.for_job() for name, ref in secrets.items() if ref.kind in wanted},
+        sort_keys=True,
+    )
 
 
 def check_kinds(secrets: Mapping[str, SecretRef], cloud: str, kinds: Iterable[str]) -> None:
@@ -305,17 +323,13 @@ def _from_prefect(name: str, ref: SecretRef, environ: Mapping[str, str], _: str 
 
 
 def _from_aws(name: str, ref: SecretRef, environ: Mapping[str, str], region: str | None) -> str:
-    """Secrets Manager through boto3's default chain (an ARN names its own region)."""
-    import boto3
+    """Secrets Manager through boto3's default chain, as the job's launcher reads it."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     secret_id = ref.aws_secrets_manager
     assert secret_id is not None
-    if secret_id.startswith("arn:"):
-        region = secret_id.split(":")[3] or region
     try:
-        client = boto3.client("secretsmanager", region_name=region)
-        answer = client.get_secret_value(SecretId=secret_id)
+        return launcher.fetch_aws(secret_id, region)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code == "ResourceNotFoundException":
@@ -325,9 +339,8 @@ def _from_aws(name: str, ref: SecretRef, environ: Mapping[str, str], region: str
         raise BackendError(f"secrets.{name}: Secrets Manager answered {code}") from exc
     except BotoCoreError as exc:
         raise BackendError(f"secrets.{name}: cannot reach Secrets Manager: {exc}") from exc
-    if "SecretString" in answer:
-        return str(answer["SecretString"])
-    raise ConfigError(f"secrets.{name}", "is a binary secret; store it as a string")
+    except ValueError as exc:
+        raise ConfigError(f"secrets.{name}", f"is {exc}") from None
 
 
 def _from_key_vault(name: str, ref: SecretRef, environ: Mapping[str, str], _: str | None) -> str:
@@ -335,8 +348,8 @@ def _from_key_vault(name: str, ref: SecretRef, environ: Mapping[str, str], _: st
     target = ref.azure_key_vault
     assert target is not None
     try:
-        from azure.identity import DefaultAzureCredential
-        from azure.keyvault.secrets import SecretClient
+        import azure.identity  # noqa: F401
+        import azure.keyvault.secrets  # noqa: F401
     except ImportError:
         raise ConfigError(
             f"secrets.{name}", "azure_key_vault needs: pip install azure-keyvault-secrets"
@@ -344,15 +357,13 @@ def _from_key_vault(name: str, ref: SecretRef, environ: Mapping[str, str], _: st
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
     try:
-        client = SecretClient(target.vault_url, DefaultAzureCredential())
-        value = client.get_secret(target.name, target.version).value
+        return launcher.fetch_key_vault(target.vault_url, target.name, target.version)
     except ResourceNotFoundError:
         raise ConfigError(
             f"secrets.{name}", f"no secret {target.name!r} in Key Vault {target.vault}"
         ) from None
     except AzureError as exc:
         raise BackendError(f"secrets.{name}: Key Vault answered {type(exc).__name__}") from exc
-    return value or ""
 
 
 _RESOLVERS: dict[str, Callable[[str, SecretRef, Mapping[str, str], str | None], str]] = {

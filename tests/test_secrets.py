@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+from sagemaker_lifecycle import lifecycle
+from test_aws_training import aws_config
 
 from cloudtrain.cli import main
 from cloudtrain.config import load_config, validate_config
@@ -23,6 +27,8 @@ from cloudtrain.secrets import (
     is_secret_name,
     resolve,
 )
+
+__all__ = ["aws_config", "lifecycle"]  # fixtures, imported for pytest
 
 WANDB = "wandb-5f0c1d2e3a4b5c6d7e8f"
 PREFECT_VALUE = "db-pass-9a8b7c6d5e4f"
@@ -457,3 +463,137 @@ def test_validate_config_keeps_secrets_out_of_the_digest_inputs(
         one = validate_config({**raw, "hyperparameters": {"token": "aaaa1"}}, base_dir=base)
         two = validate_config({**raw, "hyperparameters": {"token": "aaaa2"}}, base_dir=base)
     assert config_digest(one) != config_digest(two)
+
+
+# --- the clouds: only references travel; the job resolves them ---------------------------
+
+HASH_SCRIPT = """\
+import hashlib, os, sys
+value = os.environ.get("HF_TOKEN", "")
+print(f"HF_TOKEN sha256={hashlib.sha256(value.encode()).hexdigest()} args={sys.argv[1:]}")
+print("val_accuracy=0.9")
+"""
+
+
+def test_a_sagemaker_job_gets_references_and_its_launcher_reads_secrets_manager(
+    aws_config: Callable[..., Path], aws: Any, lifecycle: Any, tmp_path: Path
+) -> None:
+    """The CreateTrainingJob moto received holds the reference, never the value; the code
+    archive holds the launcher, which (run as SageMaker runs sagemaker_program, against
+    moto's Secrets Manager) puts the value in the script's environment."""
+    import io
+    import os
+    import subprocess
+    import sys
+    import tarfile
+
+    import boto3
+    from sagemaker_lifecycle import COMPLETED, model_archive
+    from test_aws_training import created, train
+
+    from cloudtrain.secrets_launcher import FILE_NAME
+
+    boto3.client("secretsmanager").create_secret(Name="hf-token", SecretString=AWS_VALUE)
+    lifecycle.script("a1", {**COMPLETED, "model": model_archive({"m": b"w"})})
+    path = aws_config(retry={"max_attempts": 1})
+    raw = yaml.safe_load(path.read_text())
+    raw["secrets"] = {"HF_TOKEN": {"aws_secrets_manager": "hf-token"}}
+    path.write_text(yaml.safe_dump(raw))
+    (path.parent / "src" / "train.py").write_text(HASH_SCRIPT)
+    result, _ = train(path)
+    assert not isinstance(result, Exception)
+    (request,) = created(aws)
+    assert AWS_VALUE not in json.dumps(request)
+    assert json.loads(request["Environment"]["CLOUDTRAIN_SECRETS"]) == {
+        "HF_TOKEN": {"aws_secrets_manager": "hf-token"}
+    }
+    assert json.loads(request["HyperParameters"]["sagemaker_program"]) == FILE_NAME
+    assert request["Environment"]["CLOUDTRAIN_ENTRY_POINT"] == "train.py"
+
+    bucket, _, key = (
+        json.loads(request["HyperParameters"]["sagemaker_submit_directory"])
+        .removeprefix("s3://")
+        .partition("/")
+    )
+    archive = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    code = tmp_path / "opt-ml-code"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(code, filter="data")
+    job_env = {**os.environ, **request["Environment"]}
+    done = subprocess.run(
+        [sys.executable, FILE_NAME, "--epochs", "3"],
+        cwd=code,
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"HF_TOKEN sha256={digest(AWS_VALUE)} args=['--epochs', '3']" in done.stdout
+
+    job_env["CLOUDTRAIN_SECRETS"] = json.dumps({"HF_TOKEN": {"aws_secrets_manager": "gone"}})
+    missing = subprocess.run(
+        [sys.executable, FILE_NAME], cwd=code, env=job_env, capture_output=True, text=True
+    )
+    assert missing.returncode == 2
+    assert "cloudtrain: secrets.HF_TOKEN: cannot read it: ResourceNotFoundException" in (
+        missing.stderr
+    )
+
+
+def test_an_azure_ml_job_gets_references_and_runs_the_launcher_first(
+    tmp_path: Path, aws: Any
+) -> None:
+    """The command job's body (azure-ai-ml's serializer) holds the Key Vault reference and
+    the launcher; its command, run by bash as Azure ML runs it, execs the script after
+    the launcher (shown here with a Secrets Manager reference on moto: no Key Vault is
+    reachable from this machine)."""
+    import os
+    import subprocess
+
+    import boto3
+    from test_azure_jobs import azure_config, body
+
+    config = azure_config(tmp_path)
+    raw = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    raw["secrets"] = {"HF_TOKEN": {"azure_key_vault": {"vault": "team-vault", "name": "hf"}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "c.yaml")
+    job = body(config, "cpu-cluster")
+    env = job["environmentVariables"]
+    assert json.loads(env["CLOUDTRAIN_SECRETS"]) == {
+        "HF_TOKEN": {"azure_key_vault": {"vault": "team-vault", "name": "hf"}}
+    }
+    assert job["command"].split(" python ", 1)[1].startswith('-c "$CLOUDTRAIN_LAUNCHER" train.py')
+
+    boto3.client("secretsmanager").create_secret(Name="hf-token", SecretString=AWS_VALUE)
+    (tmp_path / "src" / "train.py").write_text(HASH_SCRIPT)
+    bindings = {"inputs", "outputs"}
+    command = job["command"]
+    for binding in bindings:  # Azure ML fills these in; any folder will do here
+        command = re.sub(r"\$\{\{" + binding + r"\.\w+\}\}", str(tmp_path), command)
+    env["CLOUDTRAIN_SECRETS"] = json.dumps({"HF_TOKEN": {"aws_secrets_manager": "hf-token"}})
+    done = subprocess.run(
+        ["bash", "-c", command.replace(" python ", f" {sys.executable} ", 1)],
+        cwd=tmp_path / "src",
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"HF_TOKEN sha256={digest(AWS_VALUE)} args=['--epochs', '3'" in done.stdout
+
+
+def test_a_builtin_algorithm_takes_no_secrets(
+    write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(
+        cloud="aws",
+        environment={"framework": None, "builtin": "kmeans"},
+        data={"train": "s3://my-bucket/train/"},
+        secrets={"HF_TOKEN": {"aws_secrets_manager": "hf-token"}},
+        aws={"role": "arn:aws:iam::123456789012:role/R", "bucket": "my-bucket"},
+    )
+    assert main(["plan", str(path)]) == 2
+    assert "secrets: a built-in algorithm runs no script" in capsys.readouterr().err

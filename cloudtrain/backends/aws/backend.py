@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain import secrets_launcher as launcher
 from cloudtrain.backend import LogSink, StagePlan
 from cloudtrain.backends.aws import training_job as jobs
 from cloudtrain.backends.aws.clients import AwsClients
@@ -34,6 +35,7 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
+from cloudtrain.secrets import launcher_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,6 +59,10 @@ class AwsBackend:
         "all attempts of a run sharing one checkpoint location in S3, on-demand as the "
         "last resort."
     )
+
+    #: No secret value passes through the orchestrator: the job reads Secrets Manager.
+    secret_kinds: tuple[str, ...] = ()
+    job_secret_kinds: tuple[str, ...] = jobs.JOB_SECRET_KINDS
 
     def __init__(self, config: PipelineConfig, clients: AwsClients | None = None) -> None:
         self._config = config
@@ -100,6 +106,14 @@ class AwsBackend:
                         f"data.{channel}", f"{location}: cloud aws reads s3:// URIs and local paths"
                     )
                 )
+        if config.secrets and config.environment.kind == "builtin":
+            problems.add(
+                UnsupportedError(
+                    "secrets",
+                    "a built-in algorithm runs no script to hand secrets to; "
+                    "use environment.framework or image",
+                )
+            )
         with problems.check():
             check_training_instance(config.compute.instance_type)
             self._image(config)  # chosen for the instance type, so only for a valid one
@@ -389,7 +403,8 @@ class AwsBackend:
         cache = (run_id, config.code.source_dir)
         if cache not in self._code:
             layout = jobs.S3Layout.for_config(config)
-            archive = jobs.source_archive(config.code.source_dir)
+            extra = {launcher.FILE_NAME: launcher_source()} if config.secrets else None
+            archive = jobs.source_archive(config.code.source_dir, extra)
             key = layout.code_key(jobs.archive_digest(archive))
             self._code[cache] = archive, f"s3://{layout.bucket}/{key}"
         return self._code[cache]
