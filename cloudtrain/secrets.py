@@ -98,9 +98,9 @@ def secret_hyperparameter_problems(hyperparameters: Mapping[str, Any]) -> list[P
 def secret_hyperparameter_warning(names: Iterable[str]) -> str:
     listed = ", ".join(sorted(names))
     return (
-        f"hyperparameters {listed} look like secrets: they are masked where cloudtrain "
-        "prints them, but the script gets them as arguments and the cloud shows them in the "
-        "job; move them to the secrets: section (README: Secrets)"
+        f"hyperparameters {listed} look like secrets: cloudtrain masks them where it prints "
+        "and stores them, but the cloud's job and a deployment's parameters show them as "
+        "written; move them to the secrets: section (README: Secrets)"
     )
 
 
