@@ -597,3 +597,84 @@ def test_a_builtin_algorithm_takes_no_secrets(
     )
     assert main(["plan", str(path)]) == 2
     assert "secrets: a built-in algorithm runs no script" in capsys.readouterr().err
+
+
+def test_the_report_masks_secret_looking_hyperparameters(
+    write_config: Callable[..., Path],
+) -> None:
+    """The issue's example: ``password`` and ``*_token`` were in clear in the report."""
+    from cloudtrain.report import RunReport
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecretHyperparameterWarning)
+        config = load_config(
+            write_config(hyperparameters={"password": HP_VALUE, "hf_token": WANDB, "epochs": 4})
+        )
+    report = RunReport(config).markdown()
+    assert HP_VALUE not in report and WANDB not in report
+    assert f"`password={MASK}`, `hf_token={MASK}`, `epochs=4`" in report
+
+
+def test_the_attempt_loop_masks_what_any_backend_forwards(
+    write_config: Callable[..., Path],
+) -> None:
+    """A cloud's log lines and reasons (CloudWatch, Azure ML's log, a FailureReason) are
+    masked by the attempt loop itself, whatever the backend does."""
+    from dataclasses import replace
+
+    from cloudtrain.backends.local.backend import LocalBackend
+    from cloudtrain.errors import TrainingError
+    from cloudtrain.results import AttemptStatus
+    from cloudtrain.secrets import ResolvedSecrets
+    from cloudtrain.training import run_training
+
+    class Leaky(LocalBackend):
+        def read_logs(self, handle: str) -> list[str]:
+            return [f"cloud log {WANDB} {HP_VALUE}", *super().read_logs(handle)]
+
+        def describe_attempt(self, handle: str) -> AttemptStatus:
+            status = super().describe_attempt(handle)
+            return replace(status, reason=f"{status.reason}: {WANDB}") if status.ended else status
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecretHyperparameterWarning)
+        config = load_config(
+            write_config("raise SystemExit(1)\n", hyperparameters={"api_key": HP_VALUE})
+        )
+    backend = Leaky.from_config(config)
+    compute = backend.ensure_compute(config)
+    lines: list[str] = []
+    with pytest.raises(TrainingError) as caught:
+        run_training(
+            backend,
+            config,
+            run_id="0123456789abcdef",
+            channels={},
+            compute=compute,
+            environment=backend.resolve_environment(config, compute),
+            log=lines.append,
+            secrets=ResolvedSecrets({"WANDB_API_KEY": WANDB}),
+        )
+    forwarded = "\n".join([*lines, str(caught.value), caught.value.result.attempts[0].reason])
+    assert f"cloud log {MASK} {MASK}" in forwarded
+    assert WANDB not in forwarded and HP_VALUE not in forwarded
+
+
+def test_prefects_run_loggers_are_masked_while_a_run_lasts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Prefect's own masking takes only PREFECT_API_KEY; ours covers what Prefect logs
+    itself during a run (a task's exception, a state message)."""
+    import logging
+
+    from cloudtrain.secrets import redacting_logs
+
+    logger = logging.getLogger("prefect.task_runs")
+    with caplog.at_level(logging.INFO, logger="prefect.task_runs"):
+        with redacting_logs(Redactor([WANDB])):
+            logger.error("Task run failed: ConfigError(%r)", WANDB)
+        logger.error("after the run: %s", "kept")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Task run failed: ConfigError('{MASK}')",
+        "after the run: kept",
+    ]
