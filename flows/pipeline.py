@@ -103,6 +103,9 @@ def run_pipeline(
     check_runnable(config, backend)  # refuse bad input before anything is created
     # Values for the references this backend passes itself (the others resolve in the job).
     secrets = resolve(config.secrets, getattr(backend, "secret_kinds", ()))
+    verify_job_secrets = getattr(backend, "verify_job_secrets", None)
+    if config.secrets and verify_job_secrets is not None:  # the ones the job will read
+        verify_job_secrets(config)
     with redacting_logs(redactor_for(secrets.values, config.hyperparameters)):
         return _run_stages(config, cloud, backend, secrets, dataframes, force)
 

@@ -678,3 +678,21 @@ def test_prefects_run_loggers_are_masked_while_a_run_lasts(
         f"Task run failed: ConfigError('{MASK}')",
         "after the run: kept",
     ]
+
+
+@pytestmark_prefect
+def test_an_aws_run_refuses_a_missing_secrets_manager_secret_before_anything_is_created(
+    prefect_server: str, aws_config: Callable[..., Path], aws: Any
+) -> None:
+    """The job would read it; the run checks it exists (DescribeSecret, never the value)
+    before any upload or job."""
+    from flows.aws_training import aws_training
+
+    path = aws_config(retry={"max_attempts": 1})
+    raw = yaml.safe_load(path.read_text())
+    raw["secrets"] = {"HF_TOKEN": {"aws_secrets_manager": "not-there"}}
+    path.write_text(yaml.safe_dump(raw))
+    aws.log.clear()  # the fixture made the bucket and the role
+    with pytest.raises(ConfigError, match=r"secrets.HF_TOKEN: no secret 'not-there'"):
+        aws_training(config=load_config(path))
+    assert [entry.action for entry in aws.log.entries] == ["DescribeSecret"]

@@ -169,6 +169,27 @@ class AwsBackend:
         jobs.validate_request(request)
         return request
 
+    def verify_job_secrets(self, config: PipelineConfig) -> None:
+        """At run start, before anything is created: every Secrets Manager reference the
+        job will read exists (DescribeSecret: its metadata, never its value)."""
+        client = self.clients.client("secretsmanager")
+        problems = Problems()
+        for name, ref in config.secrets.items():
+            if ref.aws_secrets_manager is None:
+                continue
+            try:
+                client.describe_secret(SecretId=ref.aws_secrets_manager)
+            except Exception as exc:
+                if error_code(exc) != "ResourceNotFoundException":
+                    raise mapped(exc, f"checking secrets.{name}") from exc
+                problems.add(
+                    ConfigError(
+                        f"secrets.{name}",
+                        f"no secret {ref.aws_secrets_manager[:60]!r} in AWS Secrets Manager",
+                    )
+                )
+        problems.raise_if_any()
+
     def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
         return jobs.S3Layout.for_config(config).checkpoint_uri(run_id)
 
