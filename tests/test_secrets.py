@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -377,6 +378,7 @@ def test_a_flow_run_keeps_only_references(
         LogFilter,
         LogFilterFlowRunId,
     )
+    from prefect.logging.handlers import APILogHandler
 
     from flows.local_training import local_training
 
@@ -399,13 +401,18 @@ def test_a_flow_run_keeps_only_references(
     state = local_training(config=config, return_state=True)
     assert state.is_completed()
     run_id = state.state_details.flow_run_id
+    APILogHandler().flush()  # logs travel in batches: send what is queued
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(run_id)
         runs = FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
         artifacts = client.read_artifacts(flow_run_filter=runs)
         task_runs = client.read_task_runs(flow_run_filter=runs)
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
-    log_text = "\n".join(log.message for log in logs)
+        for _ in range(40):  # until the last line the run logs has been stored
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            log_text = "\n".join(log.message for log in logs)
+            if any(log.task_run_id is None and "Finished in" in log.message for log in logs):
+                break  # the flow's own last line
+            time.sleep(0.25)
     assert f"WANDB_API_KEY sha256={digest(WANDB)}" in log_text
     assert f"DB_PASSWORD sha256={digest(PREFECT_VALUE)}" in log_text
     assert "look like secrets" in log_text  # the warning, in the run's log
@@ -669,9 +676,11 @@ def test_prefects_run_loggers_are_masked_while_a_run_lasts(
 
     from cloudtrain.secrets import redacting_logs
 
-    logger = logging.getLogger("prefect.task_runs")
-    with caplog.at_level(logging.INFO, logger="prefect.task_runs"):
-        with redacting_logs(Redactor([WANDB])):
+    # A logger of our own: Prefect's run loggers send to the API only inside a run (the
+    # flow test above reads what they sent).
+    logger = logging.getLogger("cloudtrain.tests.run_logger")
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        with redacting_logs(Redactor([WANDB]), loggers=[logger.name]):
             logger.error("Task run failed: ConfigError(%r)", WANDB)
         logger.error("after the run: %s", "kept")
     assert [r.getMessage() for r in caplog.records] == [
