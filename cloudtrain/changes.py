@@ -31,6 +31,8 @@ NOT_IN_FINGERPRINT: dict[str, Any] = {
     # Where the data and code are is not what they are: their digests are parts of their own.
     "data": True,
     "code": {"source_dir"},
+    # Where a secret comes from is not what the model learns (its value is never read here).
+    "secrets": True,
 }
 #: The same, inside the clouds' sections. Simulated reclaims stay in: a changed
 #: simulation is a test the user wants to see run.
@@ -69,7 +71,9 @@ def config_digest(config: PipelineConfig) -> str:
     """The config as JSON, less what cannot change the model, sections last."""
     sections = config.sections()
     data = config.model_dump(
-        mode="json", exclude={**NOT_IN_FINGERPRINT, **dict.fromkeys(sections, True)}
+        mode="json",
+        exclude={**NOT_IN_FINGERPRINT, **dict.fromkeys(sections, True)},
+        context={"reveal_secrets": True},  # hashed, never stored: a changed value retrains
     )
     for name in (*FIELD_SECTIONS, *sorted(set(sections) - set(FIELD_SECTIONS))):
         section = sections.get(name)

@@ -86,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cloudtrain.planning import plan
 
             return _plan(plan(backend, config), args.json)
+        from cloudtrain.secrets import missing_env
+
+        missing = missing_env(config.secrets, os.environ)  # before the flow run exists
+        if missing:
+            raise ConfigError(problems=missing)
     except ConfigError as exc:
         return fail(exc.describe(), EXIT_INVALID, args.json, exc)
     return _run(config, args.json, args.force, args.verbose)

@@ -28,9 +28,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FieldSerializationInfo,
     GetJsonSchemaHandler,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -38,6 +40,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 from cloudtrain import backends, recovery
+from cloudtrain import secrets as secret_refs
 from cloudtrain.errors import ConfigError, Problem, Problems, quote
 from cloudtrain.quantities import Count, Finite, Seconds
 from cloudtrain.yamlfile import MAX_BYTES, load_yaml
@@ -260,6 +263,12 @@ class PipelineConfig(_Strict):
         description="cloudtrain's own folder, relative to the config file: run records, "
         "downloaded models, upload hash caches, and the local backend's data and runs.",
     )
+    secrets: dict[str, secret_refs.SecretRef] = Field(
+        default_factory=dict,
+        description="Environment variable the script reads -> where its value lives "
+        "({env: NAME}, {prefect_secret: block}, {aws_secrets_manager: name or ARN}, "
+        "{azure_key_vault: {vault, name}}); only the references are stored.",
+    )
 
     def sections(self) -> dict[str, BaseModel]:
         """Every cloud section the config holds, by cloud name."""
@@ -335,6 +344,33 @@ class PipelineConfig(_Strict):
         for key in value:
             if not HYPERPARAMETER_PATTERN.match(key):
                 raise ValueError(f"{quote(key)} is not a valid --argument name")
+        masks = secret_refs.secret_hyperparameter_problems(value)
+        if masks:
+            raise ConfigError(problems=masks)
+        secret_looking = [key for key in value if secret_refs.is_secret_name(key)]
+        if secret_looking:
+            warnings.warn(
+                secret_refs.secret_hyperparameter_warning(secret_looking),
+                secret_refs.SecretHyperparameterWarning,
+                stacklevel=2,
+            )
+        return value
+
+    @field_serializer("hyperparameters", when_used="json")
+    def _mask_secret_looking(
+        self, value: dict[str, HyperparameterValue], info: FieldSerializationInfo
+    ) -> dict[str, HyperparameterValue]:
+        """JSON copies (Prefect's stored flow-run parameters among them) mask
+        secret-looking hyperparameters; ``context={"reveal_secrets": True}`` keeps them."""
+        context = info.context if isinstance(info.context, dict) else {}
+        return value if context.get("reveal_secrets") else secret_refs.masked(value)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(
+        cls, value: dict[str, secret_refs.SecretRef]
+    ) -> dict[str, secret_refs.SecretRef]:
+        secret_refs.check_env_names(value)
         return value
 
     @field_validator("data")
@@ -480,6 +516,9 @@ def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
     with problems.check():
         # The symlink policy and the empty-channel rule, as every backend reads a channel.
         check_channels({c: Path(p) for c, p in config.data.items() if not is_uri(p)})
+    with problems.check():  # what the backend resolves itself, and what its jobs resolve
+        kinds = (*getattr(backend, "secret_kinds", ()), *getattr(backend, "job_secret_kinds", ()))
+        secret_refs.check_kinds(config.secrets, config.cloud, kinds)
     for name, section in config.sections().items():
         if name != config.cloud and isinstance(section, Section):
             with problems.check():

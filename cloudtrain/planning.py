@@ -16,6 +16,7 @@ from cloudtrain.backend import Backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.recovery import NextAttempt, RecoveryStrategy
 from cloudtrain.results import AttemptSpec, ComputeTarget, ResolvedEnvironment
+from cloudtrain.secrets import masked
 
 #: The run id ``plan`` shows where a run would put its own.
 PLAN_RUN_ID = "<run-id>"
@@ -46,8 +47,10 @@ def attempt_spec(
     channels: Mapping[str, str],
     compute: ComputeTarget,
     environment: ResolvedEnvironment,
+    secrets: Mapping[str, str] | None = None,
 ) -> AttemptSpec:
-    """The strategy's decision ``step`` as everything that attempt needs."""
+    """The strategy's decision ``step`` as everything that attempt needs; ``secrets``
+    (values) only in a run, never in a plan."""
     return AttemptSpec(
         run_id=run_id,
         number=step.number,
@@ -57,11 +60,14 @@ def attempt_spec(
         channels=channels,
         compute=compute,
         environment=environment,
+        secrets=dict(secrets or {}),
     )
 
 
 def plan(backend: Backend, config: PipelineConfig) -> dict[str, Any]:
-    """The exact requests a run would send, stage by stage and attempt by attempt. Pure."""
+    """The exact requests a run would send, stage by stage and attempt by attempt. Pure.
+    Secret-looking hyperparameters are shown masked; secrets as their references."""
+    config = config.model_copy(update={"hyperparameters": masked(config.hyperparameters)})
     stages = backend.plan_stages(config)
     checkpoint_uri = backend.checkpoint_location(config, PLAN_RUN_ID)
     attempts = []

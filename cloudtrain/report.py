@@ -2,7 +2,8 @@
 
 One value, ``RunReport``, holds what the stages produced, so the Prefect artifacts,
 ``--json`` and the tests all see the same thing. Nothing secret goes in: the config
-summary names no credentials.
+summary names no credentials, secrets appear as their references, and secret-looking
+hyperparameters are masked (``cloudtrain.secrets``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
+from cloudtrain.secrets import masked
 from cloudtrain.sync import human_size
 
 #: The run's artifacts are keyed ``<pipeline><suffix>``, so runs of a pipeline line up in
@@ -138,10 +140,16 @@ def markdown_report(run: RunReport) -> str:
         f"| retry | {config.retry.strategy}, max {config.retry.max_attempts} attempts, "
         f"on-demand fallback {'on' if config.retry.on_demand_fallback else 'off'} |",
         "| hyperparameters | "
-        + (", ".join(f"`{k}={v}`" for k, v in config.hyperparameters.items()) or "none")
+        + (", ".join(f"`{k}={v}`" for k, v in masked(config.hyperparameters).items()) or "none")
         + " |",
-        "",
     ]
+    if config.secrets:
+        lines.append(
+            "| secrets | "
+            + ", ".join(f"`{name}` from {ref.describe()}" for name, ref in config.secrets.items())
+            + " |"
+        )
+    lines.append("")
     if run.decision:
         verb = "Skipped training" if run.reused is not None else "Trained"
         lines += ["## Retraining", "", f"{verb}: {run.decision}", ""]

@@ -72,6 +72,9 @@ class AttemptSpec:
     channels: Mapping[str, str]
     compute: ComputeTarget
     environment: ResolvedEnvironment
+    #: Secret values by environment variable name, for the backends that pass them to the
+    #: script themselves (``cloudtrain.secrets``); empty in plans, never in a request.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

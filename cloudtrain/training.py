@@ -7,6 +7,9 @@ A lost attempt (spot reclaim, no capacity) is resubmitted under a new job name i
 the same checkpoint location, as the recovery strategy decides. Whatever interrupts
 the orchestrator itself (a cancelled flow, a timeout, Ctrl-C) stops the running attempt
 before it propagates, so nothing keeps running or billing behind the user's back.
+
+Every line forwarded from here (the script's output, our own notes, each attempt's reason)
+goes through the run's ``Redactor``, so a secret's value never reaches a log or a report.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
+from cloudtrain.secrets import ResolvedSecrets, redactor_for
 
 
 def run_training(
@@ -36,9 +40,12 @@ def run_training(
     environment: ResolvedEnvironment,
     log: LogSink = print,
     script_log: LogSink | None = None,
+    secrets: ResolvedSecrets | None = None,
 ) -> TrainingResult:
     """Run attempts until one succeeds or the strategy stops; raise TrainingError if none did."""
-    script_log = script_log or log
+    secrets = secrets or ResolvedSecrets()
+    redact = redactor_for(secrets.values, config.hyperparameters)
+    log, script_log = redact.wrap(log), redact.wrap(script_log or log)
     strategy = strategy_for(config)
     result = TrainingResult(run_id, backend.checkpoint_location(config, run_id))
     following: NextAttempt | None = strategy.first_attempt()
@@ -51,6 +58,7 @@ def run_training(
             channels=channels,
             compute=compute,
             environment=environment,
+            secrets=secrets.values,
         )
         log(
             f"attempt {spec.number}/{config.retry.max_attempts} ({following.capacity}): "
@@ -63,7 +71,7 @@ def run_training(
             job_name=spec.job_name,
             spot=spec.spot,
             outcome=status.outcome,
-            reason=status.reason,
+            reason=redact(status.reason),
             started_at=status.started_at,
             ended_at=status.ended_at,
             metrics=dict(status.metrics),

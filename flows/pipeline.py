@@ -18,12 +18,20 @@ from prefect import Flow, flow, get_run_logger, tags
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from cloudtrain.backend import build_backend
+from cloudtrain.backend import Backend, build_backend
 from cloudtrain.backends import backend_class
 from cloudtrain.changes import RunRecords
 from cloudtrain.config import PipelineConfig, check_runnable
 from cloudtrain.errors import ConfigError, TrainingError
 from cloudtrain.report import RunReport
+from cloudtrain.secrets import (
+    ResolvedSecrets,
+    is_secret_name,
+    redacting_logs,
+    redactor_for,
+    resolve,
+    secret_hyperparameter_warning,
+)
 from tasks.artifacts import collect_artifacts, publish_report
 from tasks.changes import check_for_changes
 from tasks.compute import ensure_compute
@@ -93,8 +101,28 @@ def run_pipeline(
         config = config.model_copy(update={"cloud": cloud})
     backend = build_backend(config)
     check_runnable(config, backend)  # refuse bad input before anything is created
+    # Values for the references this backend passes itself (the others resolve in the job).
+    secrets = resolve(config.secrets, getattr(backend, "secret_kinds", ()))
+    verify_job_secrets = getattr(backend, "verify_job_secrets", None)
+    if config.secrets and verify_job_secrets is not None:  # the ones the job will read
+        verify_job_secrets(config)
+    with redacting_logs(redactor_for(secrets.values, config.hyperparameters)):
+        return _run_stages(config, cloud, backend, secrets, dataframes, force)
+
+
+def _run_stages(
+    config: PipelineConfig,
+    cloud: str,
+    backend: Backend,
+    secrets: ResolvedSecrets,
+    dataframes: Mapping[str, Any] | None,
+    force: bool,
+) -> dict[str, Any]:
     _make_work_dir(config)
     logger = get_run_logger()
+    secret_looking = [name for name in config.hyperparameters if is_secret_name(name)]
+    if secret_looking:
+        logger.warning(secret_hyperparameter_warning(secret_looking))
     run_id = flow_run.get_id() or uuid.uuid4().hex
     _tag_flow_run(pipeline_tags(config))
     logger.info("pipeline %s on %s, run %s", config.name, cloud, run_id)
@@ -113,7 +141,7 @@ def run_pipeline(
         uris = {name: data.uri for name, data in run.channels.items()}
         try:
             timed = train.with_options(timeout_seconds=training_budget_seconds(config))
-            run.result = timed(backend, config, run_id, uris, run.compute, run.environment)
+            run.result = timed(backend, config, run_id, uris, run.compute, run.environment, secrets)
         except TrainingError as exc:
             run.result, run.error = exc.result, str(exc)
             publish_report(run)

@@ -14,6 +14,7 @@ from cloudtrain.backend import Backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.contract import ProgressParser
 from cloudtrain.results import ComputeTarget, ResolvedEnvironment, TrainingResult
+from cloudtrain.secrets import ResolvedSecrets
 from cloudtrain.training import run_training
 
 #: The progress artifact is updated at most this often (each update is an API call).
@@ -28,8 +29,10 @@ def train(
     channels: dict[str, str],
     compute: ComputeTarget,
     environment: ResolvedEnvironment,
+    secrets: ResolvedSecrets | None = None,
 ) -> TrainingResult:
-    """Retries live in the recovery strategy, not in Prefect: a script error is final."""
+    """Retries live in the recovery strategy, not in Prefect: a script error is final.
+    ``secrets`` hold values: Prefect keeps no task parameters, and their repr names them."""
     logger = get_run_logger()
     progress = _Progress(config)
 
@@ -46,6 +49,7 @@ def train(
         environment=environment,
         log=logger.info,
         script_log=script_log,
+        secrets=secrets,
     )
     progress.done()
     return result

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain import secrets_launcher as launcher
 from cloudtrain.backend import LogSink, StagePlan
 from cloudtrain.backends.aws import training_job as jobs
 from cloudtrain.backends.aws.clients import AwsClients
@@ -33,6 +34,7 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
+from cloudtrain.secrets import launcher_source
 from cloudtrain.store import extract_archive
 
 if TYPE_CHECKING:
@@ -59,6 +61,10 @@ class AwsBackend:
         "all attempts of a run sharing one checkpoint location in S3, on-demand as the "
         "last resort."
     )
+
+    #: No secret value passes through the orchestrator: the job reads Secrets Manager.
+    secret_kinds: tuple[str, ...] = ()
+    job_secret_kinds: tuple[str, ...] = jobs.JOB_SECRET_KINDS
 
     def __init__(self, config: PipelineConfig, clients: AwsClients | None = None) -> None:
         self._config = config
@@ -102,6 +108,14 @@ class AwsBackend:
                         f"data.{channel}", f"{location}: cloud aws reads s3:// URIs and local paths"
                     )
                 )
+        if config.secrets and config.environment.kind == "builtin":
+            problems.add(
+                UnsupportedError(
+                    "secrets",
+                    "a built-in algorithm runs no script to hand secrets to; "
+                    "use environment.framework or image",
+                )
+            )
         with problems.check():
             check_training_instance(config.compute.instance_type)
             self._image(config)  # chosen for the instance type, so only for a valid one
@@ -190,6 +204,27 @@ class AwsBackend:
         )
         jobs.validate_request(request)
         return request
+
+    def verify_job_secrets(self, config: PipelineConfig) -> None:
+        """At run start, before anything is created: every Secrets Manager reference the
+        job will read exists (DescribeSecret: its metadata, never its value)."""
+        client = self.clients.client("secretsmanager")
+        problems = Problems()
+        for name, ref in config.secrets.items():
+            if ref.aws_secrets_manager is None:
+                continue
+            try:
+                client.describe_secret(SecretId=ref.aws_secrets_manager)
+            except Exception as exc:
+                if error_code(exc) != "ResourceNotFoundException":
+                    raise mapped(exc, f"checking secrets.{name}") from exc
+                problems.add(
+                    ConfigError(
+                        f"secrets.{name}",
+                        f"no secret {ref.aws_secrets_manager[:60]!r} in AWS Secrets Manager",
+                    )
+                )
+        problems.raise_if_any()
 
     def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
         return jobs.S3Layout.for_config(config).checkpoint_uri(run_id)
@@ -434,7 +469,8 @@ class AwsBackend:
         cache = (run_id, config.code.source_dir)
         if cache not in self._code:
             layout = jobs.S3Layout.for_config(config)
-            archive = jobs.source_archive(config.code.source_dir)
+            extra = {launcher.FILE_NAME: launcher_source()} if config.secrets else None
+            archive = jobs.source_archive(config.code.source_dir, extra)
             key = layout.code_key(jobs.archive_digest(archive))
             self._code[cache] = archive, f"s3://{layout.bucket}/{key}"
         return self._code[cache]

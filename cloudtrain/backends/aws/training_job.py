@@ -23,16 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from cloudtrain import contract
+from cloudtrain import secrets_launcher as launcher
 from cloudtrain.backends.aws.settings import aws_settings
 from cloudtrain.config import HyperparameterValue, PipelineConfig, is_uri
 from cloudtrain.errors import ConfigError
 from cloudtrain.recovery import Outcome, capacity_label
 from cloudtrain.results import AttemptSpec
+from cloudtrain.secrets import job_references
 
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 VOLUME_SIZE_GB = 30
 CONTAINER_LOG_LEVEL = 20  # logging.INFO, as the SDK sets it
 SOURCE_ARCHIVE = "sourcedir.tar.gz"
+#: The secret references a SageMaker job resolves itself (with its execution role).
+JOB_SECRET_KINDS = ("aws_secrets_manager",)
 
 # FailureReason texts SageMaker uses when it could not get the instances.
 _CAPACITY = re.compile(
@@ -80,11 +84,16 @@ class S3Layout:
         return self.uri("output")
 
 
-def source_archive(source_dir: Path) -> bytes:
-    """The source folder as a reproducible tar.gz: same files, same bytes, same digest."""
+def source_archive(source_dir: Path, extra: Mapping[str, bytes] | None = None) -> bytes:
+    """The source folder as a reproducible tar.gz: same files, same bytes, same digest;
+    ``extra`` files (cloudtrain's secrets launcher) go at its root."""
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped:
         with tarfile.open(fileobj=zipped, mode="w") as tar:
+            for name, content in sorted((extra or {}).items()):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(content), 0o644
+                tar.addfile(info, io.BytesIO(content))
             for path in sorted(source_dir.rglob("*")):
                 relative = path.relative_to(source_dir)
                 if any(part in {"__pycache__", ".git"} for part in relative.parts):
@@ -175,8 +184,11 @@ def create_training_job_request(
     hps = hyperparameters(config.hyperparameters, json_values=image_kind == "framework")
     if script_mode:
         assert code_uri is not None
+        # With secrets the launcher runs first: it reads them from Secrets Manager with the
+        # job's role, then runs the entry point in its own process (secrets_launcher.py).
+        program = launcher.FILE_NAME if config.secrets else config.code.entry_point
         hps.update(
-            sagemaker_program=json.dumps(config.code.entry_point),
+            sagemaker_program=json.dumps(program),
             sagemaker_submit_directory=json.dumps(code_uri),
             sagemaker_region=json.dumps(aws.region),
             sagemaker_container_log_level=json.dumps(CONTAINER_LOG_LEVEL),
@@ -233,6 +245,12 @@ def create_training_job_request(
             "CLOUDTRAIN_ATTEMPT": str(attempt),
             "CLOUDTRAIN_SPOT": "true" if spot else "false",
         }
+        if config.secrets:  # references only: DescribeTrainingJob shows the Environment
+            request["Environment"] |= {
+                launcher.REFS_VARIABLE: job_references(config.secrets, JOB_SECRET_KINDS),
+                launcher.ENTRY_VARIABLE: config.code.entry_point,
+                launcher.REGION_VARIABLE: aws.region,
+            }
     return request
 
 

@@ -71,6 +71,10 @@ class AzureBackend:
         "path, dedicated capacity as the last resort."
     )
 
+    #: No secret value passes through the orchestrator: the job reads Key Vault.
+    secret_kinds: tuple[str, ...] = ()
+    job_secret_kinds: tuple[str, ...] = jobs.JOB_SECRET_KINDS
+
     def __init__(self, config: PipelineConfig, clients: AzureClients | None = None) -> None:
         self._config = config
         self._clients = clients

@@ -15,11 +15,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cloudtrain import contract
+from cloudtrain import secrets_launcher as launcher
 from cloudtrain.backends.azure import sdk
 from cloudtrain.config import PipelineConfig
 from cloudtrain.recovery import Outcome
 from cloudtrain.results import AttemptSpec
+from cloudtrain.secrets import job_references, launcher_source
 
+#: The secret references an Azure ML job resolves itself (with its compute's identity).
+JOB_SECRET_KINDS = ("azure_key_vault",)
+#: The launcher's source travels in this variable and runs as ``python -c``: the code
+#: folder azure-ai-ml uploads is the user's own, and nothing is written into it.
+LAUNCHER_VARIABLE = "CLOUDTRAIN_LAUNCHER"
 MODEL_OUTPUT = "model"
 OUTPUT_DATA = "output_data"
 CHECKPOINTS = "checkpoints"
@@ -67,7 +74,11 @@ def script_command(config: PipelineConfig, channels: Mapping[str, object]) -> st
         config.code.entry_point,
         *contract.hyperparameter_args(config.hyperparameters),
     ]
-    return "env " + " ".join(bindings) + " " + " ".join(shlex.quote(part) for part in script)
+    command = " ".join(shlex.quote(part) for part in script)
+    if config.secrets:  # the launcher reads Key Vault with the job's identity, then execs
+        # the entry point, its first argument
+        command = f'python -c "${LAUNCHER_VARIABLE}" ' + command.removeprefix("python ")
+    return "env " + " ".join(bindings) + " " + command
 
 
 def static_environment(
@@ -89,6 +100,9 @@ def static_environment(
     }
     for name, value in config.hyperparameters.items():
         env[f"SM_HP_{name.upper()}"] = contract.hyperparameter_value(value)
+    if config.secrets:  # references only: the job shows its environment variables
+        env[launcher.REFS_VARIABLE] = job_references(config.secrets, JOB_SECRET_KINDS)
+        env[LAUNCHER_VARIABLE] = launcher_source().decode()
     return env
 
 

@@ -36,6 +36,7 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
+from cloudtrain.secrets import KINDS, redactor_for
 from cloudtrain.store import SKIPPED_LINK, ContentStore, extract_archive, tar_folder
 
 if TYPE_CHECKING:
@@ -103,6 +104,9 @@ class LocalBackend:
         "SageMaker and Azure ML, spot reclaims simulated (local.spot_interruptions) so "
         "checkpoint/resume logic is tested before paying for spot capacity."
     )
+
+    #: Every kind of secret reference is resolved here and put in the script's environment.
+    secret_kinds: tuple[str, ...] = KINDS
 
     def __init__(self, root: Path, python: str = sys.executable) -> None:
         self.root = root
@@ -196,6 +200,7 @@ class LocalBackend:
                 spot=spec.spot,
                 job_name=spec.job_name,
             ),
+            "secrets": {name: f"<{ref.describe()}>" for name, ref in config.secrets.items()},
             "stopping_condition": {
                 "max_run_seconds": config.compute.max_run,
                 "grace_period_seconds": local_settings(config).grace_period,
@@ -276,10 +281,18 @@ class LocalBackend:
         for folder in (paths.model_dir, paths.output_data_dir, paths.checkpoint_dir):
             Path(folder).mkdir(parents=True, exist_ok=True)
         request = self.attempt_request(config, spec)
+        unresolved = sorted(set(config.secrets) - set(spec.secrets))
+        if unresolved:
+            raise BackendError(f"secrets not resolved for the attempt: {', '.join(unresolved)}")
         attempt = LocalAttempt(
             command=request["command"],
             cwd=config.code.source_dir,
-            env={**os.environ, **request["environment_variables"], "PYTHONUNBUFFERED": "1"},
+            env={
+                **os.environ,
+                **request["environment_variables"],
+                **spec.secrets,
+                "PYTHONUNBUFFERED": "1",
+            },
             log_path=attempt_dir / "log.txt",
             checkpoint_dir=Path(spec.checkpoint_uri),
             metrics=contract.MetricParser(config.metrics),
@@ -287,6 +300,7 @@ class LocalBackend:
             grace_period=local_settings(config).grace_period,
             trigger=_trigger_for(config, spec.number, spec.spot),
             changed=self._changed,
+            redact=redactor_for(spec.secrets, config.hyperparameters),
         )
         attempt.start()
         self._attempts[spec.job_name] = attempt

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,8 @@ class LocalAttempt:
     grace_period: float
     trigger: float | str | None
     changed: threading.Event
+    #: Masks secret values in each line before it is kept or written to the log file.
+    redact: Callable[[str], str] = str
     lines: list[str] = field(default_factory=list)
     _read: int = 0
     _outcome: Outcome | None = None
@@ -88,7 +91,7 @@ class LocalAttempt:
     def _read_output(self) -> None:
         assert self._process.stdout is not None
         for raw in self._process.stdout:
-            line = raw.rstrip("\n")
+            line = self.redact(raw.rstrip("\n"))
             self.metrics.feed(line)
             self._append(line)
             if self._pattern is not None and self._pattern.search(line):
