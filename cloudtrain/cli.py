@@ -105,6 +105,7 @@ def _run(config: PipelineConfig, as_json: bool, force: bool = False) -> int:
     from prefect.exceptions import TerminationSignal
 
     flow = _flow_for(config.cloud)
+    _guard_embedded_server()
     try:
         summary = flow(config=config, force=force)
     except ConfigError as exc:
@@ -137,6 +138,24 @@ def _flow_for(cloud: str) -> Any:
     from flows.pipeline import training_flow
 
     return training_flow(cloud)
+
+
+def _guard_embedded_server() -> None:
+    """Without PREFECT_API_URL, Prefect starts a server subprocess on first use and stops
+    it at exit; a kill -9 of this command would leave it running. Start it here, as Prefect
+    would, and have a guard process stop it once this process is gone."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from cloudtrain.supervisor import start_guard
+
+    server = SubprocessASGIServer()
+    server.start()
+    if server.server_process is not None:
+        start_guard([server.server_process.pid])
 
 
 def _quiet_prefect_defaults() -> None:

@@ -28,8 +28,10 @@ def train(
     channels: dict[str, str],
     compute: ComputeTarget,
     environment: ResolvedEnvironment,
+    checkpoint_uri: str | None = None,
 ) -> TrainingResult:
-    """Retries live in the recovery strategy, not in Prefect: a script error is final."""
+    """Retries live in the recovery strategy, not in Prefect: a script error is final.
+    ``checkpoint_uri``: a crashed run's, when this run resumes it."""
     logger = get_run_logger()
     progress = _Progress(config)
 
@@ -46,6 +48,7 @@ def train(
         environment=environment,
         log=logger.info,
         script_log=script_log,
+        checkpoint_uri=checkpoint_uri,
     )
     progress.done()
     return result
