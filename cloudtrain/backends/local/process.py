@@ -43,6 +43,10 @@ WATCH_TICK_SECONDS = 0.05  # how often the watchdog checks deadlines
 READ_BLOCK_BYTES = 1 << 20
 PIPE_BYTES = 1 << 20  # a larger pipe: fewer wake-ups for a loud script (Linux)
 MAX_LINE_BYTES = 1 << 20  # a longer line is parsed in pieces of this size
+#: After a small read, wait this long for more: a script writing line by line (python -u)
+#: is then read in blocks, not one wake-up and one Python round per line.
+COALESCE_SECONDS = 0.01
+SMALL_READ_BYTES = 1 << 16
 #: After the supervisor is gone, how long the reader may still drain the pipe.
 READER_DRAIN_SECONDS = 5.0
 #: Beyond the grace period, how long the supervisor may take before its tree is killed here.
@@ -141,6 +145,8 @@ class LocalAttempt:
                 data = os.read(self._read_fd, READ_BLOCK_BYTES)
                 if not data:
                     break
+                if len(data) < SMALL_READ_BYTES:
+                    time.sleep(COALESCE_SECONDS)
                 partial += data
                 end = partial.rfind(b"\n") + 1
                 if end == 0 and len(partial) < MAX_LINE_BYTES:
