@@ -153,7 +153,10 @@ def _guard_embedded_server() -> None:
     from cloudtrain.supervisor import start_guard
 
     server = SubprocessASGIServer()
-    server.start()
+    try:
+        server.start()
+    except Exception:  # noqa: BLE001 - Prefect starts it again for the flow, and says why
+        return
     if server.server_process is not None:
         start_guard([server.server_process.pid])
 

@@ -219,18 +219,20 @@ def test_kill_9_of_the_cli_leaves_nothing_behind_and_the_rerun_resumes(
     path = write_config(SLOW.format(folder=str(folder)), metrics=["acc"])
     env = cli_env(tmp_path / "prefect-home")
     command = [sys.executable, "-m", "cloudtrain.cli", "run", str(path), "--json"]
-    cli = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    output = (tmp_path / "cli.out").open("wb")  # a pipe would wait for whatever survives
+    cli = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
     runs = tmp_path / ".cloudtrain" / "runs" / "unit"
     deadline = time.monotonic() + 240  # the first embedded server on a new database is slow
     while not list(runs.glob("*/checkpoints/epoch.txt")):
-        assert cli.poll() is None, cli.communicate()[1].decode()[-3000:]
+        assert cli.poll() is None, (tmp_path / "cli.out").read_text()[-3000:]
         assert time.monotonic() < deadline, "training never started"
         time.sleep(0.1)
     (first_run,) = [p.name for p in runs.iterdir()]
     descendants = [p.pid for p in psutil.Process(cli.pid).children(recursive=True)]
     assert len(descendants) >= 2  # the server and the script at least
     os.kill(cli.pid, signal.SIGKILL)
-    cli.communicate()
+    cli.wait()
+    output.close()
 
     assert gone(descendants) == []
     log = (runs / first_run / "attempts" / "1" / "log.txt").read_text()
