@@ -155,7 +155,8 @@ def _guard_embedded_server() -> None:
     server = SubprocessASGIServer()
     try:
         server.start()
-    except Exception:  # noqa: BLE001 - Prefect starts it again for the flow, and says why
+    except Exception:  # Prefect starts it again for the flow, and says why if it cannot
+        server.stop()  # no half-started server left holding our output
         return
     if server.server_process is not None:
         start_guard([server.server_process.pid])
