@@ -145,8 +145,8 @@ class LocalAttempt:
                 data = os.read(self._read_fd, READ_BLOCK_BYTES)
                 if not data:
                     break
-                if len(data) < SMALL_READ_BYTES:
-                    time.sleep(COALESCE_SECONDS)
+                if len(data) < SMALL_READ_BYTES and self._pattern is None:
+                    time.sleep(COALESCE_SECONDS)  # an armed reclaim pattern is checked at once
                 partial += data
                 end = partial.rfind(b"\n") + 1
                 if end == 0 and len(partial) < MAX_LINE_BYTES:
