@@ -38,6 +38,7 @@ test: lint $(NODE_STAMP)
 
 bench: setup
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/loud_script.py
 
 clean:
 	rm -rf $(VENV) node_modules examples/digits/.cloudtrain examples/digits/data .pytest_cache .mypy_cache .ruff_cache

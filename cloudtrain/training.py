@@ -41,13 +41,17 @@ def run_training(
     log: LogSink = print,
     script_log: LogSink | None = None,
     secrets: ResolvedSecrets | None = None,
+    checkpoint_uri: str | None = None,
 ) -> TrainingResult:
-    """Run attempts until one succeeds or the strategy stops; raise TrainingError if none did."""
+    """Run attempts until one succeeds or the strategy stops; raise TrainingError if none did.
+
+    ``checkpoint_uri`` replaces the run's own checkpoint location: a run that resumes one
+    whose orchestrator crashed keeps its checkpoints where the crashed run left them."""
     secrets = secrets or ResolvedSecrets()
     redact = redactor_for(secrets.values, config.hyperparameters)
     log, script_log = redact.wrap(log), redact.wrap(script_log or log)
     strategy = strategy_for(config)
-    result = TrainingResult(run_id, backend.checkpoint_location(config, run_id))
+    result = TrainingResult(run_id, checkpoint_uri or backend.checkpoint_location(config, run_id))
     following: NextAttempt | None = strategy.first_attempt()
     while following is not None:
         spec = attempt_spec(

@@ -23,6 +23,7 @@ from cloudtrain.backends import backend_class
 from cloudtrain.changes import RunRecords
 from cloudtrain.config import PipelineConfig, check_runnable
 from cloudtrain.errors import ConfigError, TrainingError
+from cloudtrain.leases import Lease, RunLeases
 from cloudtrain.report import RunReport
 from cloudtrain.secrets import (
     ResolvedSecrets,
@@ -126,7 +127,28 @@ def _run_stages(
     run_id = flow_run.get_id() or uuid.uuid4().hex
     _tag_flow_run(pipeline_tags(config))
     logger.info("pipeline %s on %s, run %s", config.name, cloud, run_id)
+    leases = RunLeases(config.work_dir, config.name, cloud)
+    crashed = leases.crashed()
+    _mark_crashed(crashed)
+    try:
+        return _stages(config, backend, secrets, run_id, dataframes, force, leases, crashed)
+    finally:
+        leases.release(run_id)
 
+
+def _stages(
+    config: PipelineConfig,
+    backend: Backend,
+    secrets: ResolvedSecrets,
+    run_id: str,
+    dataframes: Mapping[str, Any] | None,
+    force: bool,
+    leases: RunLeases,
+    crashed: list[Lease],
+) -> dict[str, Any]:
+    cloud = config.cloud
+    logger = get_run_logger()
+    lease = leases.take(run_id)
     run = RunReport(config)
     with tags(*pipeline_tags(config)):
         run.channels = upload_data(backend, config, dataframes)
@@ -139,9 +161,33 @@ def _run_stages(
         run.compute = ensure_compute(backend, config)
         run.environment = resolve_environment(backend, config, run.compute)
         uris = {name: data.uri for name, data in run.channels.items()}
+        fingerprint = current.digest if current is not None else None
+        resumed = leases.resumable(crashed, fingerprint)
+        checkpoint_uri = (
+            resumed.checkpoint_uri if resumed else backend.checkpoint_location(config, run_id)
+        )
+        for old in crashed:
+            leases.release(old.run_id)  # handled: marked crashed, resumed at most once
+        if resumed is not None:
+            logger.info(
+                "resuming run %s, whose orchestrator (pid %s) died: checkpoints in %s",
+                resumed.run_id,
+                resumed.pid,
+                checkpoint_uri,
+            )
+        leases.update(lease, fingerprint=fingerprint, checkpoint_uri=checkpoint_uri)
         try:
             timed = train.with_options(timeout_seconds=training_budget_seconds(config))
-            run.result = timed(backend, config, run_id, uris, run.compute, run.environment, secrets)
+            run.result = timed(
+                backend,
+                config,
+                run_id,
+                uris,
+                run.compute,
+                run.environment,
+                secrets,
+                checkpoint_uri,
+            )
         except TrainingError as exc:
             run.result, run.error = exc.result, str(exc)
             publish_report(run)
@@ -175,6 +221,27 @@ def _make_work_dir(config: PipelineConfig) -> None:
         raise ConfigError(
             "work_dir", f"cannot make {config.work_dir}: {exc.strerror or exc}"
         ) from exc
+
+
+def _mark_crashed(crashed: list[Lease]) -> None:
+    """Flow runs whose orchestrator died stay RUNNING in Prefect: say they crashed."""
+    if not crashed:
+        return
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    logger = get_run_logger()
+    with get_client(sync_client=True) as client:
+        for lease in crashed:
+            try:
+                state = client.read_flow_run(UUID(lease.run_id)).state
+            except (ObjectNotFound, ValueError):
+                continue  # another Prefect database, or not a flow run's id
+            if state is None or state.is_final():
+                continue
+            message = f"its orchestrator (pid {lease.pid}) died without ending the run"
+            client.set_flow_run_state(UUID(lease.run_id), Crashed(message=message), force=True)
+            logger.warning("flow run %s marked crashed: %s", lease.run_id, message)
 
 
 def _tag_flow_run(wanted: list[str]) -> None:

@@ -30,9 +30,11 @@ def train(
     compute: ComputeTarget,
     environment: ResolvedEnvironment,
     secrets: ResolvedSecrets | None = None,
+    checkpoint_uri: str | None = None,
 ) -> TrainingResult:
     """Retries live in the recovery strategy, not in Prefect: a script error is final.
-    ``secrets`` hold values: Prefect keeps no task parameters, and their repr names them."""
+    ``secrets`` hold values: Prefect keeps no task parameters, and their repr names them.
+    ``checkpoint_uri``: a crashed run's, when this run resumes it."""
     logger = get_run_logger()
     progress = _Progress(config)
 
@@ -50,6 +52,7 @@ def train(
         log=logger.info,
         script_log=script_log,
         secrets=secrets,
+        checkpoint_uri=checkpoint_uri,
     )
     progress.done()
     return result

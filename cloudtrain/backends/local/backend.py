@@ -36,7 +36,7 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
-from cloudtrain.secrets import KINDS, redactor_for
+from cloudtrain.secrets import KINDS, is_secret_name, redactor_for
 from cloudtrain.store import SKIPPED_LINK, ContentStore, extract_archive, tar_folder
 
 if TYPE_CHECKING:
@@ -87,6 +87,11 @@ def _process_start_problems(config: PipelineConfig) -> list[tuple[str, str]]:
             )
         )
     return problems
+
+
+def _secret_looking_variables(config: PipelineConfig) -> list[str]:
+    """The SM_HP_* variables that carry secret-looking hyperparameters."""
+    return [f"SM_HP_{name.upper()}" for name in config.hyperparameters if is_secret_name(name)]
 
 
 def local_settings(config: PipelineConfig) -> LocalConfig:
@@ -300,7 +305,15 @@ class LocalBackend:
             grace_period=local_settings(config).grace_period,
             trigger=_trigger_for(config, spec.number, spec.spot),
             changed=self._changed,
-            redact=redactor_for(spec.secrets, config.hyperparameters),
+            redact=redactor_for(spec.secrets, config.hyperparameters) or None,
+            mask_env=(
+                *spec.secrets,
+                *(
+                    f"SM_HP_{name.upper()}"
+                    for name in config.hyperparameters
+                    if is_secret_name(name)
+                ),
+            ),
         )
         attempt.start()
         self._attempts[spec.job_name] = attempt
