@@ -265,3 +265,44 @@ from prefect.client.orchestration import get_client
 with get_client(sync_client=True) as client:
     print(client.read_flow_run(UUID(sys.argv[1])).state.type.value)
 """
+
+
+def test_what_the_supervisor_logs_after_the_orchestrator_is_gone_is_masked(
+    tmp_path: Path,
+) -> None:
+    """Once nobody reads the pipe, the supervisor writes the log itself: secrets stay masked."""
+    from cloudtrain import secrets, supervisor
+
+    assert supervisor.MASK.decode() == secrets.MASK
+    assert supervisor.MIN_MASKED_BYTES == secrets.MIN_MASKED_CHARS
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "def bye(*_):\n"
+        "    print('stopping with', os.environ['DB_PASSWORD'], flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    log = tmp_path / "log.txt"
+    read_fd, write_fd = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, supervisor.__file__, "run", "--grace", "5", "--log", str(log)]
+        + ["--drain-fd", str(read_fd), "--mask-env", "DB_PASSWORD", "--", sys.executable]
+        + [str(script)],
+        env={**os.environ, "DB_PASSWORD": "hunter2-value"},
+        stdin=subprocess.PIPE,
+        stdout=write_fd,
+        stderr=write_fd,
+        pass_fds=(read_fd,),
+    )
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        assert pipe.readline() == b"ready\n"
+        assert process.stdin is not None
+        process.stdin.close()  # the orchestrator is gone
+        assert process.wait(BOUND_SECONDS) == 0
+    text = log.read_text()
+    assert "stopping with **********" in text
+    assert "hunter2" not in text
