@@ -63,24 +63,24 @@ def run_log(config: PipelineConfig, *, verbose: bool = False) -> Iterator[Path |
         if isinstance(handler, logging.StreamHandler)
         and not isinstance(handler, logging.FileHandler)
     ]
-    path: Path | None = log_path(config)
+    path = log_path(config)  # once: the name holds the start time
     file_handler: logging.FileHandler | None = None
     try:
-        log_path(config).parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_path(config), encoding="utf-8", delay=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(path, encoding="utf-8", delay=True)
     except OSError:  # a work_dir that cannot be made is refused by the flow, in one line
-        path = None
+        pass
     if file_handler is not None:
         console_format = next((h.formatter for h in consoles if h.formatter), None)
         file_handler.setFormatter(console_format or logging.Formatter(logging.BASIC_FORMAT))
         root.addHandler(file_handler)
-    where = f"traceback in {path}" if path else "--verbose shows the traceback"
+    where = f"traceback in {path}" if file_handler else "--verbose shows the traceback"
     saved = [(handler, handler.formatter) for handler in consoles]
     if not verbose:
         for handler, formatter in saved:
             handler.setFormatter(_QuietFormatter(formatter or logging.Formatter(), where))
     try:
-        yield path
+        yield path if file_handler else None
     finally:
         for handler, formatter in saved:
             handler.setFormatter(formatter)
