@@ -125,7 +125,9 @@ def _run(config: PipelineConfig, as_json: bool, force: bool = False, verbose: bo
 def _run_flow(flow: Any, config: PipelineConfig, as_json: bool, force: bool) -> int:
     from prefect.exceptions import TerminationSignal
 
-    _guard_embedded_server()
+    from cloudtrain.embedded_server import start_guarded
+
+    start_guarded()
     try:
         summary = flow(config=config, force=force)
     except ConfigError as exc:
@@ -154,28 +156,6 @@ def _flow_for(cloud: str) -> Any:
     from flows.pipeline import training_flow
 
     return training_flow(cloud)
-
-
-def _guard_embedded_server() -> None:
-    """Without PREFECT_API_URL, Prefect starts a server subprocess on first use and stops
-    it at exit; a kill -9 of this command would leave it running. Start it here, as Prefect
-    would, and have a guard process stop it once this process is gone."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    from cloudtrain.supervisor import start_guard
-
-    server = SubprocessASGIServer()
-    try:
-        server.start()
-    except Exception:  # Prefect starts it again for the flow, and says why if it cannot
-        server.stop()  # no half-started server left holding our output
-        return
-    if server.server_process is not None:
-        start_guard([server.server_process.pid])
 
 
 def _quiet_prefect_defaults() -> None:

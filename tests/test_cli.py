@@ -428,3 +428,46 @@ def test_only_expected_failures_lose_their_traceback_on_the_terminal(
     assert terminal.count("Traceback (most recent call last)") == 1  # the bug's only
     assert f"failed: TrainingError('the script failed') (traceback in {path})" in terminal
     assert path is not None and path.read_text().count("Traceback (most recent call last)") == 2
+
+
+@pytest.mark.prefect
+def test_ctrl_c_in_a_terminal_stops_the_run_and_reaches_no_server(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Ctrl-C signals the terminal's whole foreground process group. The embedded server
+    must not be in it: the run reports its interruption to that server, then stops it."""
+    import signal
+    import time
+
+    pid_file = tmp_path / "script.pid"
+    script = f"""
+        import os, time
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        time.sleep(120)
+    """
+    path = write_config(script, local={"grace_period": 1})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+    )
+    output = tmp_path / "output.txt"
+    with output.open("w") as sink:
+        process = subprocess.Popen(  # a process group of its own, like a terminal's job
+            [sys.executable, "-m", "cloudtrain.cli", "run", str(path)],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 300
+        while not pid_file.exists() or not pid_file.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, output.read_text()
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=120) == 130, output.read_text()[-3000:]
+    text = output.read_text()
+    assert "cloudtrain: interrupted" in text
+    for noise in ("Traceback", "ConnectError", "Error logging to API"):
+        assert noise not in text, text[-3000:]
