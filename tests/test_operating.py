@@ -120,6 +120,27 @@ def test_missing_data_is_a_note_and_the_rest_is_still_checked(tmp_path: Path) ->
         check_config(raw, "local-training", tmp_path)
 
 
+def test_missing_data_is_not_stood_in_for_by_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The channel check walks what stands in for missing data: never the checkout
+    (a virtualenv in it holds thousands of files)."""
+    from cloudtrain import channel_files
+
+    walked: list[Path] = []
+    real = channel_files.channel_files
+    monkeypatch.setattr(
+        channel_files,
+        "channel_files",
+        lambda channel, source: walked.append(Path(source)) or real(channel, source),
+    )
+    (tmp_path / "examples" / "digits").mkdir(parents=True)
+    (tmp_path / "examples" / "digits" / "src").symlink_to(REPO / "examples" / "digits" / "src")
+    raw = deployment_parameters("local-training", "digits-nightly")["config"]
+    assert len(check_config(raw, "local-training", tmp_path)) == 2
+    assert walked and all(tmp_path.resolve() not in (p, *p.parents) for p in walked), walked
+
+
 class ArtifactsOf:
     """A Prefect client that knows one flow run's artifacts, newest first."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,11 @@ def check_config(raw: Mapping[str, Any], flow_name: str, root: Path) -> list[str
     Values are refused; what only the worker's machine can answer becomes a returned
     note instead. Data is often generated or mounted there (the digits deployments
     prepare theirs in a pull step), so a data path missing here is a note and the rest
-    is still checked, with the checkout root standing in for it. Whether the framework
+    is still checked, with a one-file folder standing in for it (not the checkout: its
+    walk would read a virtualenv's thousands of files). Whether the framework
     is installed is the worker's interpreter's business (it is the backend's last
     check). Code is in the repository: a missing script is an error.
     """
-    from cloudtrain.backend import build_backend
     from cloudtrain.backends import is_cloud
 
     values: dict[str, Any] = copy.deepcopy(dict(raw))
@@ -59,6 +60,15 @@ def check_config(raw: Mapping[str, Any], flow_name: str, root: Path) -> list[str
     if is_cloud(cloud):
         values["cloud"] = cloud
     base = root.resolve()
+    with tempfile.TemporaryDirectory(prefix="cloudtrain-stand-in-") as folder:
+        stand_in = Path(folder)
+        (stand_in / "stand-in").write_text("data that is on the worker's machine\n")
+        return _check(values, base, stand_in)
+
+
+def _check(values: dict[str, Any], base: Path, stand_in: Path) -> list[str]:
+    from cloudtrain.backend import build_backend
+
     notes: list[str] = []
     while True:
         try:
@@ -73,25 +83,14 @@ def check_config(raw: Mapping[str, Any], flow_name: str, root: Path) -> list[str
                 for p in exc.problems
                 if p.field.startswith("data.")
                 and "does not exist" in p.message
-                and data.get(p.field.removeprefix("data.")) not in (None, str(base))
+                and data.get(p.field.removeprefix("data.")) not in (None, str(stand_in))
             ]
             not_here = [
                 p
                 for p in exc.problems
                 if p.field == "environment.framework" and "is not installed" in p.message
             ]
-            # A channel standing in for missing data is not read (it is the checkout).
-            stand_in = [
-                p
-                for p in exc.problems
-                if p.field.startswith("data.")
-                and data.get(p.field.removeprefix("data.")) == str(base)
-            ]
-            refused = [
-                p
-                for p in exc.problems
-                if p not in missing and p not in not_here and p not in stand_in
-            ]
+            refused = [p for p in exc.problems if p not in missing and p not in not_here]
             if refused:
                 raise ConfigError(
                     problems=[
@@ -105,7 +104,7 @@ def check_config(raw: Mapping[str, Any], flow_name: str, root: Path) -> list[str
                     f"config.{problem.field}: {data[channel]} is not in {base}; "
                     "the run fails unless the worker's checkout has it"
                 )
-                data[channel] = str(base)  # an existing folder: go on checking the rest
+                data[channel] = str(stand_in)  # a folder with a file: check the rest
             if missing:
                 continue
             notes += [
