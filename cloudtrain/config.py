@@ -58,10 +58,10 @@ FRAMEWORKS: dict[str, str] = {
 ENVIRONMENT_KINDS: tuple[str, ...] = ("framework", "curated", "image", "builtin")
 
 # 40 characters leave room for "-<run id>-a<attempt>" in a 63-character job name.
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
-CHANNEL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-HYPERPARAMETER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,255}$")
-METRIC_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,254}$")
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
+CHANNEL_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+HYPERPARAMETER_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,255}")
+METRIC_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,254}")
 URI_PATTERN = re.compile(r"^([a-z][a-z0-9+.-]*://|azureml:)")
 #: The longest file or folder name the usual file systems take.
 NAME_MAX_BYTES = 255
@@ -300,7 +300,7 @@ class PipelineConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name_format(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.fullmatch(value):
             raise ValueError(
                 f"{quote(value)} must be 2 to 40 lowercase letters, digits and '-', "
                 "starting with a letter and not ending with '-'"
@@ -342,7 +342,7 @@ class PipelineConfig(_Strict):
         cls, value: dict[str, HyperparameterValue]
     ) -> dict[str, HyperparameterValue]:
         for key in value:
-            if not HYPERPARAMETER_PATTERN.match(key):
+            if not HYPERPARAMETER_PATTERN.fullmatch(key):
                 raise ValueError(f"{quote(key)} is not a valid --argument name")
         masks = secret_refs.secret_hyperparameter_problems(value)
         if masks:
@@ -378,7 +378,7 @@ class PipelineConfig(_Strict):
     def _channels(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         seen: dict[str, str] = {}
         for channel in value:
-            if not CHANNEL_PATTERN.match(channel):
+            if not CHANNEL_PATTERN.fullmatch(channel):
                 raise ValueError(
                     f"channel {quote(channel)} must start with a letter and hold only "
                     "letters, digits and '_'"
@@ -409,7 +409,7 @@ class PipelineConfig(_Strict):
     @classmethod
     def _metric_names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not METRIC_PATTERN.match(name):
+            if not METRIC_PATTERN.fullmatch(name):
                 raise ValueError(f"{quote(name)} is not a valid metric name")
         if len(set(value)) != len(value):
             raise ValueError("metric names repeat")

@@ -474,3 +474,69 @@ def test_hyperparameters_a_local_process_cannot_be_given_are_refused_before_the_
     text = path.read_text().replace("v" * 2000, "v" * 1000)  # ~70 KB fits
     path.write_text(text)
     assert main(["plan", str(path)]) == 0
+
+
+# --- names that end in a newline (Python's ``$`` matches before a final "\n") ---------
+
+SECRET = {"env": "HOME"}
+
+
+@pytest.mark.parametrize(
+    ("sections", "field"),
+    [
+        ({"name": "unit\n"}, "name"),
+        ({"hyperparameters": {"epochs\n": 1}}, "hyperparameters"),
+        ({"data": {"train\n": "s3://my-bucket/train/"}}, "data"),
+        ({"metrics": ["loss\n"]}, "metrics"),
+        ({"secrets": {"FOO\n": SECRET}}, "secrets"),
+        ({"secrets": {"FOO": {"env": "HOME\n"}}}, "secrets.FOO.env"),
+        ({"secrets": {"FOO": {"prefect_secret": "block\n"}}}, "secrets.FOO.prefect_secret"),
+        ({"secrets": {"FOO": {"aws_secrets_manager": "s\n"}}}, "secrets.FOO.aws_secrets_manager"),
+        (
+            {"secrets": {"FOO": {"azure_key_vault": {"vault": "vault\n", "name": "n"}}}},
+            "secrets.FOO.azure_key_vault.vault",
+        ),
+        (
+            {"secrets": {"FOO": {"azure_key_vault": {"vault": "vault", "name": "n\n"}}}},
+            "secrets.FOO.azure_key_vault.name",
+        ),
+        ({"aws": {"bucket": "my-bucket\n"}}, "aws.bucket"),
+        ({"aws": {"role": "arn:aws:iam::123456789012:role/R\n"}}, "aws.role"),
+        ({"aws": {"region": "us-east-1\n"}}, "aws.region"),
+    ],
+    ids=lambda value: ".".join(value) if isinstance(value, dict) else value,
+)
+def test_a_name_ending_in_a_newline_is_refused(
+    write_config: Any, sections: dict[str, Any], field: str
+) -> None:
+    path = write_config()
+    with pytest.raises(ConfigError) as caught:
+        validate_config(base_config(**sections), base_dir=path.parent)
+    assert any(p.field.startswith(field) for p in caught.value.problems), caught.value
+    for problem in caught.value.problems:
+        assert "\n" not in str(problem), str(problem)
+
+
+def test_no_pattern_in_cloudtrain_ends_with_a_dollar_sign() -> None:
+    """The class, not the examples: a pattern anchored with ``$`` lets "name\\n" through;
+    validation uses ``fullmatch`` (or ``\\Z``)."""
+    import re
+
+    import cloudtrain
+
+    root = Path(cloudtrain.__file__).parent
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for path in sorted(root.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"""\$["']\)?""", line) and re.search(r"re\.|PATTERN|compile", line)
+    ]
+    assert found == []
+
+
+def test_a_name_ending_in_a_newline_exits_2_in_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path)
+    assert main(["plan", str(path), "--set", 'name="unit\\n"']) == 2
+    assert "name: " in capsys.readouterr().err
