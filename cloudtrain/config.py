@@ -576,8 +576,11 @@ _MAX_WALK_DEPTH = 16
 
 def _unsafe_text(value: Any, path: str, depth: int = 0) -> Iterator[Problem]:
     """Every string (key or value) holding a character that cannot travel as an
-    argument, an environment variable or a path."""
-    if isinstance(value, str):
+    argument, an environment variable or a path, and every bytes value (a config built
+    in Python): pydantic turns bytes into a string after this walk."""
+    if isinstance(value, bytes | bytearray):  # pydantic would decode it past this check
+        yield Problem(path or "config", "is bytes; a config holds text")
+    elif isinstance(value, str):
         match = UNSAFE_CHARACTERS.search(value)
         if match:
             yield Problem(

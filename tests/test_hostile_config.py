@@ -540,3 +540,43 @@ def test_a_name_ending_in_a_newline_exits_2_in_plan(
     path = _write(tmp_path)
     assert main(["plan", str(path), "--set", 'name="unit\\n"']) == 2
     assert "name: " in capsys.readouterr().err
+
+
+# --- YAML types a config cannot carry ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("!!binary AGFiYwA=", "!!binary"),
+        ("!!set {a: null}", "!!set"),
+        ("!!omap [a: 1]", "!!omap"),
+        ("!!pairs [a: 1]", "!!pairs"),
+    ],
+)
+def test_a_yaml_type_the_config_cannot_carry_is_refused_naming_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    """A NUL reached the script through !!binary: pydantic turned the bytes into text
+    after the control-character check had looked only at strings."""
+    path = _write(tmp_path, BASE + f"hyperparameters: {{x: {value}}}\nwork_dir: out\n")
+    error = _refused(path)
+    assert message in error.message and "line 4" in error.message, error
+    assert main(["run", str(path)]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_date_is_read_as_the_text_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads 2024-01-02 as a date and 2024-01-02 10:00:00 as a timestamp; a
+    config means the text (as YAML 1.2 does)."""
+    text = BASE + "hyperparameters: {day: 2024-01-02, at: 2024-01-02 10:00:00}\n"
+    config = load_config(_write(tmp_path, text))
+    assert config.hyperparameters == {"day": "2024-01-02", "at": "2024-01-02 10:00:00"}
+
+
+def test_bytes_in_a_config_built_in_python_are_refused(write_config: Any) -> None:
+    raw = base_config(hyperparameters={"x": b"\x00abc"}, data={"train": b"data"})
+    with pytest.raises(ConfigError) as caught:
+        validate_config(raw, base_dir=write_config().parent)
+    fields = {p.field for p in caught.value.problems}
+    assert fields == {"hyperparameters.x", "data.train"}, caught.value
