@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import posixpath
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -312,28 +313,18 @@ class PipelineConfig(_Strict):
     def _code_exists(cls, value: CodeConfig, info: ValidationInfo) -> CodeConfig:
         """The entry point lives inside source_dir: that folder is what the clouds
         receive, and a path out of it would run (and report) any file here."""
-        value.source_dir = _absolute(_base_dir(info), value.source_dir)
-        if not value.source_dir.is_dir():
-            raise ConfigError("code.source_dir", f"{value.source_dir} is not a folder")
-        source = value.source_dir.resolve()
+        with _path_errors("code.source_dir", value.source_dir):
+            value.source_dir = _absolute(_base_dir(info), value.source_dir)
+            if not value.source_dir.is_dir():
+                raise ConfigError("code.source_dir", f"{_shown(value.source_dir)} is not a folder")
+            source = value.source_dir.resolve()
         if source == Path(source.anchor) or _system_folder(source):
             raise ConfigError(
-                "code.source_dir", f"{source} is a system folder; name the script's own folder"
+                "code.source_dir",
+                f"{_shown(source)} is a system folder; name the script's own folder",
             )
-        relative = Path(value.entry_point)
-        if not value.entry_point.strip() or relative.is_absolute():
-            raise ConfigError(
-                "code.entry_point", "must be a path relative to code.source_dir, e.g. train.py"
-            )
-        entry_point = source / relative
-        if not entry_point.resolve().is_relative_to(source):
-            raise ConfigError(
-                "code.entry_point",
-                f"{quote(value.entry_point)} leads out of code.source_dir ({source}); "
-                "the script must live inside it",
-            )
-        if not entry_point.is_file():
-            raise ConfigError("code.entry_point", f"{entry_point} does not exist or is not a file")
+        with _path_errors("code.entry_point", value.entry_point):
+            value.entry_point = _entry_point(source, value.entry_point)
         return value
 
     @field_validator("hyperparameters")
@@ -393,13 +384,18 @@ class PipelineConfig(_Strict):
         for channel, location in value.items():
             if is_uri(location):
                 continue
-            path = _absolute(_base_dir(info), Path(location))
-            if not path.exists():
-                missing.append(Problem(f"data.{channel}", f"{path} does not exist"))
-            elif _system_folder(path.resolve()) or not (path.is_file() or path.is_dir()):
-                missing.append(
-                    Problem(f"data.{channel}", f"{path} is not a regular file or folder")
-                )
+            try:
+                with _path_errors(f"data.{channel}", location):
+                    path = _absolute(_base_dir(info), Path(location))
+                    if not path.exists():
+                        raise ConfigError(f"data.{channel}", f"{_shown(path)} does not exist")
+                    if _system_folder(path.resolve()) or not (path.is_file() or path.is_dir()):
+                        raise ConfigError(
+                            f"data.{channel}", f"{_shown(path)} is not a regular file or folder"
+                        )
+            except ConfigError as exc:
+                missing += exc.problems
+                continue
             value[channel] = str(path)
         if missing:
             raise ConfigError(problems=missing)
@@ -427,16 +423,17 @@ class PipelineConfig(_Strict):
     def _work_dir(cls, value: Path, info: ValidationInfo) -> Path:
         if any(len(part.encode()) > NAME_MAX_BYTES for part in value.parts):
             raise ValueError(f"a folder name in it is longer than {NAME_MAX_BYTES} bytes")
-        path = _absolute(_base_dir(info), value)
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"{path} is a file, not a folder")
-        if _system_folder(path.resolve()):
-            raise ValueError(f"{path} is a system folder; name a folder of your own")
-        existing = next(folder for folder in (path, *path.parents) if _exists(folder))
-        if not existing.is_dir():
-            raise ValueError(f"{existing} is a file, not a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ValueError(f"cannot write in {existing}")
+        with _path_errors("work_dir", value):
+            path = _absolute(_base_dir(info), value)
+            if path.exists() and not path.is_dir():
+                raise ValueError(f"{_shown(path)} is a file, not a folder")
+            if _system_folder(path.resolve()):
+                raise ValueError(f"{_shown(path)} is a system folder; name a folder of your own")
+            existing = next(folder for folder in (path, *path.parents) if _exists(folder))
+            if not existing.is_dir():
+                raise ValueError(f"{_shown(existing)} is a file, not a folder")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ValueError(f"cannot write in {_shown(existing)}")
         return path
 
     @model_validator(mode="wrap")
@@ -553,6 +550,58 @@ def check_parameter_size(config: PipelineConfig) -> None:
 def _json_size(value: Any) -> int:
     """Bytes as Prefect measures parameters: compact JSON, ASCII-escaped."""
     return len(json.dumps(value, separators=(",", ":")))
+
+
+def _entry_point(source: Path, entry_point: str) -> str:
+    """The entry point as the clouds receive it: a POSIX path relative to ``source``
+    with no ``.``, ``..`` or trailing ``/`` (SageMaker runs ``sagemaker_program`` as
+    written), naming a regular file inside ``source``."""
+    relative = Path(entry_point)
+    if not entry_point.strip() or relative.is_absolute():
+        raise ConfigError(
+            "code.entry_point", "must be a path relative to code.source_dir, e.g. train.py"
+        )
+    path = source / relative
+    if not path.resolve().is_relative_to(source):
+        raise ConfigError(
+            "code.entry_point",
+            f"{quote(entry_point)} leads out of code.source_dir ({_shown(source)}); "
+            "the script must live inside it",
+        )
+    normal = posixpath.normpath(relative.as_posix())
+    if normal.startswith("../") or (source / normal).resolve() != path.resolve():
+        raise ConfigError(
+            "code.entry_point",
+            f"{quote(entry_point)} goes through a link and '..'; write the script's path "
+            "inside code.source_dir without '..'",
+        )
+    if not path.is_file():
+        raise ConfigError(
+            "code.entry_point", f"{_shown(path)} does not exist or is not a regular file"
+        )
+    return normal
+
+
+#: How much of a path a message shows: its end, where the name that is wrong usually is.
+_PATH_CHARS = 80
+
+
+def _shown(path: Path | str) -> str:
+    """A path for a message, cut to its last few dozen characters when long."""
+    text = str(path)
+    return text if len(text) <= _PATH_CHARS else "…" + text[-(_PATH_CHARS - 1) :]
+
+
+@contextmanager
+def _path_errors(field: str, value: Path | str) -> Iterator[None]:
+    """Any OSError a path check meets (a name over 255 bytes, a path over PATH_MAX, a
+    folder we may not search) is the field's problem, in one line: not a traceback
+    quoting the whole path."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(field, f"{quote(str(value))} cannot be used: {reason}") from None
 
 
 def _exists(path: Path) -> bool:

@@ -362,10 +362,44 @@ def test_the_entry_point_must_live_inside_source_dir(
     assert "code.entry_point: " in capsys.readouterr().err
 
 
-def test_an_entry_point_in_a_subfolder_is_fine(tmp_path: Path) -> None:
-    path = _write(tmp_path, code={"source_dir": "src", "entry_point": "pkg/../train.py"})
+@pytest.mark.parametrize(
+    ("entry_point", "normal"),
+    [
+        ("pkg/../train.py", "train.py"),
+        ("train.py/", "train.py"),
+        ("./train.py", "train.py"),
+        ("pkg/./run.py", "pkg/run.py"),
+        ("pkg//run.py", "pkg/run.py"),
+    ],
+)
+def test_the_entry_point_is_normalized_as_the_clouds_receive_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], entry_point: str, normal: str
+) -> None:
+    """SageMaker runs sagemaker_program as written: "train.py/" or "./train.py" there
+    is not the file that ran locally."""
+    code = {"source_dir": "src", "entry_point": entry_point}
+    path = _write(tmp_path, code=code, aws=AWS, data={"train": "s3://my-bucket/train/"})
     (tmp_path / "src" / "pkg").mkdir()
-    assert load_config(path).code.entry_point == "pkg/../train.py"
+    (tmp_path / "src" / "pkg" / "run.py").write_text("print('ok')\n")
+    assert load_config(path).code.entry_point == normal
+    assert main(["plan", str(path), "--cloud", "aws", "--json"]) == 0
+    assert f'"sagemaker_program": "\\"{normal}\\""' in capsys.readouterr().out
+
+
+def test_an_entry_point_through_a_link_and_dotdot_is_refused(tmp_path: Path) -> None:
+    """``link/../train.py`` names a different file on disk than it reads; refuse it."""
+    path = _write(tmp_path, code={"source_dir": "src", "entry_point": "link/../train.py"})
+    (tmp_path / "src" / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "src" / "deep" / "train.py").write_text("print('other')\n")
+    (tmp_path / "src" / "link").symlink_to(tmp_path / "src" / "deep" / "er")
+    assert _refused(path).field == "code.entry_point"
+
+
+@pytest.mark.parametrize("entry_point", ["pkg", "pkg/", "missing.py"])
+def test_the_entry_point_names_a_regular_file(tmp_path: Path, entry_point: str) -> None:
+    path = _write(tmp_path, code={"source_dir": "src", "entry_point": entry_point})
+    (tmp_path / "src" / "pkg").mkdir()
+    assert _refused(path).field == "code.entry_point"
 
 
 @pytest.mark.parametrize("source_dir", ["/", "/proc/self"])
@@ -580,3 +614,33 @@ def test_bytes_in_a_config_built_in_python_are_refused(write_config: Any) -> Non
         validate_config(raw, base_dir=write_config().parent)
     fields = {p.field for p in caught.value.problems}
     assert fields == {"hyperparameters.x", "data.train"}, caught.value
+
+
+# --- paths the file system cannot take -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("data.train", "d" * 300),
+        ("data.train", "d/" * 3000),
+        ("code.source_dir", "s" * 300),
+        ("code.source_dir", "s/" * 3000),
+        ("code.entry_point", "e" * 300),
+        ("code.entry_point", "e/" * 3000),
+        ("work_dir", "A/" * 3000),
+        ("work_dir", "w" * 300),
+    ],
+    ids=lambda value: value[:12],
+)
+def test_a_path_too_long_for_the_file_system_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: str
+) -> None:
+    """ENAMETOOLONG (a name over 255 bytes, a path over PATH_MAX) is an OSError from
+    any check that touches the path: one line naming the field, a short quote."""
+    path = _write(tmp_path)
+    assert _refused(path, (f"{key}={value}",)).field == key
+    assert main(["plan", str(path), "--set", f"{key}={value}"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith(f"cloudtrain: invalid config: {key}: ")
+    assert len(lines[0]) < SHORT, lines[0][:500]
