@@ -161,6 +161,11 @@ class EnvironmentConfig(_Strict):
         return next(kind for kind in ENVIRONMENT_KINDS if getattr(self, kind))
 
 
+#: SageMaker's StoppingCondition takes at most 28 days (MaxRuntimeInSeconds; a job's
+#: whole life, waiting included, is capped near there too).
+MAX_RUN_SECONDS = 28 * 24 * 3600
+
+
 class ComputeConfig(_Strict):
     """The machines an attempt runs on and how long it may take."""
 
@@ -175,11 +180,12 @@ class ComputeConfig(_Strict):
         "but an attempt can be reclaimed and is then resumed from its checkpoints.",
     )
     max_run: Seconds = Field(
-        3600, ge=1, le=28 * 24 * 3600, description="Seconds of training per attempt."
+        3600, ge=1, le=MAX_RUN_SECONDS, description="Seconds of training per attempt."
     )
     max_wait: Seconds | None = Field(
         None,
         ge=1,
+        le=MAX_RUN_SECONDS,
         description="Seconds per attempt including waiting for spot capacity; "
         ">= max_run. Defaults to max_run.",
     )

@@ -259,6 +259,37 @@ def test_nan_and_infinity_are_never_a_number(
     assert any(p.field.startswith(field) for p in caught.value.problems), caught.value
 
 
+@pytest.mark.parametrize(("field", "is_list", "fractions"), NUMERIC_FIELDS)
+def test_a_number_past_what_the_clouds_take_is_refused(
+    write_config: Any, field: str, is_list: bool, fractions: bool
+) -> None:
+    """Every count and time has an upper bound (int32 at most: what the clouds' APIs
+    carry), so 10**30 is one line naming the field, not an SDK's OverflowError."""
+    path = write_config()
+    with pytest.raises(ConfigError) as caught:
+        validate_config(_with(field, 10**30, is_list), base_dir=path.parent)
+    problems = [p for p in caught.value.problems if p.field.startswith(field)]
+    assert problems and all(len(str(p)) < SHORT for p in problems), caught.value
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("compute.max_wait", 28 * 24 * 3600 + 1),  # SageMaker: at most 28 days
+        ("azure.idle_time_before_scale_down", 2**31),
+        ("azure.max_instances", 2**31),
+    ],
+)
+def test_a_number_past_the_limit_exits_2_in_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: int
+) -> None:
+    azure = {"subscription_id": "s", "resource_group": "g", "workspace": "w", "compute": "cpu"}
+    path = _write(tmp_path, azure=azure, compute={"spot": True})
+    assert main(["plan", str(path), "--cloud", "azure", "--set", f"{key}={value}"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith(f"cloudtrain: invalid config: {key}: ")
+
+
 def test_the_yaml_forms_of_nan_and_true(tmp_path: Path) -> None:
     text = BASE + "compute: {spot: true, max_run: true}\nlocal: {spot_interruptions: [.nan]}\n"
     problems = {p.field for p in _refused(_write(tmp_path, text)).problems}
