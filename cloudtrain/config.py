@@ -502,6 +502,21 @@ class PipelineConfig(_Strict):
         return json_schema
 
 
+def code_exclusions(config: PipelineConfig) -> tuple[Path, ...]:
+    """Folders under ``code.source_dir`` that are not the code: ``work_dir`` when it sits
+    inside (the default layout: ``.`` and ``./.cloudtrain``). Its logs, data store and
+    downloaded models would change the code digest on every run (so retraining was never
+    skipped) and ship in every code archive."""
+    source, work = config.code.source_dir.resolve(), config.work_dir.resolve()
+    return (work,) if work != source and work.is_relative_to(source) else ()
+
+
+def is_excluded(path: Path, excluded: tuple[Path, ...]) -> bool:
+    """True when ``path`` is one of ``excluded`` or lies under one."""
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(folder) for folder in excluded)
+
+
 class _Validates(Protocol):
     def validate(self, config: PipelineConfig) -> None: ...
 

@@ -675,3 +675,42 @@ def test_a_path_too_long_for_the_file_system_is_one_line_exit_2(
     lines = [line for line in capsys.readouterr().err.splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith(f"cloudtrain: invalid config: {key}: ")
     assert len(lines[0]) < SHORT, lines[0][:500]
+
+
+# --- work_dir inside code.source_dir (the default layout) ------------------------------
+
+
+def test_work_dir_inside_source_dir_is_not_code(tmp_path: Path) -> None:
+    """With source_dir ``.`` and work_dir ``.cloudtrain`` (the defaults), what a run
+    writes there (logs, the data store, models) changed the code digest every run, so
+    retraining was never skipped, and it shipped in the SageMaker source archive."""
+    import io
+    import tarfile
+
+    from cloudtrain.backends.aws.training_job import source_archive
+    from cloudtrain.changes import code_digest, fingerprint
+    from cloudtrain.config import code_exclusions
+
+    path = _write(tmp_path, code={"source_dir": ".", "entry_point": "src/train.py"})
+    config = load_config(path)
+    assert config.work_dir == tmp_path / ".cloudtrain"
+    excluded = code_exclusions(config)
+    before = fingerprint(config, {})
+    archive_before = source_archive(tmp_path, None, excluded)
+    (tmp_path / ".cloudtrain" / "logs").mkdir(parents=True)
+    (tmp_path / ".cloudtrain" / "logs" / "run.log").write_text("a run's log\n")
+    after = fingerprint(config, {})
+    assert before is not None and after is not None
+    assert before.parts["code"] == after.parts["code"]
+    archive = source_archive(tmp_path, None, excluded)
+    assert archive == archive_before
+    names = tarfile.open(fileobj=io.BytesIO(archive)).getnames()
+    assert "src/train.py" in names and not any(n.startswith(".cloudtrain") for n in names)
+    (tmp_path / "src" / "train.py").write_text("print('changed')\n")  # code still counts
+    assert code_digest(tmp_path, config.work_dir, excluded) != before.parts["code"]
+
+
+def test_a_work_dir_outside_source_dir_excludes_nothing(tmp_path: Path) -> None:
+    from cloudtrain.config import code_exclusions
+
+    assert code_exclusions(load_config(_write(tmp_path))) == ()
