@@ -20,7 +20,7 @@ from pydantic_core import to_json
 
 from cloudtrain import jsonout
 from cloudtrain.backends import settings_model
-from cloudtrain.config import PipelineConfig
+from cloudtrain.config import PipelineConfig, code_exclusions, is_excluded
 from cloudtrain.results import ChannelData
 from cloudtrain.store import HashCache, atomic_write, manifest_json, walk_files
 
@@ -56,12 +56,14 @@ class Decision:
     previous: Mapping[str, Any] | None = None  # the last successful run's summary
 
 
-def code_digest(source_dir: Path, cache_dir: Path) -> str:
+def code_digest(source_dir: Path, cache_dir: Path, excluded: tuple[Path, ...] = ()) -> str:
+    """The manifest digest of the code; ``excluded`` folders (``code_exclusions``: the
+    work_dir inside source_dir) are not code and are left out."""
     hashes = HashCache(cache_dir / "code-hash-cache.json")
     entries = {
         relative: {"sha256": hashes.sha256(path), "size": path.stat().st_size}
         for relative, path in walk_files(source_dir)
-        if "__pycache__" not in Path(relative).parts
+        if "__pycache__" not in Path(relative).parts and not is_excluded(path, excluded)
     }
     hashes.save()
     return hashlib.sha256(manifest_json(dict(sorted(entries.items()))).encode()).hexdigest()
@@ -90,7 +92,7 @@ def fingerprint(config: PipelineConfig, channels: Mapping[str, ChannelData]) -> 
     if any(not data.digest for data in channels.values()):
         return None
     parts = {f"data:{name}": data.digest for name, data in sorted(channels.items())}
-    parts["code"] = code_digest(config.code.source_dir, config.work_dir)
+    parts["code"] = code_digest(config.code.source_dir, config.work_dir, code_exclusions(config))
     parts["config"] = config_digest(config)
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return Fingerprint(digest, parts)

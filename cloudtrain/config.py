@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import posixpath
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -58,10 +59,10 @@ FRAMEWORKS: dict[str, str] = {
 ENVIRONMENT_KINDS: tuple[str, ...] = ("framework", "curated", "image", "builtin")
 
 # 40 characters leave room for "-<run id>-a<attempt>" in a 63-character job name.
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
-CHANNEL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-HYPERPARAMETER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,255}$")
-METRIC_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,254}$")
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
+CHANNEL_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+HYPERPARAMETER_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,255}")
+METRIC_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,254}")
 URI_PATTERN = re.compile(r"^([a-z][a-z0-9+.-]*://|azureml:)")
 #: The longest file or folder name the usual file systems take.
 NAME_MAX_BYTES = 255
@@ -160,6 +161,11 @@ class EnvironmentConfig(_Strict):
         return next(kind for kind in ENVIRONMENT_KINDS if getattr(self, kind))
 
 
+#: SageMaker's StoppingCondition takes at most 28 days (MaxRuntimeInSeconds; a job's
+#: whole life, waiting included, is capped near there too).
+MAX_RUN_SECONDS = 28 * 24 * 3600
+
+
 class ComputeConfig(_Strict):
     """The machines an attempt runs on and how long it may take."""
 
@@ -174,11 +180,12 @@ class ComputeConfig(_Strict):
         "but an attempt can be reclaimed and is then resumed from its checkpoints.",
     )
     max_run: Seconds = Field(
-        3600, ge=1, le=28 * 24 * 3600, description="Seconds of training per attempt."
+        3600, ge=1, le=MAX_RUN_SECONDS, description="Seconds of training per attempt."
     )
     max_wait: Seconds | None = Field(
         None,
         ge=1,
+        le=MAX_RUN_SECONDS,
         description="Seconds per attempt including waiting for spot capacity; "
         ">= max_run. Defaults to max_run.",
     )
@@ -300,7 +307,7 @@ class PipelineConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name_format(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.fullmatch(value):
             raise ValueError(
                 f"{quote(value)} must be 2 to 40 lowercase letters, digits and '-', "
                 "starting with a letter and not ending with '-'"
@@ -312,28 +319,18 @@ class PipelineConfig(_Strict):
     def _code_exists(cls, value: CodeConfig, info: ValidationInfo) -> CodeConfig:
         """The entry point lives inside source_dir: that folder is what the clouds
         receive, and a path out of it would run (and report) any file here."""
-        value.source_dir = _absolute(_base_dir(info), value.source_dir)
-        if not value.source_dir.is_dir():
-            raise ConfigError("code.source_dir", f"{value.source_dir} is not a folder")
-        source = value.source_dir.resolve()
+        with _path_errors("code.source_dir", value.source_dir):
+            value.source_dir = _absolute(_base_dir(info), value.source_dir)
+            if not value.source_dir.is_dir():
+                raise ConfigError("code.source_dir", f"{_shown(value.source_dir)} is not a folder")
+            source = value.source_dir.resolve()
         if source == Path(source.anchor) or _system_folder(source):
             raise ConfigError(
-                "code.source_dir", f"{source} is a system folder; name the script's own folder"
+                "code.source_dir",
+                f"{_shown(source)} is a system folder; name the script's own folder",
             )
-        relative = Path(value.entry_point)
-        if not value.entry_point.strip() or relative.is_absolute():
-            raise ConfigError(
-                "code.entry_point", "must be a path relative to code.source_dir, e.g. train.py"
-            )
-        entry_point = source / relative
-        if not entry_point.resolve().is_relative_to(source):
-            raise ConfigError(
-                "code.entry_point",
-                f"{quote(value.entry_point)} leads out of code.source_dir ({source}); "
-                "the script must live inside it",
-            )
-        if not entry_point.is_file():
-            raise ConfigError("code.entry_point", f"{entry_point} does not exist or is not a file")
+        with _path_errors("code.entry_point", value.entry_point):
+            value.entry_point = _entry_point(source, value.entry_point)
         return value
 
     @field_validator("hyperparameters")
@@ -342,7 +339,7 @@ class PipelineConfig(_Strict):
         cls, value: dict[str, HyperparameterValue]
     ) -> dict[str, HyperparameterValue]:
         for key in value:
-            if not HYPERPARAMETER_PATTERN.match(key):
+            if not HYPERPARAMETER_PATTERN.fullmatch(key):
                 raise ValueError(f"{quote(key)} is not a valid --argument name")
         masks = secret_refs.secret_hyperparameter_problems(value)
         if masks:
@@ -378,7 +375,7 @@ class PipelineConfig(_Strict):
     def _channels(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         seen: dict[str, str] = {}
         for channel in value:
-            if not CHANNEL_PATTERN.match(channel):
+            if not CHANNEL_PATTERN.fullmatch(channel):
                 raise ValueError(
                     f"channel {quote(channel)} must start with a letter and hold only "
                     "letters, digits and '_'"
@@ -393,13 +390,18 @@ class PipelineConfig(_Strict):
         for channel, location in value.items():
             if is_uri(location):
                 continue
-            path = _absolute(_base_dir(info), Path(location))
-            if not path.exists():
-                missing.append(Problem(f"data.{channel}", f"{path} does not exist"))
-            elif _system_folder(path.resolve()) or not (path.is_file() or path.is_dir()):
-                missing.append(
-                    Problem(f"data.{channel}", f"{path} is not a regular file or folder")
-                )
+            try:
+                with _path_errors(f"data.{channel}", location):
+                    path = _absolute(_base_dir(info), Path(location))
+                    if not path.exists():
+                        raise ConfigError(f"data.{channel}", f"{_shown(path)} does not exist")
+                    if _system_folder(path.resolve()) or not (path.is_file() or path.is_dir()):
+                        raise ConfigError(
+                            f"data.{channel}", f"{_shown(path)} is not a regular file or folder"
+                        )
+            except ConfigError as exc:
+                missing += exc.problems
+                continue
             value[channel] = str(path)
         if missing:
             raise ConfigError(problems=missing)
@@ -409,7 +411,7 @@ class PipelineConfig(_Strict):
     @classmethod
     def _metric_names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not METRIC_PATTERN.match(name):
+            if not METRIC_PATTERN.fullmatch(name):
                 raise ValueError(f"{quote(name)} is not a valid metric name")
         if len(set(value)) != len(value):
             raise ValueError("metric names repeat")
@@ -427,16 +429,17 @@ class PipelineConfig(_Strict):
     def _work_dir(cls, value: Path, info: ValidationInfo) -> Path:
         if any(len(part.encode()) > NAME_MAX_BYTES for part in value.parts):
             raise ValueError(f"a folder name in it is longer than {NAME_MAX_BYTES} bytes")
-        path = _absolute(_base_dir(info), value)
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"{path} is a file, not a folder")
-        if _system_folder(path.resolve()):
-            raise ValueError(f"{path} is a system folder; name a folder of your own")
-        existing = next(folder for folder in (path, *path.parents) if _exists(folder))
-        if not existing.is_dir():
-            raise ValueError(f"{existing} is a file, not a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ValueError(f"cannot write in {existing}")
+        with _path_errors("work_dir", value):
+            path = _absolute(_base_dir(info), value)
+            if path.exists() and not path.is_dir():
+                raise ValueError(f"{_shown(path)} is a file, not a folder")
+            if _system_folder(path.resolve()):
+                raise ValueError(f"{_shown(path)} is a system folder; name a folder of your own")
+            existing = next(folder for folder in (path, *path.parents) if _exists(folder))
+            if not existing.is_dir():
+                raise ValueError(f"{_shown(existing)} is a file, not a folder")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ValueError(f"cannot write in {_shown(existing)}")
         return path
 
     @model_validator(mode="wrap")
@@ -499,6 +502,21 @@ class PipelineConfig(_Strict):
         return json_schema
 
 
+def code_exclusions(config: PipelineConfig) -> tuple[Path, ...]:
+    """Folders under ``code.source_dir`` that are not the code: ``work_dir`` when it sits
+    inside (the default layout: ``.`` and ``./.cloudtrain``). Its logs, data store and
+    downloaded models would change the code digest on every run (so retraining was never
+    skipped) and ship in every code archive."""
+    source, work = config.code.source_dir.resolve(), config.work_dir.resolve()
+    return (work,) if work != source and work.is_relative_to(source) else ()
+
+
+def is_excluded(path: Path, excluded: tuple[Path, ...]) -> bool:
+    """True when ``path`` is one of ``excluded`` or lies under one."""
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(folder) for folder in excluded)
+
+
 class _Validates(Protocol):
     def validate(self, config: PipelineConfig) -> None: ...
 
@@ -555,6 +573,58 @@ def _json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":")))
 
 
+def _entry_point(source: Path, entry_point: str) -> str:
+    """The entry point as the clouds receive it: a POSIX path relative to ``source``
+    with no ``.``, ``..`` or trailing ``/`` (SageMaker runs ``sagemaker_program`` as
+    written), naming a regular file inside ``source``."""
+    relative = Path(entry_point)
+    if not entry_point.strip() or relative.is_absolute():
+        raise ConfigError(
+            "code.entry_point", "must be a path relative to code.source_dir, e.g. train.py"
+        )
+    path = source / relative
+    if not path.resolve().is_relative_to(source):
+        raise ConfigError(
+            "code.entry_point",
+            f"{quote(entry_point)} leads out of code.source_dir ({_shown(source)}); "
+            "the script must live inside it",
+        )
+    normal = posixpath.normpath(relative.as_posix())
+    if normal.startswith("../") or (source / normal).resolve() != path.resolve():
+        raise ConfigError(
+            "code.entry_point",
+            f"{quote(entry_point)} goes through a link and '..'; write the script's path "
+            "inside code.source_dir without '..'",
+        )
+    if not path.is_file():
+        raise ConfigError(
+            "code.entry_point", f"{_shown(path)} does not exist or is not a regular file"
+        )
+    return normal
+
+
+#: How much of a path a message shows: its end, where the name that is wrong usually is.
+_PATH_CHARS = 80
+
+
+def _shown(path: Path | str) -> str:
+    """A path for a message, cut to its last few dozen characters when long."""
+    text = str(path)
+    return text if len(text) <= _PATH_CHARS else "…" + text[-(_PATH_CHARS - 1) :]
+
+
+@contextmanager
+def _path_errors(field: str, value: Path | str) -> Iterator[None]:
+    """Any OSError a path check meets (a name over 255 bytes, a path over PATH_MAX, a
+    folder we may not search) is the field's problem, in one line: not a traceback
+    quoting the whole path."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(field, f"{quote(str(value))} cannot be used: {reason}") from None
+
+
 def _exists(path: Path) -> bool:
     try:
         return path.exists()
@@ -576,8 +646,11 @@ _MAX_WALK_DEPTH = 16
 
 def _unsafe_text(value: Any, path: str, depth: int = 0) -> Iterator[Problem]:
     """Every string (key or value) holding a character that cannot travel as an
-    argument, an environment variable or a path."""
-    if isinstance(value, str):
+    argument, an environment variable or a path, and every bytes value (a config built
+    in Python): pydantic turns bytes into a string after this walk."""
+    if isinstance(value, bytes | bytearray):  # pydantic would decode it past this check
+        yield Problem(path or "config", "is bytes; a config holds text")
+    elif isinstance(value, str):
         match = UNSAFE_CHARACTERS.search(value)
         if match:
             yield Problem(

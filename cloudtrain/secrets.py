@@ -39,7 +39,7 @@ MASK = "**********"
 KINDS: tuple[str, ...] = ("env", "prefect_secret", "aws_secrets_manager", "azure_key_vault")
 
 #: An environment variable name a script can read (POSIX form, kept short).
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 #: Names the script contract, the interpreter or the clouds set themselves.
 RESERVED_PREFIXES = ("SM_", "CLOUDTRAIN_", "PYTHON", "LD_", "AWS_", "AZUREML_", "PREFECT_")
 RESERVED_NAMES = frozenset({"PATH", "HOME", "USER", "SHELL", "PWD", "TMPDIR", "LANG"})
@@ -122,14 +122,14 @@ class KeyVaultSecret(_Strict):
     @field_validator("vault")
     @classmethod
     def _vault_name(cls, value: str) -> str:
-        if not re.match(r"^([A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]|https://[\w.-]+/?)$", value):
+        if not re.fullmatch(r"([A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]|https://[\w.-]+/?)", value):
             raise ValueError("must be a Key Vault name (3-24 letters, digits, '-') or its URL")
         return value
 
     @field_validator("name")
     @classmethod
     def _secret_name(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9-]{1,127}$", value):
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,127}", value):
             raise ValueError("must be 1-127 letters, digits and '-'")
         return value
 
@@ -162,7 +162,7 @@ class SecretRef(_Strict):
     @field_validator("env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not ENV_NAME.match(value):
+        if value is not None and not ENV_NAME.fullmatch(value):
             raise ValueError(f"{value[:40]!r} is not an environment variable name")
         return value
 
@@ -170,14 +170,14 @@ class SecretRef(_Strict):
     @classmethod
     def _block_name(cls, value: str | None) -> str | None:
         # Prefect's block names: lowercase letters, digits and dashes.
-        if value is not None and not re.match(r"^[a-z0-9][a-z0-9-]{0,127}$", value):
+        if value is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", value):
             raise ValueError(f"{value[:40]!r} is not a Prefect block name (a-z, 0-9, '-')")
         return value
 
     @field_validator("aws_secrets_manager")
     @classmethod
     def _secret_id(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[\w/+=.@:-]{1,2048}$", value):
+        if value is not None and not re.fullmatch(r"[\w/+=.@:-]{1,2048}", value):
             raise ValueError(f"{value[:40]!r} is not a Secrets Manager name or ARN")
         return value
 
@@ -202,7 +202,7 @@ def check_env_names(secrets: Mapping[str, SecretRef]) -> None:
     are not, and names the contract, the interpreter or a cloud sets."""
     problems: list[Problem] = []
     for name in secrets:
-        if not ENV_NAME.match(name):
+        if not ENV_NAME.fullmatch(name):
             problems.append(Problem(f"secrets.{name[:40]}", "is not an environment variable name"))
         elif name.upper().startswith(RESERVED_PREFIXES) or name.upper() in RESERVED_NAMES:
             problems.append(

@@ -5,8 +5,11 @@ construct billions of values. ``load_yaml`` composes the node graph first, where
 is still one shared node, measures with one memoized walk what the document expands to
 (values, characters, depth), and constructs Python values only when that is within
 bounds. It also refuses what PyYAML resolves silently: a key given twice in one mapping
-(the later value used to win), and bytes that are not UTF-8 text. Every refusal is one
-short ``ConfigError`` naming the field or the line.
+(the later value used to win), bytes that are not UTF-8 text, and the YAML types a
+config cannot carry (``!!binary`` bytes, which pydantic would turn into text past the
+control-character check; ``!!set``, ``!!omap``, ``!!pairs``). A date or a timestamp is
+read as the text written, as YAML 1.2 does. Every refusal is one short ``ConfigError``
+naming the field or the line.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ MAX_VALUES = 100_000
 MAX_CHARS = 1024 * 1024
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+#: YAML 1.1 types with no place in a config (JSON has none of them), by their tag.
+_REFUSED_TAGS = {
+    f"tag:yaml.org,2002:{name}": f"!!{name}" for name in ("binary", "set", "omap", "pairs")
+}
 
 
 def load_yaml(data: bytes | str, *, source: str, field: str = "") -> Any:
@@ -121,6 +129,15 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
     def construct_object(self, node: Node, deep: bool = False) -> Any:
+        refused = _REFUSED_TAGS.get(node.tag)
+        if refused:
+            raise ConfigError(
+                self._field,
+                f"{self._source} line {node.start_mark.line + 1}: a config holds text, "
+                f"numbers, lists and mappings, not {refused}",
+            )
+        if node.tag == _TIMESTAMP_TAG and isinstance(node, ScalarNode):
+            return node.value  # the text written: a date is a version or a name here
         try:
             return super().construct_object(node, deep)
         except ConfigError:

@@ -259,6 +259,37 @@ def test_nan_and_infinity_are_never_a_number(
     assert any(p.field.startswith(field) for p in caught.value.problems), caught.value
 
 
+@pytest.mark.parametrize(("field", "is_list", "fractions"), NUMERIC_FIELDS)
+def test_a_number_past_what_the_clouds_take_is_refused(
+    write_config: Any, field: str, is_list: bool, fractions: bool
+) -> None:
+    """Every count and time has an upper bound (int32 at most: what the clouds' APIs
+    carry), so 10**30 is one line naming the field, not an SDK's OverflowError."""
+    path = write_config()
+    with pytest.raises(ConfigError) as caught:
+        validate_config(_with(field, 10**30, is_list), base_dir=path.parent)
+    problems = [p for p in caught.value.problems if p.field.startswith(field)]
+    assert problems and all(len(str(p)) < SHORT for p in problems), caught.value
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("compute.max_wait", 28 * 24 * 3600 + 1),  # SageMaker: at most 28 days
+        ("azure.idle_time_before_scale_down", 2**31),
+        ("azure.max_instances", 2**31),
+    ],
+)
+def test_a_number_past_the_limit_exits_2_in_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: int
+) -> None:
+    azure = {"subscription_id": "s", "resource_group": "g", "workspace": "w", "compute": "cpu"}
+    path = _write(tmp_path, azure=azure, compute={"spot": True})
+    assert main(["plan", str(path), "--cloud", "azure", "--set", f"{key}={value}"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith(f"cloudtrain: invalid config: {key}: ")
+
+
 def test_the_yaml_forms_of_nan_and_true(tmp_path: Path) -> None:
     text = BASE + "compute: {spot: true, max_run: true}\nlocal: {spot_interruptions: [.nan]}\n"
     problems = {p.field for p in _refused(_write(tmp_path, text)).problems}
@@ -362,10 +393,44 @@ def test_the_entry_point_must_live_inside_source_dir(
     assert "code.entry_point: " in capsys.readouterr().err
 
 
-def test_an_entry_point_in_a_subfolder_is_fine(tmp_path: Path) -> None:
-    path = _write(tmp_path, code={"source_dir": "src", "entry_point": "pkg/../train.py"})
+@pytest.mark.parametrize(
+    ("entry_point", "normal"),
+    [
+        ("pkg/../train.py", "train.py"),
+        ("train.py/", "train.py"),
+        ("./train.py", "train.py"),
+        ("pkg/./run.py", "pkg/run.py"),
+        ("pkg//run.py", "pkg/run.py"),
+    ],
+)
+def test_the_entry_point_is_normalized_as_the_clouds_receive_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], entry_point: str, normal: str
+) -> None:
+    """SageMaker runs sagemaker_program as written: "train.py/" or "./train.py" there
+    is not the file that ran locally."""
+    code = {"source_dir": "src", "entry_point": entry_point}
+    path = _write(tmp_path, code=code, aws=AWS, data={"train": "s3://my-bucket/train/"})
     (tmp_path / "src" / "pkg").mkdir()
-    assert load_config(path).code.entry_point == "pkg/../train.py"
+    (tmp_path / "src" / "pkg" / "run.py").write_text("print('ok')\n")
+    assert load_config(path).code.entry_point == normal
+    assert main(["plan", str(path), "--cloud", "aws", "--json"]) == 0
+    assert f'"sagemaker_program": "\\"{normal}\\""' in capsys.readouterr().out
+
+
+def test_an_entry_point_through_a_link_and_dotdot_is_refused(tmp_path: Path) -> None:
+    """``link/../train.py`` names a different file on disk than it reads; refuse it."""
+    path = _write(tmp_path, code={"source_dir": "src", "entry_point": "link/../train.py"})
+    (tmp_path / "src" / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "src" / "deep" / "train.py").write_text("print('other')\n")
+    (tmp_path / "src" / "link").symlink_to(tmp_path / "src" / "deep" / "er")
+    assert _refused(path).field == "code.entry_point"
+
+
+@pytest.mark.parametrize("entry_point", ["pkg", "pkg/", "missing.py"])
+def test_the_entry_point_names_a_regular_file(tmp_path: Path, entry_point: str) -> None:
+    path = _write(tmp_path, code={"source_dir": "src", "entry_point": entry_point})
+    (tmp_path / "src" / "pkg").mkdir()
+    assert _refused(path).field == "code.entry_point"
 
 
 @pytest.mark.parametrize("source_dir", ["/", "/proc/self"])
@@ -474,3 +539,178 @@ def test_hyperparameters_a_local_process_cannot_be_given_are_refused_before_the_
     text = path.read_text().replace("v" * 2000, "v" * 1000)  # ~70 KB fits
     path.write_text(text)
     assert main(["plan", str(path)]) == 0
+
+
+# --- names that end in a newline (Python's ``$`` matches before a final "\n") ---------
+
+SECRET = {"env": "HOME"}
+
+
+@pytest.mark.parametrize(
+    ("sections", "field"),
+    [
+        ({"name": "unit\n"}, "name"),
+        ({"hyperparameters": {"epochs\n": 1}}, "hyperparameters"),
+        ({"data": {"train\n": "s3://my-bucket/train/"}}, "data"),
+        ({"metrics": ["loss\n"]}, "metrics"),
+        ({"secrets": {"FOO\n": SECRET}}, "secrets"),
+        ({"secrets": {"FOO": {"env": "HOME\n"}}}, "secrets.FOO.env"),
+        ({"secrets": {"FOO": {"prefect_secret": "block\n"}}}, "secrets.FOO.prefect_secret"),
+        ({"secrets": {"FOO": {"aws_secrets_manager": "s\n"}}}, "secrets.FOO.aws_secrets_manager"),
+        (
+            {"secrets": {"FOO": {"azure_key_vault": {"vault": "vault\n", "name": "n"}}}},
+            "secrets.FOO.azure_key_vault.vault",
+        ),
+        (
+            {"secrets": {"FOO": {"azure_key_vault": {"vault": "vault", "name": "n\n"}}}},
+            "secrets.FOO.azure_key_vault.name",
+        ),
+        ({"aws": {"bucket": "my-bucket\n"}}, "aws.bucket"),
+        ({"aws": {"role": "arn:aws:iam::123456789012:role/R\n"}}, "aws.role"),
+        ({"aws": {"region": "us-east-1\n"}}, "aws.region"),
+    ],
+    ids=lambda value: ".".join(value) if isinstance(value, dict) else value,
+)
+def test_a_name_ending_in_a_newline_is_refused(
+    write_config: Any, sections: dict[str, Any], field: str
+) -> None:
+    path = write_config()
+    with pytest.raises(ConfigError) as caught:
+        validate_config(base_config(**sections), base_dir=path.parent)
+    assert any(p.field.startswith(field) for p in caught.value.problems), caught.value
+    for problem in caught.value.problems:
+        assert "\n" not in str(problem), str(problem)
+
+
+def test_no_pattern_in_cloudtrain_ends_with_a_dollar_sign() -> None:
+    """The class, not the examples: a pattern anchored with ``$`` lets "name\\n" through;
+    validation uses ``fullmatch`` (or ``\\Z``)."""
+    import re
+
+    import cloudtrain
+
+    root = Path(cloudtrain.__file__).parent
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for path in sorted(root.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"""\$["']\)?""", line) and re.search(r"re\.|PATTERN|compile", line)
+    ]
+    assert found == []
+
+
+def test_a_name_ending_in_a_newline_exits_2_in_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path)
+    assert main(["plan", str(path), "--set", 'name="unit\\n"']) == 2
+    assert "name: " in capsys.readouterr().err
+
+
+# --- YAML types a config cannot carry ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("!!binary AGFiYwA=", "!!binary"),
+        ("!!set {a: null}", "!!set"),
+        ("!!omap [a: 1]", "!!omap"),
+        ("!!pairs [a: 1]", "!!pairs"),
+    ],
+)
+def test_a_yaml_type_the_config_cannot_carry_is_refused_naming_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    """A NUL reached the script through !!binary: pydantic turned the bytes into text
+    after the control-character check had looked only at strings."""
+    path = _write(tmp_path, BASE + f"hyperparameters: {{x: {value}}}\nwork_dir: out\n")
+    error = _refused(path)
+    assert message in error.message and "line 4" in error.message, error
+    assert main(["run", str(path)]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_date_is_read_as_the_text_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads 2024-01-02 as a date and 2024-01-02 10:00:00 as a timestamp; a
+    config means the text (as YAML 1.2 does)."""
+    text = BASE + "hyperparameters: {day: 2024-01-02, at: 2024-01-02 10:00:00}\n"
+    config = load_config(_write(tmp_path, text))
+    assert config.hyperparameters == {"day": "2024-01-02", "at": "2024-01-02 10:00:00"}
+
+
+def test_bytes_in_a_config_built_in_python_are_refused(write_config: Any) -> None:
+    raw = base_config(hyperparameters={"x": b"\x00abc"}, data={"train": b"data"})
+    with pytest.raises(ConfigError) as caught:
+        validate_config(raw, base_dir=write_config().parent)
+    fields = {p.field for p in caught.value.problems}
+    assert fields == {"hyperparameters.x", "data.train"}, caught.value
+
+
+# --- paths the file system cannot take -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("data.train", "d" * 300),
+        ("data.train", "d/" * 3000),
+        ("code.source_dir", "s" * 300),
+        ("code.source_dir", "s/" * 3000),
+        ("code.entry_point", "e" * 300),
+        ("code.entry_point", "e/" * 3000),
+        ("work_dir", "A/" * 3000),
+        ("work_dir", "w" * 300),
+    ],
+    ids=lambda value: value[:12],
+)
+def test_a_path_too_long_for_the_file_system_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: str
+) -> None:
+    """ENAMETOOLONG (a name over 255 bytes, a path over PATH_MAX) is an OSError from
+    any check that touches the path: one line naming the field, a short quote."""
+    path = _write(tmp_path)
+    assert _refused(path, (f"{key}={value}",)).field == key
+    assert main(["plan", str(path), "--set", f"{key}={value}"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith(f"cloudtrain: invalid config: {key}: ")
+    assert len(lines[0]) < SHORT, lines[0][:500]
+
+
+# --- work_dir inside code.source_dir (the default layout) ------------------------------
+
+
+def test_work_dir_inside_source_dir_is_not_code(tmp_path: Path) -> None:
+    """With source_dir ``.`` and work_dir ``.cloudtrain`` (the defaults), what a run
+    writes there (logs, the data store, models) changed the code digest every run, so
+    retraining was never skipped, and it shipped in the SageMaker source archive."""
+    import io
+    import tarfile
+
+    from cloudtrain.backends.aws.training_job import source_archive
+    from cloudtrain.changes import code_digest, fingerprint
+    from cloudtrain.config import code_exclusions
+
+    path = _write(tmp_path, code={"source_dir": ".", "entry_point": "src/train.py"})
+    config = load_config(path)
+    assert config.work_dir == tmp_path / ".cloudtrain"
+    excluded = code_exclusions(config)
+    before = fingerprint(config, {})
+    archive_before = source_archive(tmp_path, None, excluded)
+    (tmp_path / ".cloudtrain" / "logs").mkdir(parents=True)
+    (tmp_path / ".cloudtrain" / "logs" / "run.log").write_text("a run's log\n")
+    after = fingerprint(config, {})
+    assert before is not None and after is not None
+    assert before.parts["code"] == after.parts["code"]
+    archive = source_archive(tmp_path, None, excluded)
+    assert archive == archive_before
+    names = tarfile.open(fileobj=io.BytesIO(archive)).getnames()
+    assert "src/train.py" in names and not any(n.startswith(".cloudtrain") for n in names)
+    (tmp_path / "src" / "train.py").write_text("print('changed')\n")  # code still counts
+    assert code_digest(tmp_path, config.work_dir, excluded) != before.parts["code"]
+
+
+def test_a_work_dir_outside_source_dir_excludes_nothing(tmp_path: Path) -> None:
+    from cloudtrain.config import code_exclusions
+
+    assert code_exclusions(load_config(_write(tmp_path))) == ()

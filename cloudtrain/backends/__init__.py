@@ -32,7 +32,7 @@ BUILT_IN: dict[str, str] = {
 }
 #: A cloud's name is a config key, part of flow names (``<name>-training``) and of file
 #: names (``flows/<name>_training.py``).
-CLOUD_NAME = re.compile(r"^[a-z][a-z0-9]{1,30}$")
+CLOUD_NAME = re.compile(r"[a-z][a-z0-9]{1,30}")
 #: The config's own top-level keys, which no cloud's section may take
 #: (tests/test_config.py keeps this equal to PipelineConfig's fields).
 RESERVED_NAMES = frozenset(
@@ -71,7 +71,7 @@ def _entry_points() -> dict[str, str]:
 
 
 def _valid_name(name: str) -> bool:
-    return bool(CLOUD_NAME.match(name)) and name not in RESERVED_NAMES
+    return bool(CLOUD_NAME.fullmatch(name)) and name not in RESERVED_NAMES
 
 
 def cloud_names() -> list[str]:

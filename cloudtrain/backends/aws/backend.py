@@ -20,7 +20,7 @@ from cloudtrain.backends.aws.clients import AwsClients
 from cloudtrain.backends.aws.errors import error_code, is_transient, mapped
 from cloudtrain.backends.aws.settings import ROLE_FORM, AwsConfig, aws_settings
 from cloudtrain.backoff import Backoff
-from cloudtrain.config import PipelineConfig, is_uri
+from cloudtrain.config import PipelineConfig, code_exclusions, is_uri
 from cloudtrain.data import uri_channel
 from cloudtrain.errors import BackendError, ConfigError, Problems, TransientError, UnsupportedError
 from cloudtrain.planning import PLAN_RUN_ID
@@ -470,7 +470,7 @@ class AwsBackend:
         if cache not in self._code:
             layout = jobs.S3Layout.for_config(config)
             extra = {launcher.FILE_NAME: launcher_source()} if config.secrets else None
-            archive = jobs.source_archive(config.code.source_dir, extra)
+            archive = jobs.source_archive(config.code.source_dir, extra, code_exclusions(config))
             key = layout.code_key(jobs.archive_digest(archive))
             self._code[cache] = archive, f"s3://{layout.bucket}/{key}"
         return self._code[cache]

@@ -53,7 +53,7 @@ DELETE_BATCH = 1000
 #: The config field an unreachable bucket blames.
 BUCKET_FIELD = "aws.bucket"
 
-_BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 
 
 # -- URIs ------------------------------------------------------------------------------
@@ -64,7 +64,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
         raise ValueError(f"{quote(uri)} is not an s3:// URI")
     bucket, _, key = uri[len("s3://") :].partition("/")
-    if not _BUCKET_NAME.match(bucket):
+    if not _BUCKET_NAME.fullmatch(bucket):
         raise ValueError(f"{quote(uri)}: {quote(bucket)} is not a valid bucket name")
     return bucket, key
 

@@ -9,9 +9,9 @@ from pydantic import Field, field_validator
 from cloudtrain.config import PipelineConfig, Section
 from cloudtrain.errors import ConfigError, quote
 
-ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-BUCKET_NAME = re.compile(r"^(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+BUCKET_NAME = re.compile(r"(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d")
 ROLE_FORM = "must be an IAM role ARN, arn:aws:iam::<account>:role/<name>"
 
 
@@ -37,21 +37,21 @@ class AwsConfig(Section):
     @field_validator("region")
     @classmethod
     def _region_name(cls, value: str) -> str:
-        if not REGION.match(value):
+        if not REGION.fullmatch(value):
             raise ValueError(f"{quote(value)} is not an AWS region name")
         return value
 
     @field_validator("role")
     @classmethod
     def _role_arn(cls, value: str | None) -> str | None:
-        if value is not None and not ROLE_ARN.match(value):
+        if value is not None and not ROLE_ARN.fullmatch(value):
             raise ValueError(ROLE_FORM)
         return value
 
     @field_validator("bucket")
     @classmethod
     def _bucket_name(cls, value: str | None) -> str | None:
-        if value is not None and not BUCKET_NAME.match(value):
+        if value is not None and not BUCKET_NAME.fullmatch(value):
             raise ValueError(f"{quote(value)} is not a valid S3 bucket name")
         return value
 

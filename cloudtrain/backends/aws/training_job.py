@@ -25,7 +25,7 @@ from typing import Any
 from cloudtrain import contract
 from cloudtrain import secrets_launcher as launcher
 from cloudtrain.backends.aws.settings import aws_settings
-from cloudtrain.config import HyperparameterValue, PipelineConfig, is_uri
+from cloudtrain.config import HyperparameterValue, PipelineConfig, is_excluded, is_uri
 from cloudtrain.errors import ConfigError
 from cloudtrain.recovery import Outcome, capacity_label
 from cloudtrain.results import AttemptSpec
@@ -84,9 +84,14 @@ class S3Layout:
         return self.uri("output")
 
 
-def source_archive(source_dir: Path, extra: Mapping[str, bytes] | None = None) -> bytes:
+def source_archive(
+    source_dir: Path,
+    extra: Mapping[str, bytes] | None = None,
+    excluded: tuple[Path, ...] = (),
+) -> bytes:
     """The source folder as a reproducible tar.gz: same files, same bytes, same digest;
-    ``extra`` files (cloudtrain's secrets launcher) go at its root."""
+    ``extra`` files (cloudtrain's secrets launcher) go at its root; ``excluded`` folders
+    (``config.code_exclusions``: a work_dir inside source_dir) are left out."""
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped:
         with tarfile.open(fileobj=zipped, mode="w") as tar:
@@ -97,6 +102,8 @@ def source_archive(source_dir: Path, extra: Mapping[str, bytes] | None = None) -
             for path in sorted(source_dir.rglob("*")):
                 relative = path.relative_to(source_dir)
                 if any(part in {"__pycache__", ".git"} for part in relative.parts):
+                    continue
+                if is_excluded(path, excluded):
                     continue
                 info = tar.gettarinfo(str(path), arcname=relative.as_posix())
                 info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""

@@ -50,7 +50,7 @@ POLL_MAX_SECONDS = 30.0
 
 #: AmlCompute names, as the service words its rule: letters, digits and dashes, starting
 #: with a letter, ending with a letter or digit, 2 to 16 characters.
-CLUSTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,14}[A-Za-z0-9]$")
+CLUSTER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,14}[A-Za-z0-9]")
 #: Cluster fields Azure ML updates in place; the others need delete and create.
 IN_PLACE_FIELDS: tuple[str, ...] = ("min_instances", "max_instances", "idle_time_before_scale_down")
 CREATED_BY_TAG = ("created-by", "cloudtrain")
@@ -118,7 +118,7 @@ def validate_compute(config: PipelineConfig) -> list[str]:
             )
         return warnings
     # amlcompute: a cluster cloudtrain may create, so its settings must be valid.
-    if not CLUSTER_NAME.match(azure.compute):
+    if not CLUSTER_NAME.fullmatch(azure.compute):
         raise ConfigError(
             "azure.compute",
             f"{quote(azure.compute)} is not a valid cluster name: it can include letters, digits "

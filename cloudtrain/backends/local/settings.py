@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from cloudtrain.config import PipelineConfig, Section
+from cloudtrain.config import MAX_RUN_SECONDS, PipelineConfig, Section
 from cloudtrain.errors import ConfigError
 from cloudtrain.quantities import Finite
 
@@ -39,6 +39,8 @@ class LocalConfig(Section):
                     raise ValueError(f"[{index}] is not a regular expression: {exc}") from None
             elif trigger < 0:
                 raise ValueError(f"[{index}] must be >= 0 seconds")
+            elif trigger > MAX_RUN_SECONDS:  # past any attempt's end: it would never fire
+                raise ValueError(f"[{index}] must be at most {MAX_RUN_SECONDS:,} seconds")
         return value
 
     root: Path | None = Field(
