@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import threading
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
 
 CHUNK_BYTES = 1024 * 1024
 PARQUET_NAME = "data.parquet"
-#: How a link left out of an archive is reported (it leaves the folder or names nothing).
-SKIPPED_LINK = "left out a link that leaves the folder:"
+#: How an entry left out of an archive is reported: a link that leaves the folder, names
+#: nothing or loops, or a special file (FIFO, socket, device), which holds no data to pack.
+SKIPPED_LINK = "left out of the archive:"
 
 
 @dataclass(frozen=True)
@@ -228,9 +230,11 @@ def tar_folder(folder: Path, archive: Path) -> list[str]:
 
     Links are never followed (a model folder is the script's to fill, a link in it could
     name /etc): one whose target stays inside ``folder`` is archived as a relative link,
-    one that leaves it or points at nothing is left out. Returns those left out, as
-    ``name -> target``, for the caller to warn about. The archive is written aside and
-    renamed, so a failure leaves no half archive behind.
+    one that leaves it, points at nothing, loops or names a special file is left out.
+    Special files (FIFOs, sockets, devices) are left out too: they hold no data, and an
+    archive holding one is refused when unpacked. Returns those left out (``name ->
+    target (why)`` or ``name (why)``) for the caller to warn about. The archive is written
+    aside and renamed, so a failure leaves no half archive behind.
     """
     root = folder.resolve()
     skipped: list[str] = []
@@ -242,12 +246,17 @@ def tar_folder(folder: Path, archive: Path) -> list[str]:
             for path in _entries(folder):
                 arcname = path.relative_to(folder).as_posix()
                 if not path.is_symlink():
-                    tar.add(path, arcname=arcname, recursive=False)
+                    mode = path.lstat().st_mode
+                    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+                        tar.add(path, arcname=arcname, recursive=False)
+                    else:
+                        skipped.append(f"{_short(arcname)} (a special file: {_kind(mode)})")
+                    continue
+                why = _link_left_out(path, root)
+                if why:
+                    skipped.append(f"{_short(arcname)} -> {_short(os.readlink(path))} ({why})")
                     continue
                 target = path.resolve()
-                if not (target.is_relative_to(root) and target.exists()):
-                    skipped.append(f"{arcname} -> {os.readlink(path)}")
-                    continue
                 info = tar.gettarinfo(path, arcname=arcname)
                 info.linkname = os.path.relpath(target, path.parent.resolve())
                 tar.addfile(info)
@@ -255,6 +264,40 @@ def tar_folder(folder: Path, archive: Path) -> list[str]:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return skipped
+
+
+def _link_left_out(path: Path, root: Path) -> str | None:
+    """Why a link is left out of an archive of ``root``, or None when it is kept."""
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # ELOOP on 3.13, RuntimeError("Symlink loop") before
+        return "it loops"
+    if not target.is_relative_to(root):
+        return "it leaves the folder"
+    try:
+        mode = target.stat().st_mode
+    except OSError:
+        return "it points at nothing"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return f"it names a special file: {_kind(mode)}"
+    return None
+
+
+def _kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file or folder"
+
+
+def _short(text: str) -> str:
+    """At most 60 characters of a name, its end kept (the part that differs)."""
+    return text if len(text) <= 60 else "..." + text[-57:]
 
 
 def _entries(folder: Path) -> list[Path]:

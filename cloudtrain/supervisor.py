@@ -88,6 +88,7 @@ class Supervisor:
         # Secret values the orchestrator masks; once it is gone, the log is written here.
         self.masks = sorted(masks or [], key=len, reverse=True)
         self.orphaned = False  # the orchestrator is gone
+        self.orchestrator = os.getppid()  # read now: once it is gone, getppid() names a reaper
         self.stop_at: float | None = None  # when SIGKILL follows SIGTERM
         self.killed = False
         self.wake_r, wake_w = os.pipe()
@@ -165,7 +166,7 @@ class Supervisor:
             os.set_blocking(self.drain_fd, False)
             self._drain()
         self.note(
-            f"the orchestrator (pid {os.getppid() if os.getppid() != 1 else '?'}) is gone: "
+            f"the orchestrator (pid {self.orchestrator}) is gone: "
             f"stopping the script and everything it started (SIGTERM now, SIGKILL in "
             f"{self.grace:g} s)"
         )

@@ -167,3 +167,62 @@ def test_the_cli_says_it_in_one_line_and_exits_2_before_the_run_creates_anything
     assert "data.train:" in done.stderr and "holds no files to train on" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("layout", ["a link to itself", "a ring of two links"])
+def test_a_link_that_never_resolves_is_refused_as_a_loop_by_name(
+    tmp_path: Path, channel: Path, layout: str
+) -> None:
+    if layout == "a link to itself":
+        os.symlink("self", channel / "self")
+    else:
+        os.symlink("b", channel / "a")
+        os.symlink("a", channel / "b")
+
+    error = refusal(tmp_path)
+
+    assert {p.field for p in error.problems} == {"data.train"}
+    loops = [p.message for p in error.problems if "loops" in p.message]
+    expected = ["self -> self"] if layout == "a link to itself" else ["a -> b", "b -> a"]
+    assert [m.partition(":")[0] for m in loops] == expected
+
+
+def test_links_cannot_multiply_the_tree_each_folder_is_entered_through_one_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """d1 ... d30, each holding two links a, b -> the next: 2**30 paths if followed."""
+    levels = 30
+    data = tmp_path / "data"
+    for level in range(1, levels + 1):
+        (data / f"d{level}").mkdir(parents=True)
+        if level < levels:
+            os.symlink(f"../d{level + 1}", data / f"d{level}" / "a")
+            os.symlink(f"../d{level + 1}", data / f"d{level}" / "b")
+    (data / f"d{levels}" / "x.csv").write_text("1\n")
+    visits = []
+    scandir = os.scandir
+
+    def counted(path: Path) -> object:
+        visits.append(path)
+        if len(visits) > 10 * levels:  # unbounded: stop here rather than hang
+            raise AssertionError("the walk visits folders without bound")
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counted)
+
+    error = refusal(tmp_path)
+
+    assert len(visits) <= 3 * levels  # each folder once by its path, once through a link
+    assert "the folder is already reached through " in error.message
+    assert all(len(p.message) < 200 for p in error.problems)  # deep names quoted short
+
+
+def test_a_channel_past_the_entry_cap_is_refused_in_one_line(
+    tmp_path: Path, channel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cloudtrain.channel_files.MAX_ENTRIES", 3)
+
+    error = refusal(tmp_path)
+
+    assert [p.field for p in error.problems] == ["data.train"]
+    assert "holds more than 3 entries" in error.message and len(error.message) < 200

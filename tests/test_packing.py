@@ -75,7 +75,8 @@ def test_local_model_links_that_leave_are_left_out_with_a_warning(
     output = members(Path(artifacts.model_archive).parent / "output.tar.gz")
     assert sorted(output) == ["report.txt"]
     assert len(artifacts.warnings) == 3
-    assert any("model: etc -> " + str(outside) in w for w in artifacts.warnings)
+    assert any("model: etc -> " in w and str(outside)[-40:] in w for w in artifacts.warnings)
+    assert all("leaves the folder" in w and len(w) < 150 for w in artifacts.warnings)
     assert any("model: secret -> " in w for w in artifacts.warnings)
     assert any("output: leak -> " in w for w in artifacts.warnings)
     local = artifacts.local_model_dir
@@ -215,3 +216,114 @@ def test_a_safe_aws_model_archive_is_unpacked(
 
     assert artifacts.local_model_dir is not None
     assert (artifacts.local_model_dir / "sub" / "model.pkl").read_bytes() == b"w"
+
+
+SPECIAL_SCRIPT = """
+import os, socket
+model = os.environ["SM_MODEL_DIR"]
+os.chdir(model)  # a socket's path must be short: bind it by a relative name
+open("weights.bin", "wb").write(b"weights")
+os.symlink("loop", "loop")                  # a link to itself
+os.symlink("ring-b", "ring-a")              # a ring of two links
+os.symlink("ring-a", "ring-b")
+os.mkfifo("fifo")
+socket.socket(socket.AF_UNIX).bind("sock")
+os.symlink("fifo", "fifo-link")             # inside, but it names a special file
+os.mkfifo(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "pipe"))
+open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "report.txt"), "w").write("ok")
+print("acc=0.9")
+"""
+
+
+def test_loops_and_special_files_are_left_out_with_a_warning_and_the_model_is_collected(
+    write_config: Callable[..., Path],
+) -> None:
+    path = write_config(SPECIAL_SCRIPT, metrics=["acc"])
+    backend, result, _ = train_locally(path)
+    assert isinstance(result, TrainingResult), result
+    from cloudtrain.config import load_config
+
+    artifacts = backend.collect_artifacts(load_config(path), result)
+
+    assert sorted(members(artifacts.model_archive)) == ["weights.bin"]
+    output = members(Path(artifacts.model_archive).parent / "output.tar.gz")
+    assert sorted(output) == ["report.txt"]
+    warnings = "\n".join(artifacts.warnings)
+    for left_out in ("loop -> loop (it loops)", "ring-a -> ring-b (it loops)"):
+        assert f"model: {left_out}" in warnings
+    assert "model: fifo (a special file: a FIFO)" in warnings
+    assert "model: sock (a special file: a socket)" in warnings
+    assert "model: fifo-link -> fifo (it names a special file: a FIFO)" in warnings
+    assert "output: pipe (a special file: a FIFO)" in warnings
+    assert len(artifacts.warnings) == 7
+    assert artifacts.local_model_dir is not None
+    assert (artifacts.local_model_dir / "weights.bin").read_bytes() == b"weights"
+
+
+def test_a_model_refused_when_unpacked_leaves_no_archive_at_the_models_path(
+    write_config: Callable[..., Path], outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (backend, config), result = trained(write_config, outside)
+
+    def refuse(archive: Path, destination: Path) -> None:
+        raise BackendError(f"{archive} is refused: 'x' is a special file")
+
+    monkeypatch.setattr("cloudtrain.backends.local.backend.extract_archive", refuse)
+    with pytest.raises(BackendError) as raised:
+        backend.collect_artifacts(config, result)
+
+    assert "the trained model is kept at" in str(raised.value)
+    run_dir = backend._run_dir(config, result.run_id)
+    assert not (run_dir / "model.tar.gz").exists()
+
+
+@pytest.mark.parametrize("error", [RuntimeError("Symlink loop"), ValueError("bad")])
+def test_a_packing_failure_of_any_kind_keeps_the_model_and_says_where(
+    write_config: Callable[..., Path],
+    outside: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+) -> None:
+    (backend, config), result = trained(write_config, outside)
+
+    def fail(folder: Path, archive: Path) -> list[str]:
+        raise error
+
+    monkeypatch.setattr("cloudtrain.backends.local.backend.tar_folder", fail)
+    with pytest.raises(BackendError) as raised:
+        backend.collect_artifacts(config, result)
+
+    kept = backend._attempt_dir(config, result.run_id, result.final.number) / "model"
+    assert f"the trained model is kept at {kept}" in str(raised.value)
+
+
+def test_the_code_archive_leaves_out_special_files_follows_links_and_matches_the_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import socket
+
+    from cloudtrain.backends.aws.training_job import source_archive
+    from cloudtrain.store import walk_files
+
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "lib.py").write_text("X = 1\n")
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "train.py").write_text("print('ok')\n")
+    (src / "pkg" / "util.py").write_text("Y = 2\n")
+    monkeypatch.chdir(src)
+    socket.socket(socket.AF_UNIX).bind("sock")
+    os.mkfifo("fifo")
+    os.symlink("../shared/lib.py", "lib.py")  # leaves source_dir: archived as its content
+    os.symlink("nothing", "gone.py")
+    os.symlink("loop", "loop")
+
+    with tarfile.open(fileobj=io.BytesIO(source_archive(src))) as tar:
+        files = {info.name: info for info in tar.getmembers() if not info.isdir()}
+        lib = tar.extractfile("lib.py")
+        assert lib is not None and lib.read() == b"X = 1\n"
+
+    assert sorted(files) == ["lib.py", "pkg/util.py", "train.py"]
+    assert all(info.isfile() for info in files.values())  # no links, no special files
+    assert sorted(files) == [relative for relative, _ in walk_files(src)]  # the code digest's

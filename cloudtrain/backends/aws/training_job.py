@@ -94,7 +94,8 @@ def source_archive(
     (``config.code_exclusions``: a work_dir inside source_dir) are left out."""
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped:
-        with tarfile.open(fileobj=zipped, mode="w") as tar:
+        # dereference: a link is archived as what it names, as the SageMaker SDK does
+        with tarfile.open(fileobj=zipped, mode="w", dereference=True) as tar:
             for name, content in sorted((extra or {}).items()):
                 info = tarfile.TarInfo(name)
                 info.size, info.mode = len(content), 0o644
@@ -105,6 +106,8 @@ def source_archive(
                     continue
                 if is_excluded(path, excluded):
                     continue
+                if not (path.is_file() or path.is_dir()):
+                    continue  # sockets, FIFOs, devices, dangling links: as code_digest skips
                 info = tar.gettarinfo(str(path), arcname=relative.as_posix())
                 info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
                 if path.is_file():

@@ -351,7 +351,7 @@ class AzureBackend:
         archive = run_dir / "model.tar.gz"
         try:
             skipped = tar_folder(model_dir, archive)
-        except OSError as exc:
+        except Exception as exc:  # whatever it is, the downloaded model must not be lost
             raise BackendError(
                 f"packing the model failed ({exc}); the trained model is kept at {model_dir}"
             ) from exc

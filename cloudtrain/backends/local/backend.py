@@ -340,13 +340,17 @@ class LocalBackend:
             # Packed from where the script wrote it, never following links out of it; the
             # run's model/ is what the archive holds. The attempt's folder is not touched.
             skipped = [f"model: {link}" for link in tar_folder(trained, archive)]
-            extract_archive(archive, model_dir)
+            try:
+                extract_archive(archive, model_dir)
+            except BaseException:
+                archive.unlink(missing_ok=True)  # never a refused archive at the model's path
+                raise
             output_dir = attempt_dir / "output" / "data"
             if any(output_dir.iterdir()):
                 skipped += [
                     f"output: {link}" for link in tar_folder(output_dir, run_dir / "output.tar.gz")
                 ]
-        except (OSError, BackendError) as exc:
+        except Exception as exc:  # whatever it is, the trained model must not be lost
             raise BackendError(
                 f"packing the model failed ({exc}); the trained model is kept at {trained}"
             ) from exc
