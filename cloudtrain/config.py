@@ -512,8 +512,14 @@ def code_exclusions(config: PipelineConfig) -> tuple[Path, ...]:
 
 
 def is_excluded(path: Path, excluded: tuple[Path, ...]) -> bool:
-    """True when ``path`` is one of ``excluded`` or lies under one."""
-    resolved = path.resolve()
+    """True when ``path`` is one of ``excluded`` or lies under one. A link that cannot be
+    resolved (a loop) is not an excluded folder: what to do with it is the caller's."""
+    if not excluded:
+        return False
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return False
     return any(resolved.is_relative_to(folder) for folder in excluded)
 
 

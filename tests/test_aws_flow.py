@@ -144,6 +144,9 @@ def test_a_credentials_block_signs_the_requests_and_its_secret_goes_nowhere(
     signed = [e.header("authorization") for e in aws.log.entries if e.header("authorization")]
     assert signed and all(f"Credential={key_id}/" in value for value in signed)
     flow_run_id = state.state_details.flow_run_id
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs travel in batches: send what is queued before reading
     with get_client(sync_client=True) as client:
         logs = client.read_logs(
             log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
