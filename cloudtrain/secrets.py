@@ -270,7 +270,6 @@ def resolve(
     kinds: Iterable[str] = KINDS,
     *,
     environ: Mapping[str, str] | None = None,
-    aws_region: str | None = None,
 ) -> ResolvedSecrets:
     """The values of the references of ``kinds`` (the others are resolved elsewhere, in
     the cloud's job); every one that is missing is a problem naming ``secrets.<NAME>``."""
@@ -282,7 +281,7 @@ def resolve(
         if ref.kind not in wanted:
             continue
         with problems.check():
-            values[name] = _RESOLVERS[ref.kind](name, ref, environ, aws_region)
+            values[name] = _RESOLVERS[ref.kind](name, ref, environ)
     problems.raise_if_any()
     return ResolvedSecrets(values)
 
@@ -297,14 +296,14 @@ def missing_env(secrets: Mapping[str, SecretRef], environ: Mapping[str, str]) ->
     ]
 
 
-def _from_env(name: str, ref: SecretRef, environ: Mapping[str, str], _: str | None) -> str:
+def _from_env(name: str, ref: SecretRef, environ: Mapping[str, str]) -> str:
     assert ref.env is not None
     if ref.env not in environ:
         raise ConfigError(f"secrets.{name}", f"environment variable {ref.env} is not set")
     return environ[ref.env]
 
 
-def _from_prefect(name: str, ref: SecretRef, environ: Mapping[str, str], _: str | None) -> str:
+def _from_prefect(name: str, ref: SecretRef, environ: Mapping[str, str]) -> str:
     """A Prefect Secret block, through the public ``aload`` (sync or async callers)."""
     from prefect.blocks.system import Secret
     from prefect.utilities.asyncutils import run_coro_as_sync
@@ -322,14 +321,15 @@ def _from_prefect(name: str, ref: SecretRef, environ: Mapping[str, str], _: str 
     return value
 
 
-def _from_aws(name: str, ref: SecretRef, environ: Mapping[str, str], region: str | None) -> str:
-    """Secrets Manager through boto3's default chain, as the job's launcher reads it."""
+def _from_aws(name: str, ref: SecretRef, environ: Mapping[str, str]) -> str:
+    """Secrets Manager through boto3's default chain (region included, unless an ARN
+    names it), as the job's launcher reads it."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     secret_id = ref.aws_secrets_manager
     assert secret_id is not None
     try:
-        return launcher.fetch_aws(secret_id, region)
+        return launcher.fetch_aws(secret_id, None)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code == "ResourceNotFoundException":
@@ -343,7 +343,7 @@ def _from_aws(name: str, ref: SecretRef, environ: Mapping[str, str], region: str
         raise ConfigError(f"secrets.{name}", f"is {exc}") from None
 
 
-def _from_key_vault(name: str, ref: SecretRef, environ: Mapping[str, str], _: str | None) -> str:
+def _from_key_vault(name: str, ref: SecretRef, environ: Mapping[str, str]) -> str:
     """Key Vault through DefaultAzureCredential (not run here: no vault is reachable)."""
     target = ref.azure_key_vault
     assert target is not None
@@ -366,7 +366,7 @@ def _from_key_vault(name: str, ref: SecretRef, environ: Mapping[str, str], _: st
         raise BackendError(f"secrets.{name}: Key Vault answered {type(exc).__name__}") from exc
 
 
-_RESOLVERS: dict[str, Callable[[str, SecretRef, Mapping[str, str], str | None], str]] = {
+_RESOLVERS: dict[str, Callable[[str, SecretRef, Mapping[str, str]], str]] = {
     "env": _from_env,
     "prefect_secret": _from_prefect,
     "aws_secrets_manager": _from_aws,
