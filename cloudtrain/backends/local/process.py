@@ -14,7 +14,6 @@ The watchdog enforces ``compute.max_run`` and time-triggered reclaims.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import selectors
@@ -24,7 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +51,6 @@ SMALL_READ_BYTES = 1 << 16
 READER_DRAIN_SECONDS = 5.0
 #: Beyond the grace period, how long the supervisor may take before its tree is killed here.
 SUPERVISOR_SLACK_SECONDS = 5.0
-ENDED_FILE = "ended.json"
 _F_SETPIPE_SZ = 1031
 
 
@@ -289,9 +287,6 @@ class LocalAttempt:
             self._outcome, self._reason = outcome, reason
             self._ended_at = _now()
             self._log.close()
-        (self.log_path.parent / ENDED_FILE).write_text(
-            json.dumps({"outcome": outcome.value, "reason": reason})
-        )
         if self._process.stdin is not None:
             self._process.stdin.close()
         self._done.set()
@@ -339,9 +334,9 @@ class LocalAttempt:
             self._done.wait(READER_DRAIN_SECONDS + 1)
 
 
-def _metric_candidates(names: object) -> re.Pattern[bytes] | None:
+def _metric_candidates(names: Iterable[str]) -> re.Pattern[bytes] | None:
     """``name=`` for any declared metric: the lines worth decoding and parsing."""
-    listed = [str(name) for name in names] if isinstance(names, list | tuple) else []
+    listed = list(names)
     if not listed:
         return None
     return re.compile(b"|".join(re.escape(name.encode()) + b"=" for name in listed))
