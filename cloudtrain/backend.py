@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 from cloudtrain.backends import backend_class
@@ -131,26 +132,28 @@ class Backend(Protocol):
         """Fetch the model and the metrics of the attempt that succeeded."""
 
 
-_injected: contextvars.ContextVar[Backend | None] = contextvars.ContextVar(
-    "cloudtrain_backend", default=None
+_injected: contextvars.ContextVar[Mapping[str, Backend]] = contextvars.ContextVar(
+    "cloudtrain_backends", default=MappingProxyType({})
 )
 
 
 def build_backend(config: PipelineConfig) -> Backend:
     """The backend for ``config.cloud``: the one ``use_backend`` handed in, else a new one."""
-    injected = _injected.get()
-    if injected is not None and injected.name == config.cloud:
+    injected = _injected.get().get(config.cloud)
+    if injected is not None:
         return injected
     backend: Backend = backend_class(config.cloud).from_config(config)
     return backend
 
 
 @contextmanager
-def use_backend(backend: Backend) -> Iterator[Backend]:
-    """Runs started inside use ``backend`` for its cloud instead of building one: the
-    seam tests use to point a whole flow at emulators, without patching anything."""
-    token = _injected.set(backend)
+def use_backend(*backends: Backend) -> Iterator[Backend]:
+    """Runs started inside use these backends for their clouds instead of building them:
+    the seam tests use to point a whole flow (every cloud of a route) at emulators,
+    without patching anything. Yields the first."""
+    handed = {**_injected.get(), **{backend.name: backend for backend in backends}}
+    token = _injected.set(MappingProxyType(handed))
     try:
-        yield backend
+        yield backends[0]
     finally:
         _injected.reset(token)

@@ -33,7 +33,17 @@ NOT_IN_FINGERPRINT: dict[str, Any] = {
     "code": {"source_dir"},
     # Where a secret comes from is not what the model learns (its value is never read here).
     "secrets": True,
+    # Which clouds may run it and what it may cost: the model is the same script on the
+    # same data (the cloud it starts on and its instance type stay in).
+    "clouds": True,
+    "budget": True,
 }
+#: Fields added after digests were first stored, left out while they hold their empty
+#: default, so a config that does not use them keeps its digest: (section or "", path).
+LATER_FIELDS: tuple[tuple[str, str], ...] = (
+    ("compute", "instance_types"),
+    ("local", "capacity_outages"),
+)
 #: The same, inside the clouds' sections. Simulated reclaims stay in: a changed
 #: simulation is a test the user wants to see run.
 SECTION_FIELDS_NOT_IN_FINGERPRINT: dict[str, set[str]] = {"local": {"grace_period", "root"}}
@@ -84,6 +94,10 @@ def config_digest(config: PipelineConfig) -> str:
             section = model() if model is not None else None
         exclude = SECTION_FIELDS_NOT_IN_FINGERPRINT.get(name)
         data[name] = section.model_dump(mode="json", exclude=exclude) if section else None
+    for where, key in LATER_FIELDS:
+        part = data.get(where)
+        if isinstance(part, dict) and part.get(key) in ([], {}):
+            del part[key]
     return hashlib.sha256(to_json(data)).hexdigest()
 
 

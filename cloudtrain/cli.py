@@ -181,11 +181,23 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
         f"\n{summary['pipeline']} on {summary['cloud']}: {head} in {len(attempts)} "
         f"attempt(s), {lost} interruption(s) resumed from checkpoints"
     )
+    route = len(summary.get("route") or []) > 1
     for attempt in attempts:
+        where = f"{attempt['cloud']:6} " if route else ""
         print(
-            f"  attempt {attempt['number']} {attempt['capacity']:9} "
+            f"  attempt {attempt['number']} {where}{attempt['capacity']:9} "
             f"{attempt['outcome']:11} {attempt['duration_seconds']} s  {attempt['reason']}"
         )
+    for copy in summary.get("checkpoint_copies") or []:
+        print(
+            f"  checkpoint copied {copy['source_cloud']} -> {copy['target_cloud']}: "
+            f"{copy['files']} file(s), sha256 {copy['digest'][:12]}"
+        )
+    if summary.get("cost_usd") is not None:
+        costs = ", ".join(f"{c} ${v:.4f}" for c, v in summary["cost_per_cloud"].items())
+        print(f"  estimated cost: ${summary['cost_usd']:.4f} ({costs})")
+    for warning in summary.get("warnings") or []:
+        print(f"  warning: {warning}")
     for name, value in summary["metrics"].items():
         print(f"  {name} = {value:g}")
     if summary["model"]:

@@ -43,7 +43,7 @@ from pydantic_core import core_schema
 from cloudtrain import backends, recovery
 from cloudtrain import secrets as secret_refs
 from cloudtrain.errors import ConfigError, Problem, Problems, quote
-from cloudtrain.quantities import Count, Finite, Seconds
+from cloudtrain.quantities import Count, Duration, Finite, Seconds
 from cloudtrain.yamlfile import MAX_BYTES, load_yaml
 
 S = TypeVar("S", bound=BaseModel)
@@ -171,7 +171,13 @@ class ComputeConfig(_Strict):
 
     instance_type: str = Field(
         "ml.m5.large",
-        description="SageMaker ml.* instance type or Azure VM size (Standard_DS3_v2).",
+        description="SageMaker ml.* instance type or Azure VM size (Standard_DS3_v2); or a "
+        "mapping, one per cloud of the route ({aws: ml.g4dn.xlarge, azure: "
+        "Standard_NC4as_T4_v3}). After validation: the type on the config's cloud.",
+    )
+    instance_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="The instance type per cloud, as given by an instance_type mapping.",
     )
     instance_count: Count = Field(1, ge=1, le=100, description="Number of machines.")
     spot: bool = Field(
@@ -189,6 +195,41 @@ class ComputeConfig(_Strict):
         description="Seconds per attempt including waiting for spot capacity; "
         ">= max_run. Defaults to max_run.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _types_per_cloud(cls, data: Any) -> Any:
+        """``instance_type: {aws: ..., azure: ...}`` is kept as ``instance_types``; the
+        config puts the one of its cloud in ``instance_type`` (PipelineConfig)."""
+        if isinstance(data, Mapping) and isinstance(data.get("instance_type"), Mapping):
+            types = data["instance_type"]
+            if data.get("instance_types") not in (None, {}, types):
+                raise ConfigError(
+                    "compute.instance_types",
+                    "is what an instance_type mapping is kept as; give only one of them",
+                )
+            first = next(iter(types.values()), None)
+            return {**data, "instance_types": types, "instance_type": first}
+        return data
+
+    @field_validator("instance_types")
+    @classmethod
+    def _type_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for cloud, name in value.items():
+            if not backends.is_cloud(cloud):
+                raise ConfigError(
+                    f"compute.instance_type.{quote(cloud) if len(cloud) > 40 else cloud}",
+                    backends.unknown_cloud_message(cloud),
+                )
+            if not name.strip():
+                raise ConfigError(f"compute.instance_type.{cloud}", "must name an instance type")
+        return value
+
+    def for_cloud(self, cloud: str) -> ComputeConfig:
+        """This section as it applies on ``cloud``: its instance type from the mapping."""
+        if not self.instance_types or self.instance_types.get(cloud) in (None, self.instance_type):
+            return self
+        return self.model_copy(update={"instance_type": self.instance_types[cloud]})
 
     @field_validator("max_wait")
     @classmethod
@@ -219,12 +260,57 @@ class RetryConfig(_Strict):
         description="Recovery strategy: " + ", ".join(recovery.strategy_names()) + ".",
     )
 
+    reclaims_per_cloud: Count = Field(
+        2,
+        ge=1,
+        le=100,
+        description="failover: reclaims on one cloud after which the next attempt moves "
+        "to the next cloud of the route (no capacity moves at once).",
+    )
+    no_progress_limit: Count = Field(
+        2,
+        ge=0,
+        le=100,
+        description="Attempts that start from zero although the checkpoint location holds "
+        "files, after which the run stops with outcome no_progress instead of paying for "
+        "the same epochs again; 0 never stops.",
+    )
+
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
         recovery.strategy_class(value)  # raises with the valid names
         return value
 
+
+class BudgetConfig(_Strict):
+    """What a whole run may cost and by when it must end; both optional."""
+
+    max_cost: Finite | None = Field(
+        None,
+        gt=0,
+        description="The most the run's attempts may cost, in the price tables' currency "
+        "(USD): an attempt that would exceed it is not started (outcome over_budget), and "
+        "a running one is stopped when it reaches it.",
+    )
+    deadline: Duration | None = Field(
+        None,
+        ge=1,
+        le=MAX_RUN_SECONDS,
+        description="Time from the run's start by which training must end (8h, 90m, or "
+        "seconds): spot while the slack can absorb another reclaim, on-demand after.",
+    )
+    restart_overhead: Duration | None = Field(
+        None,
+        ge=0,
+        le=MAX_RUN_SECONDS,
+        description="What one reclaim costs in time (a new job starting, work since the "
+        "last checkpoint); defaults to the cloud's typical start-up.",
+    )
+
+
+#: The most clouds a failover route may name.
+MAX_ROUTE = 8
 
 #: Where cloudtrain keeps its own files when a config does not say (relative to it).
 DEFAULT_WORK_DIR = Path(".cloudtrain")
@@ -246,7 +332,16 @@ class PipelineConfig(_Strict):
         description="Pipeline name: lowercase letters, digits and '-', 2 to 40 characters; "
         "prefixes job names."
     )
-    cloud: str = Field("local", description="Where to train: one of the registered clouds.")
+    cloud: str = Field(
+        "local", description="Where to train: one of the registered clouds (the first of clouds)."
+    )
+    clouds: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_ROUTE,
+        description="A failover route: clouds in order, each with its section; attempts "
+        "start on the first and move on with retry.strategy failover, the checkpoint "
+        "copied along. Empty: cloud alone.",
+    )
     code: CodeConfig = Field(description="The training script.")
     hyperparameters: dict[str, HyperparameterValue] = Field(
         default_factory=dict,
@@ -270,12 +365,29 @@ class PipelineConfig(_Strict):
         description="cloudtrain's own folder, relative to the config file: run records, "
         "downloaded models, upload hash caches, and the local backend's data and runs.",
     )
+    budget: BudgetConfig | None = Field(
+        None, description="A cost cap and a deadline for the whole run (both optional)."
+    )
     secrets: dict[str, secret_refs.SecretRef] = Field(
         default_factory=dict,
         description="Environment variable the script reads -> where its value lives "
         "({env: NAME}, {prefect_secret: block}, {aws_secrets_manager: name or ARN}, "
         "{azure_key_vault: {vault, name}}); only the references are stored.",
     )
+
+    @property
+    def route(self) -> list[str]:
+        """The clouds attempts may run on, in order: ``clouds``, else ``cloud`` alone."""
+        return list(self.clouds) or [self.cloud]
+
+    def on_cloud(self, cloud: str) -> PipelineConfig:
+        """This config pinned to ``cloud`` alone: no route, the instance type of that cloud.
+        What a backend is given; a leg of a route is run with it."""
+        if cloud == self.cloud and not self.clouds:
+            return self
+        return self.model_copy(
+            update={"cloud": cloud, "clouds": [], "compute": self.compute.for_cloud(cloud)}
+        )
 
     def sections(self) -> dict[str, BaseModel]:
         """Every cloud section the config holds, by cloud name."""
@@ -303,6 +415,58 @@ class PipelineConfig(_Strict):
         if not backends.is_cloud(value):
             raise ConfigError("cloud", backends.unknown_cloud_message(value))
         return value
+
+    @field_validator("clouds")
+    @classmethod
+    def _registered_clouds(cls, value: list[str]) -> list[str]:
+        for index, cloud in enumerate(value):
+            if not backends.is_cloud(cloud):
+                raise ConfigError(f"clouds[{index}]", backends.unknown_cloud_message(cloud))
+        return value
+
+    @model_validator(mode="after")
+    def _route(self) -> PipelineConfig:
+        """``cloud`` is the route's first; every cloud of it has an instance type; a route
+        moves only with the failover strategy."""
+        problems = Problems()
+        if self.clouds and self.cloud != self.clouds[0]:
+            problems.add(
+                ConfigError(
+                    "cloud",
+                    f"is where the route starts, the first of clouds ({self.clouds[0]}); "
+                    "leave it out or make it the same",
+                )
+            )
+        if len(self.route) > 1 and self.retry.strategy != "failover":
+            problems.add(
+                ConfigError(
+                    "retry.strategy",
+                    f"{self.retry.strategy} stays on one cloud; a route of {len(self.route)} "
+                    "clouds needs strategy failover (the default when clouds has several)",
+                )
+            )
+        types = self.compute.instance_types
+        if types:
+            for cloud in dict.fromkeys(self.route):
+                if cloud not in types:
+                    problems.add(
+                        ConfigError(
+                            "compute.instance_type",
+                            f"names no instance type for {cloud} (it has {', '.join(types)})",
+                        )
+                    )
+            unused = [cloud for cloud in types if cloud not in self.route]
+            if unused and len(self.route) > 1:
+                problems.add(
+                    ConfigError(
+                        f"compute.instance_type.{unused[0]}",
+                        f"{unused[0]} is not in the route ({', '.join(self.route)})",
+                    )
+                )
+        problems.raise_if_any()
+        if types and self.cloud in types:
+            self.compute.instance_type = types[self.cloud]
+        return self
 
     @field_validator("name")
     @classmethod
@@ -455,6 +619,7 @@ class PipelineConfig(_Strict):
         if unsafe:  # before any check reads a path or a name with a NUL in it
             raise ConfigError(problems=unsafe)
         core, raw_sections, problems = _split_sections(dict(data))
+        _route_defaults(core)
         sections: dict[str, BaseModel] = {}
         for name, raw in raw_sections.items():
             try:
@@ -535,19 +700,58 @@ def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
     problems = Problems()
     with problems.check():
         check_parameter_size(config)
-    with problems.check():
-        backend.validate(config)
+    seen: list[tuple[Problem, ...]] = []
+    for cloud, leg_config, leg_backend in _route_backends(config, backend):
+        leg = Problems()
+        with leg.check():
+            leg_backend.validate(leg_config)
+        with leg.check():  # what the backend resolves itself, and what its jobs resolve
+            kinds = (
+                *getattr(leg_backend, "secret_kinds", ()),
+                *getattr(leg_backend, "job_secret_kinds", ()),
+            )
+            secret_refs.check_kinds(config.secrets, cloud, kinds)
+        for error in leg.errors:
+            error = _on_leg(error, cloud, config)
+            if error.problems not in seen:  # a cloud's problem once, however often it recurs
+                seen.append(error.problems)
+                problems.add(error)
     with problems.check():
         # The symlink policy and the empty-channel rule, as every backend reads a channel.
         check_channels({c: Path(p) for c, p in config.data.items() if not is_uri(p)})
-    with problems.check():  # what the backend resolves itself, and what its jobs resolve
-        kinds = (*getattr(backend, "secret_kinds", ()), *getattr(backend, "job_secret_kinds", ()))
-        secret_refs.check_kinds(config.secrets, config.cloud, kinds)
     for name, section in config.sections().items():
-        if name != config.cloud and isinstance(section, Section):
+        if name not in config.route and isinstance(section, Section):
             with problems.check():
                 section.check_other_cloud(config)
     problems.raise_if_any()
+
+
+def _on_leg(error: ConfigError, cloud: str, config: PipelineConfig) -> ConfigError:
+    """With an instance type per cloud, a problem with one names its cloud's entry."""
+    if not config.compute.instance_types or all(
+        problem.field != "compute.instance_type" for problem in error.problems
+    ):
+        return error
+    return ConfigError(
+        problems=[
+            _renamed(problem, "compute.instance_type", f"compute.instance_type.{cloud}")
+            for problem in error.problems
+        ]
+    )
+
+
+def _route_backends(
+    config: PipelineConfig, first: _Validates
+) -> Iterator[tuple[str, PipelineConfig, _Validates]]:
+    """Each cloud of the route once, with the config pinned to it and its backend."""
+    if len(config.route) == 1:
+        yield config.cloud, config, first
+        return
+    from cloudtrain.backend import build_backend
+
+    for cloud in dict.fromkeys(config.route):
+        pinned = config.on_cloud(cloud)
+        yield cloud, pinned, first if cloud == config.cloud else build_backend(pinned)
 
 
 def check_parameter_size(config: PipelineConfig) -> None:
@@ -714,6 +918,21 @@ def _split_sections(
     return core, sections, problems
 
 
+def _route_defaults(core: dict[str, Any]) -> None:
+    """With ``clouds`` and no ``cloud``, the run starts on the first; a route of several
+    clouds recovers with ``failover`` unless the config names a strategy."""
+    clouds = core.get("clouds")
+    if not isinstance(clouds, list) or not clouds:
+        return
+    if core.get("cloud") is None and isinstance(clouds[0], str):
+        core["cloud"] = clouds[0]
+    retry = core.get("retry")
+    if len(clouds) > 1 and (retry is None or isinstance(retry, Mapping)):
+        retry = dict(retry or {})
+        if retry.get("strategy") is None:
+            core["retry"] = {**retry, "strategy": "failover"}
+
+
 def _validate_section(name: str, raw: Any) -> BaseModel:
     if not backends.is_cloud(name):
         raise ConfigError(_dotted((name,)), _unknown_key_message((name,)))
@@ -779,8 +998,9 @@ def load_config(
         raise ConfigError("", f"{path} must hold a mapping of settings")
     for override in overrides:
         apply_override(raw, override)
-    if cloud is not None:
+    if cloud is not None:  # --cloud runs on that cloud alone, whatever route the file names
         raw["cloud"] = cloud
+        raw.pop("clouds", None)
     return validate_config(raw, base_dir=path.resolve().parent)
 
 

@@ -29,6 +29,8 @@ def strategy_for(config: PipelineConfig) -> RecoveryStrategy:
         max_attempts=config.retry.max_attempts,
         spot=config.compute.spot,
         on_demand_fallback=config.retry.on_demand_fallback,
+        legs=len(config.route),
+        reclaims_per_cloud=config.retry.reclaims_per_cloud,
     )
 
 
@@ -65,42 +67,75 @@ def attempt_spec(
 
 
 def plan(backend: Backend, config: PipelineConfig) -> dict[str, Any]:
-    """The exact requests a run would send, stage by stage and attempt by attempt. Pure.
-    Secret-looking hyperparameters are shown masked; secrets as their references."""
+    """The exact requests a run would send, stage by stage and attempt by attempt, on
+    every leg of the route. Pure. Secret-looking hyperparameters are shown masked;
+    secrets as their references. ``backend`` is the first cloud's."""
+    from cloudtrain.route import route_legs
+
     config = config.model_copy(update={"hyperparameters": masked(config.hyperparameters)})
-    stages = backend.plan_stages(config)
-    checkpoint_uri = backend.checkpoint_location(config, PLAN_RUN_ID)
+    legs = route_legs(config, first=backend)
+    stages = [leg.backend.plan_stages(leg.config) for leg in legs]
+    locations = [leg.checkpoint_location(PLAN_RUN_ID) for leg in legs]
     attempts = []
-    for step in strategy_for(config).schedule():
+    schedule = strategy_for(config).schedule()
+    for step in schedule:
+        leg, leg_stages = legs[step.leg], stages[step.leg]
         spec = attempt_spec(
-            config,
+            leg.config,
             PLAN_RUN_ID,
             step,
-            checkpoint_uri=checkpoint_uri,
-            channels=stages.channels,
-            compute=stages.compute,
-            environment=stages.environment,
+            checkpoint_uri=locations[step.leg],
+            channels=leg_stages.channels,
+            compute=leg_stages.compute,
+            environment=leg_stages.environment,
         )
-        attempts.append(
-            {
-                "number": step.number,
-                "capacity": step.capacity,
-                "when": "first"
-                if step.number == 1
-                else f"if attempt {step.number - 1} is reclaimed or finds no capacity",
-                "job_name": spec.job_name,
-                "request": backend.attempt_request(config, spec),
-            }
-        )
-    return {
+        entry: dict[str, Any] = {"number": step.number, "capacity": step.capacity}
+        if len(legs) > 1:
+            entry["cloud"] = leg.cloud
+        entry["when"] = _when(step, schedule, legs)
+        entry["job_name"] = spec.job_name
+        entry["request"] = leg.backend.attempt_request(leg.config, spec)
+        attempts.append(entry)
+    summary: dict[str, Any] = {
         "pipeline": config.name,
         "cloud": config.cloud,
-        **stages.requests,
-        "checkpoint_uri": checkpoint_uri,
+        **stages[0].requests,
+        "checkpoint_uri": locations[0],
         "retry": {
             "strategy": config.retry.strategy,
             "max_attempts": config.retry.max_attempts,
             "on_demand_fallback": config.retry.on_demand_fallback,
         },
-        "attempts": attempts,
     }
+    if len(legs) > 1:
+        summary["retry"]["reclaims_per_cloud"] = config.retry.reclaims_per_cloud
+        summary["route"] = [
+            {
+                "leg": leg.index + 1,
+                "cloud": leg.cloud,
+                "instance_type": leg.config.compute.instance_type,
+                "checkpoint_uri": locations[leg.index],
+                "attempts": [step.number for step in schedule if step.leg == leg.index],
+                **({"stages": dict(stages[leg.index].requests)} if leg.index else {}),
+            }
+            for leg in legs
+        ]
+    summary["attempts"] = attempts
+    return summary
+
+
+def _when(step: NextAttempt, schedule: list[NextAttempt], legs: list[Any]) -> str:
+    """When the attempt runs, as the plan says it."""
+    if step.number == 1:
+        return "first"
+    previous = schedule[step.number - 2]
+    base = f"if attempt {previous.number} is reclaimed or finds no capacity"
+    if step.leg != previous.leg:
+        return (
+            f"{base} on leg {previous.leg + 1} ({legs[previous.leg].cloud}): fails over to "
+            f"leg {step.leg + 1} ({legs[step.leg].cloud}), the checkpoint copied along "
+            "(at once on no capacity)"
+        )
+    if not step.spot and previous.spot:
+        return f"{base}: on-demand fallback"
+    return base

@@ -14,9 +14,10 @@ whose cloud states a smaller limit says so with its own ``le=``.
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
-from pydantic import AllowInfNan, Field, Strict
+from pydantic import AllowInfNan, BeforeValidator, Field, Strict
 
 #: The largest value an int32 field of a cloud API takes.
 INT32_MAX = 2**31 - 1
@@ -28,4 +29,25 @@ Seconds = Annotated[int, Strict(), Field(le=INT32_MAX)]
 #: A finite number (seconds with a fraction, sizes, prices); never true/false, NaN or inf.
 Finite = Annotated[float, Strict(), AllowInfNan(False)]
 
-__all__ = ["INT32_MAX", "Count", "Finite", "Seconds"]
+_DURATION_PART = re.compile(r"(\d+)([dhms])")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def _duration_seconds(value: Any) -> Any:
+    """``8h``, ``90m``, ``1h30m``, ``2d`` or whole seconds, as whole seconds."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().replace(" ", "")
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(
+            f"{value[:40]!r} is not a duration: write seconds (3600) or a number with a "
+            "unit, d h m s (8h, 90m, 1h30m)"
+        )
+    return sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+#: A span of time in whole seconds, written as seconds or with units (``8h``, ``1h30m``).
+Duration = Annotated[int, BeforeValidator(_duration_seconds), Strict(), Field(le=INT32_MAX)]
+
+__all__ = ["INT32_MAX", "Count", "Duration", "Finite", "Seconds"]

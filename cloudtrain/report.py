@@ -21,6 +21,7 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
+from cloudtrain.route import ReadyLeg
 from cloudtrain.secrets import masked
 from cloudtrain.sync import human_size
 
@@ -37,11 +38,15 @@ def attempts_table(result: TrainingResult) -> list[dict[str, Any]]:
         {
             "attempt": attempt.number,
             "job": attempt.job_name,
+            "cloud": attempt.cloud,
             "capacity": capacity_label(attempt.spot),
             "outcome": attempt.outcome.value,
             "reason": attempt.reason,
             "seconds": attempt.duration_seconds,
             "resumed from checkpoint files": attempt.resumed_from,
+            "checkpoint from": attempt.checkpoint_from,
+            "progress": _progress(attempt.progress_start, attempt.progress_end),
+            "cost USD": attempt.cost_usd,
             **{f"metric {name}": value for name, value in attempt.metrics.items()},
         }
         for attempt in result.attempts
@@ -61,12 +66,17 @@ class RunReport:
     error: str | None = None
     decision: str | None = None  # why it trained, or why it did not
     reused: Mapping[str, Any] | None = None  # the earlier run's summary, when it did not
+    legs: list[ReadyLeg] = field(default_factory=list)  # later legs of a route, as reached
 
     @property
     def status(self) -> str:
+        """succeeded, failed, skipped, or the outcome the run stopped itself with
+        (over_budget, no_progress)."""
         if self.reused is not None:
             return "skipped"
-        return "succeeded" if self.artifacts is not None and self.error is None else "failed"
+        if self.artifacts is not None and self.error is None:
+            return "succeeded"
+        return self.result.stopped if self.result and self.result.stopped else "failed"
 
     def markdown(self) -> str:
         return markdown_report(self)
@@ -107,7 +117,22 @@ class RunReport:
             "compute": self.compute.to_dict() if self.compute else None,
             "environment": self.environment.to_dict() if self.environment else None,
             "checkpoint_uri": result.checkpoint_uri if result else None,
+            "route": self.config.route,
+            "legs": {
+                f"{ready.leg.index + 1}:{ready.leg.cloud}": {
+                    "data": {name: data.to_dict() for name, data in ready.data.items()},
+                    "compute": ready.compute.to_dict(),
+                    "environment": ready.environment.to_dict(),
+                    "checkpoint_uri": ready.checkpoint_uri,
+                }
+                for ready in self.legs
+            },
             "attempts": [attempt.to_dict() for attempt in result.attempts] if result else [],
+            "checkpoint_copies": [copy.to_dict() for copy in result.copies] if result else [],
+            "cost_usd": result.cost_usd if result else None,
+            "cost_per_cloud": result.cost_per_cloud() if result else {},
+            "warnings": list(result.warnings) if result else [],
+            "stop_reason": (result.stop_reason or None) if result else None,
             "metrics": dict(artifacts.metrics) if artifacts else (result.metrics if result else {}),
             "model": artifacts.to_dict() if artifacts else None,
             "decision": self.decision,
@@ -139,6 +164,23 @@ def markdown_report(run: RunReport) -> str:
         f"{capacity_label(config.compute.spot)}, max_run {config.compute.max_run} s |",
         f"| retry | {config.retry.strategy}, max {config.retry.max_attempts} attempts, "
         f"on-demand fallback {'on' if config.retry.on_demand_fallback else 'off'} |",
+    ]
+    if len(config.route) > 1:
+        types = config.compute.instance_types
+        lines.append(
+            "| route | "
+            + " -> ".join(
+                f"{cloud} ({types.get(cloud, config.compute.instance_type)})"
+                for cloud in config.route
+            )
+            + f", {config.retry.reclaims_per_cloud} reclaim(s) per cloud |"
+        )
+    if config.budget is not None:
+        budget = config.budget
+        parts = [f"max cost ${budget.max_cost:g}"] if budget.max_cost is not None else []
+        parts += [f"deadline {budget.deadline} s"] if budget.deadline is not None else []
+        lines.append(f"| budget | {', '.join(parts) or 'none'} |")
+    lines += [
         "| hyperparameters | "
         + (", ".join(f"`{k}={v}`" for k, v in masked(config.hyperparameters).items()) or "none")
         + " |",
@@ -190,14 +232,18 @@ def markdown_report(run: RunReport) -> str:
         lines += [
             "## Attempts",
             "",
-            "| # | capacity | outcome | reason | seconds |",
-            "| --- | --- | --- | --- | --- |",
+            "| # | cloud | capacity | outcome | reason | seconds | progress | checkpoint | cost |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for attempt in result.attempts:
             reason = attempt.reason.replace("|", "\\|")
+            source = f"copied from `{attempt.checkpoint_from}`" if attempt.checkpoint_from else ""
+            files = f"{attempt.resumed_from} file(s)"
             lines.append(
-                f"| {attempt.number} | {capacity_label(attempt.spot)} | "
-                f"{attempt.outcome.value} | {reason} | {attempt.duration_seconds} |"
+                f"| {attempt.number} | {attempt.cloud} | {capacity_label(attempt.spot)} | "
+                f"{attempt.outcome.value} | {reason} | {attempt.duration_seconds} | "
+                f"{_progress(attempt.progress_start, attempt.progress_end)} | "
+                f"{files}{' ' + source if source else ''} | {_usd(attempt.cost_usd)} |"
             )
         lines += [
             "",
@@ -205,6 +251,23 @@ def markdown_report(run: RunReport) -> str:
             f"({result.interruptions} interruption(s) resumed from it)",
             "",
         ]
+        for copy in result.copies:
+            lines.append(
+                f"- checkpoint copied {copy.source_cloud} -> {copy.target_cloud}: "
+                f"{copy.files} file(s), {human_size(copy.bytes)}, sha256 `{copy.digest[:16]}`, "
+                f"`{copy.source}` -> `{copy.target}`"
+            )
+        costs = result.cost_per_cloud()
+        if costs:
+            lines.append(
+                "- estimated cost: "
+                + ", ".join(f"{cloud} {_usd(usd)}" for cloud, usd in costs.items())
+                + (f", total {_usd(result.cost_usd)}" if len(costs) > 1 else "")
+            )
+        lines += [f"> warning: {warning}" for warning in result.warnings]
+        if result.stopped:
+            lines.append(f"> stopped: {result.stopped}: {result.stop_reason}")
+        lines.append("")
     if artifacts is not None:
         lines += ["## Metrics", "", "| metric | final value |", "| --- | --- |"]
         lines += [f"| {name} | {_metric(value)} |" for name, value in artifacts.metrics.items()]
@@ -224,6 +287,16 @@ def markdown_report(run: RunReport) -> str:
     if error:
         lines += ["## Error", "", error, ""]
     return "\n".join(lines)
+
+
+def _progress(start: float | None, end: float | None) -> str:
+    if start is None or end is None:
+        return ""
+    return f"{start:.0%} -> {end:.0%}"
+
+
+def _usd(value: float | None) -> str:
+    return "" if value is None else f"${value:,.4f}"
 
 
 def _metric(value: Any) -> str:

@@ -122,6 +122,24 @@ class ModelArtifacts:
         return data
 
 
+@dataclass(frozen=True)
+class CheckpointCopy:
+    """A checkpoint carried from one leg of a route to the next (``cloudtrain.checkpoints``)."""
+
+    source: str
+    target: str
+    source_cloud: str
+    target_cloud: str
+    files: int
+    bytes: int
+    digest: str  # sha256 over the manifest of (path, sha256, size): same content, same digest
+    sha256: Mapping[str, str] = field(default_factory=dict)  # per file, relative path
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "sha256": dict(self.sha256)}
+
+
 @dataclass
 class AttemptRecord:
     """One attempt as it ended: the rows of the attempts table."""
@@ -136,7 +154,20 @@ class AttemptRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     billable_seconds: float | None = None
     training_seconds: float | None = None
-    resumed_from: int = 0
+    resumed_from: int = 0  # checkpoint files present when the attempt started
+    cloud: str = ""
+    leg: int = 0
+    instance_type: str = ""
+    instance_count: int = 1
+    checkpoint_uri: str = ""
+    checkpoint_from: str | None = None  # the location its checkpoint was copied from
+    progress_start: float | None = None  # the first progress the script reported (0..1)
+    progress_end: float | None = None  # the last
+    epoch_start: int | None = None
+    epoch_end: int | None = None
+    elapsed_seconds: float | None = None  # wall time the orchestrator followed it
+    cost_usd: float | None = None  # estimated from the dated price tables
+    resumed: bool | None = None  # None: cannot tell; False: started from zero (resumes)
 
     @property
     def duration_seconds(self) -> float | None:
@@ -157,6 +188,16 @@ class AttemptRecord:
             "training_seconds": self.training_seconds,
             "billable_seconds": self.billable_seconds,
             "resumed_from_checkpoint_files": self.resumed_from,
+            "cloud": self.cloud,
+            "instance_type": self.instance_type,
+            "checkpoint_uri": self.checkpoint_uri,
+            "checkpoint_from": self.checkpoint_from,
+            "progress_start": self.progress_start,
+            "progress_end": self.progress_end,
+            "epoch_start": self.epoch_start,
+            "epoch_end": self.epoch_end,
+            "resumed": self.resumed,
+            "cost_usd": self.cost_usd,
             "metrics": self.metrics,
         }
 
@@ -166,8 +207,12 @@ class TrainingResult:
     """Every attempt of one run and where their checkpoints were kept."""
 
     run_id: str
-    checkpoint_uri: str
+    checkpoint_uri: str  # the last leg's location: where the final checkpoint is
     attempts: list[AttemptRecord] = field(default_factory=list)
+    copies: list[CheckpointCopy] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the resume check's, among others
+    stopped: str | None = None  # over_budget | no_progress: the run stopped itself
+    stop_reason: str = ""
 
     @property
     def succeeded(self) -> bool:
@@ -185,10 +230,30 @@ class TrainingResult:
     def interruptions(self) -> int:
         return sum(1 for attempt in self.attempts if attempt.outcome.retryable)
 
+    @property
+    def cost_usd(self) -> float | None:
+        """The attempts' estimated cost, None when no attempt could be priced."""
+        costs = [a.cost_usd for a in self.attempts if a.cost_usd is not None]
+        return round(sum(costs), 6) if costs else None
+
+    def cost_per_cloud(self) -> dict[str, float]:
+        """Estimated cost by cloud, in route order."""
+        costs: dict[str, float] = {}
+        for attempt in self.attempts:
+            if attempt.cost_usd is not None:
+                costs[attempt.cloud] = round(costs.get(attempt.cloud, 0.0) + attempt.cost_usd, 6)
+        return costs
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "checkpoint_uri": self.checkpoint_uri,
             "succeeded": self.succeeded,
+            "stopped": self.stopped,
+            "stop_reason": self.stop_reason or None,
             "attempts": [attempt.to_dict() for attempt in self.attempts],
+            "checkpoint_copies": [copy.to_dict() for copy in self.copies],
+            "cost_usd": self.cost_usd,
+            "cost_per_cloud": self.cost_per_cloud(),
+            "warnings": list(self.warnings),
         }

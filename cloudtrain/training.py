@@ -1,12 +1,21 @@
 """The attempt loop: submit, follow, classify, recover; the same for every cloud.
 
 Each attempt is the recovery strategy's decision turned into an ``AttemptSpec`` by
-``cloudtrain.planning``, the same way ``cloudtrain plan`` turns it.
+``cloudtrain.planning``, the same way ``cloudtrain plan`` turns it. The decision names a
+leg of the run's route (``cloudtrain.route``): a leg is prepared (data, compute,
+environment) the first time the route reaches it, and the checkpoint is copied into its
+location from the leg before (``cloudtrain.checkpoints``), digests checked.
 
-A lost attempt (spot reclaim, no capacity) is resubmitted under a new job name into
-the same checkpoint location, as the recovery strategy decides. Whatever interrupts
-the orchestrator itself (a cancelled flow, a timeout, Ctrl-C) stops the running attempt
-before it propagates, so nothing keeps running or billing behind the user's back.
+Before each attempt the budget policy (``cloudtrain.budget``) may move it to on-demand
+(the deadline) or stop the run (``over_budget``); while it runs, it is stopped when the
+run's cost reaches ``budget.max_cost``. After each attempt the resume check
+(``cloudtrain.resumes``) flags an attempt that started from zero although the checkpoint
+held files, and stops the run (``no_progress``) after ``retry.no_progress_limit`` of them.
+
+A lost attempt (spot reclaim, no capacity) is resubmitted under a new job name, as the
+recovery strategy decides. Whatever interrupts the orchestrator itself (a cancelled
+flow, a timeout, Ctrl-C) stops the running attempt before it propagates, so nothing
+keeps running or billing behind the user's back.
 
 Every line forwarded from here (the script's output, our own notes, each attempt's reason)
 goes through the run's ``Redactor``, so a secret's value never reaches a log or a report.
@@ -14,7 +23,12 @@ goes through the run's ``Redactor``, so a secret's value never reaches a log or 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Mapping
+
 from cloudtrain.backend import Backend, LogSink
+from cloudtrain.budget import BudgetPolicy
+from cloudtrain.checkpoints import checkpoint_files, copy_checkpoint
 from cloudtrain.config import PipelineConfig
 from cloudtrain.errors import TrainingError
 from cloudtrain.planning import attempt_spec, strategy_for
@@ -27,7 +41,9 @@ from cloudtrain.results import (
     ResolvedEnvironment,
     TrainingResult,
 )
-from cloudtrain.secrets import ResolvedSecrets, redactor_for
+from cloudtrain.resumes import AttemptProgress, ResumeCheck
+from cloudtrain.route import Leg, Preparer, ReadyLeg, prepare_leg, route_legs
+from cloudtrain.secrets import Redactor, ResolvedSecrets, redactor_for
 
 
 def run_training(
@@ -35,84 +51,239 @@ def run_training(
     config: PipelineConfig,
     *,
     run_id: str,
-    channels: dict[str, str],
+    channels: Mapping[str, str],
     compute: ComputeTarget,
     environment: ResolvedEnvironment,
     log: LogSink = print,
     script_log: LogSink | None = None,
     secrets: ResolvedSecrets | None = None,
     checkpoint_uri: str | None = None,
+    prepare: Preparer | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> TrainingResult:
-    """Run attempts until one succeeds or the strategy stops; raise TrainingError if none did.
+    """Run attempts until one succeeds or the run stops; raise TrainingError if none did.
 
-    ``checkpoint_uri`` replaces the run's own checkpoint location: a run that resumes one
-    whose orchestrator crashed keeps its checkpoints where the crashed run left them."""
+    ``backend``, ``channels``, ``compute`` and ``environment`` are the first leg's, its
+    stages already run; ``prepare`` readies a later leg of a route (stages 1 to 3 through
+    its backend when not given). ``checkpoint_uri`` replaces the first leg's checkpoint
+    location: a run that resumes one whose orchestrator crashed keeps its checkpoints
+    where the crashed run left them. ``clock`` is the budget's (seconds since the epoch)."""
     secrets = secrets or ResolvedSecrets()
     redact = redactor_for(secrets.values, config.hyperparameters)
     log, script_log = redact.wrap(log), redact.wrap(script_log or log)
-    strategy = strategy_for(config)
-    result = TrainingResult(run_id, checkpoint_uri or backend.checkpoint_location(config, run_id))
-    following: NextAttempt | None = strategy.first_attempt()
-    while following is not None:
-        spec = attempt_spec(
-            config,
-            run_id,
-            following,
-            checkpoint_uri=result.checkpoint_uri,
-            channels=channels,
+    legs = route_legs(config, first=backend)
+    first = legs[0]
+    ready: dict[int, ReadyLeg] = {
+        0: ReadyLeg(
+            leg=first,
+            channels=dict(channels),
             compute=compute,
             environment=environment,
-            secrets=secrets.values,
+            checkpoint_uri=checkpoint_uri or first.checkpoint_location(run_id),
+            secrets=dict(secrets.values),
         )
-        log(
-            f"attempt {spec.number}/{config.retry.max_attempts} ({following.capacity}): "
+    }
+
+    def reach(index: int) -> ReadyLeg:
+        if index not in ready:
+            leg = legs[index]
+            log(f"route: preparing {leg.label}, leg {index + 1} of {len(legs)}")
+            ready[index] = (
+                prepare(leg)
+                if prepare is not None
+                else prepare_leg(leg, run_id, secrets=secrets.values, log=log)
+            )
+        return ready[index]
+
+    loop = _Loop(config, run_id, log, script_log, redact, clock)
+    return loop.run(reach)
+
+
+class _Loop:
+    """One run's attempts, in order; state that lives only while they run."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        run_id: str,
+        log: LogSink,
+        script_log: LogSink,
+        redact: Redactor,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config, self.run_id = config, run_id
+        self.log, self.script_log, self.redact = log, script_log, redact
+        self.started = clock()
+        self.clock = clock
+        self.budget = BudgetPolicy.from_config(config, started=self.started)
+        self.resumes = ResumeCheck(config)
+
+    def run(self, reach: Callable[[int], ReadyLeg]) -> TrainingResult:
+        config, log = self.config, self.log
+        strategy = strategy_for(config)
+        current = reach(0)
+        result = TrainingResult(self.run_id, current.checkpoint_uri)
+        following: NextAttempt | None = strategy.first_attempt()
+        while following is not None:
+            if following.leg != current.leg.index:
+                current = self._move(result, current, reach(following.leg))
+            files_before = checkpoint_files(current.leg.backend, current.leg.config, current)
+            decision = self.budget.decide(following, current.leg, result, self.clock())
+            for note in decision.notes:
+                log(note)
+            if decision.step is None:
+                result.stopped = Outcome.OVER_BUDGET.value
+                result.stop_reason = self.redact(decision.reason)
+                break
+            following = decision.step
+            record = self._attempt(following, current, result, files_before)
+            result.attempts.append(record)
+            log(f"attempt {record.number} {record.outcome.value}: {record.reason}")
+            if record.outcome is Outcome.SUCCEEDED:
+                return result
+            verdict = self.resumes.after(record, result)
+            for warning in verdict.warnings:
+                log(f"warning: {warning}")
+                result.warnings.append(warning)
+            if verdict.stop is not None:
+                result.stopped, result.stop_reason = "no_progress", verdict.stop
+                break
+            if record.outcome is Outcome.OVER_BUDGET:
+                result.stopped, result.stop_reason = record.outcome.value, record.reason
+                break
+            following = strategy.recover(following, record.outcome, record.reason)
+            if following is not None:
+                where = ""
+                if following.leg != current.leg.index:
+                    where = f" on {config.route[following.leg]} (failover)"
+                log(
+                    f"resubmitting as attempt {following.number} on {following.capacity} "
+                    f"capacity{where}"
+                )
+        raise TrainingError(self._failure(result), result)
+
+    def _move(self, result: TrainingResult, source: ReadyLeg, target: ReadyLeg) -> ReadyLeg:
+        """Fail over: the checkpoint follows the run into the next leg's location."""
+        copy = copy_checkpoint(source, target, log=self.log)
+        result.copies.append(copy)
+        result.checkpoint_uri = target.checkpoint_uri
+        return target
+
+    def _attempt(
+        self, step: NextAttempt, leg: ReadyLeg, result: TrainingResult, files_before: int | None
+    ) -> AttemptRecord:
+        config = leg.leg.config
+        spec = attempt_spec(
+            config,
+            self.run_id,
+            step,
+            checkpoint_uri=leg.checkpoint_uri,
+            channels=leg.channels,
+            compute=leg.compute,
+            environment=leg.environment,
+            secrets=leg.secrets,
+        )
+        self.log(
+            f"attempt {spec.number}/{self.config.retry.max_attempts} ({step.capacity}"
+            f"{', ' + leg.leg.cloud if len(self.config.route) > 1 else ''}): "
             f"{spec.job_name}, checkpoints in {spec.checkpoint_uri}"
         )
-        status = _follow(backend, config, spec, script_log)
+        progress = AttemptProgress(config)
+        started = self.clock()
+        status = _follow(
+            leg.leg.backend,
+            config,
+            spec,
+            self.script_log,
+            progress.feed,
+            lambda: self.budget.stop_now(step, leg.leg, result, self.clock() - started),
+        )
         assert status.outcome is not None
-        record = AttemptRecord(
+        copied = result.copies[-1] if result.copies and not _ran_on(result, leg) else None
+        return AttemptRecord(
             number=spec.number,
             job_name=spec.job_name,
             spot=spec.spot,
             outcome=status.outcome,
-            reason=redact(status.reason),
+            reason=self.redact(status.reason),
             started_at=status.started_at,
             ended_at=status.ended_at,
             metrics=dict(status.metrics),
             billable_seconds=status.billable_seconds,
             training_seconds=status.training_seconds,
-            resumed_from=status.resumed_from,
+            resumed_from=files_before if files_before is not None else status.resumed_from,
+            cloud=leg.leg.cloud,
+            leg=leg.leg.index,
+            instance_type=config.compute.instance_type,
+            instance_count=config.compute.instance_count,
+            checkpoint_uri=leg.checkpoint_uri,
+            checkpoint_from=copied.source if copied is not None else None,
+            progress_start=progress.start,
+            progress_end=progress.end,
+            epoch_start=progress.first_epoch,
+            epoch_end=progress.last_epoch,
+            elapsed_seconds=round(self.clock() - started, 3),
+            cost_usd=self.budget.attempt_cost(
+                leg.leg, spec.spot, status, elapsed=self.clock() - started
+            ),
         )
-        result.attempts.append(record)
-        log(f"attempt {spec.number} {record.outcome.value}: {record.reason}")
-        if record.outcome is Outcome.SUCCEEDED:
-            return result
-        following = strategy.recover(spec.number, record.outcome, record.reason)
-        if following is not None:
-            log(f"resubmitting as attempt {following.number} on {following.capacity} capacity")
-    final = result.attempts[-1]
-    why = "not retried" if not final.outcome.retryable else "no attempts left"
-    raise TrainingError(
-        f"training failed after {len(result.attempts)} attempt(s): attempt {final.number} "
-        f"{final.outcome.value} ({final.reason}); {why}",
-        result,
-    )
+
+    def _failure(self, result: TrainingResult) -> str:
+        if result.stopped is not None:
+            done = f"after {len(result.attempts)} attempt(s)" if result.attempts else "before"
+            return f"training stopped {done}: {result.stopped}: {result.stop_reason}"
+        final = result.attempts[-1]
+        why = "not retried" if not final.outcome.retryable else "no attempts left"
+        return (
+            f"training failed after {len(result.attempts)} attempt(s): attempt {final.number} "
+            f"{final.outcome.value} ({final.reason}); {why}"
+        )
+
+
+def _ran_on(result: TrainingResult, leg: ReadyLeg) -> bool:
+    """Whether an attempt already ran on this leg (so the last copy is not news to it)."""
+    return any(attempt.leg == leg.leg.index for attempt in result.attempts)
 
 
 def _follow(
-    backend: Backend, config: PipelineConfig, spec: AttemptSpec, script_log: LogSink
+    backend: Backend,
+    config: PipelineConfig,
+    spec: AttemptSpec,
+    script_log: LogSink,
+    on_line: Callable[[str], None],
+    stop_now: Callable[[], str | None],
 ) -> AttemptStatus:
     handle = backend.submit_attempt(config, spec)
     backend.poll.reset()
+    stopped_for: str | None = None
     try:
         while True:
             status = backend.describe_attempt(handle)
             for line in backend.read_logs(handle):
                 script_log(line)
+                on_line(line)
             if status.ended:
+                if stopped_for is not None:  # we stopped it: say why, whatever it reports
+                    return _over_budget(status, stopped_for)
                 return status
+            if stopped_for is None:
+                stopped_for = stop_now()
+                if stopped_for is not None:
+                    script_log(f"stopping {spec.job_name}: {stopped_for}")
+                    backend.stop_attempt(handle)
             backend.poll.wait()
     except BaseException:
         # Cancellation, a flow timeout or Ctrl-C: stop the attempt before letting go.
         backend.stop_attempt(handle)
         raise
+
+
+def _over_budget(status: AttemptStatus, reason: str) -> AttemptStatus:
+    from dataclasses import replace
+
+    if status.outcome is Outcome.SUCCEEDED:  # it finished before the stop took
+        return status
+    return replace(status, outcome=Outcome.OVER_BUDGET, reason=reason)
+
+
+__all__ = ["Leg", "run_training"]

@@ -18,13 +18,14 @@ from prefect import Flow, flow, get_run_logger, tags
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from cloudtrain.backend import Backend, build_backend
+from cloudtrain.backend import build_backend
 from cloudtrain.backends import backend_class
 from cloudtrain.changes import RunRecords
 from cloudtrain.config import PipelineConfig, check_runnable
 from cloudtrain.errors import ConfigError, TrainingError
 from cloudtrain.leases import Lease, RunLeases
 from cloudtrain.report import RunReport
+from cloudtrain.route import Leg, Preparer, ReadyLeg, route_legs
 from cloudtrain.secrets import (
     ResolvedSecrets,
     is_secret_name,
@@ -98,24 +99,29 @@ def run_pipeline(
     force: bool = False,
 ) -> dict[str, Any]:
     """Run the five stages for ``cloud``; returns the run summary (``RunReport.summary``)."""
-    if config.cloud != cloud:
-        config = config.model_copy(update={"cloud": cloud})
+    if config.cloud != cloud:  # the flow of another cloud runs there alone
+        config = config.on_cloud(cloud)
     backend = build_backend(config)
-    check_runnable(config, backend)  # refuse bad input before anything is created
-    # Values for the references this backend passes itself (the others resolve in the job).
-    secrets = resolve(config.secrets, getattr(backend, "secret_kinds", ()))
-    verify_job_secrets = getattr(backend, "verify_job_secrets", None)
-    if config.secrets and verify_job_secrets is not None:  # the ones the job will read
-        verify_job_secrets(config)
-    with redacting_logs(redactor_for(secrets.values, config.hyperparameters)):
-        return _run_stages(config, cloud, backend, secrets, dataframes, force)
+    check_runnable(config, backend)  # refuse bad input, on every cloud of the route, first
+    legs = route_legs(config, first=backend)
+    # Values for the references each backend passes itself (the others resolve in the job).
+    secrets = {
+        leg.cloud: resolve(config.secrets, getattr(leg.backend, "secret_kinds", ())) for leg in legs
+    }
+    for leg in {leg.cloud: leg for leg in legs}.values():
+        verify_job_secrets = getattr(leg.backend, "verify_job_secrets", None)
+        if config.secrets and verify_job_secrets is not None:  # the ones the job will read
+            verify_job_secrets(leg.config)
+    values = {name: value for leg in secrets.values() for name, value in leg.values.items()}
+    with redacting_logs(redactor_for(values, config.hyperparameters)):
+        return _run_stages(config, cloud, legs, secrets, dataframes, force)
 
 
 def _run_stages(
     config: PipelineConfig,
     cloud: str,
-    backend: Backend,
-    secrets: ResolvedSecrets,
+    legs: list[Leg],
+    secrets: Mapping[str, ResolvedSecrets],
     dataframes: Mapping[str, Any] | None,
     force: bool,
 ) -> dict[str, Any]:
@@ -126,20 +132,21 @@ def _run_stages(
         logger.warning(secret_hyperparameter_warning(secret_looking))
     run_id = flow_run.get_id() or uuid.uuid4().hex
     _tag_flow_run(pipeline_tags(config))
-    logger.info("pipeline %s on %s, run %s", config.name, cloud, run_id)
+    where = " -> ".join(leg.label for leg in legs) if len(legs) > 1 else cloud
+    logger.info("pipeline %s on %s, run %s", config.name, where, run_id)
     leases = RunLeases(config.work_dir, config.name, cloud)
     crashed = leases.crashed()
     _mark_crashed(crashed)
     try:
-        return _stages(config, backend, secrets, run_id, dataframes, force, leases, crashed)
+        return _stages(config, legs, secrets, run_id, dataframes, force, leases, crashed)
     finally:
         leases.release(run_id)
 
 
 def _stages(
     config: PipelineConfig,
-    backend: Backend,
-    secrets: ResolvedSecrets,
+    legs: list[Leg],
+    secrets: Mapping[str, ResolvedSecrets],
     run_id: str,
     dataframes: Mapping[str, Any] | None,
     force: bool,
@@ -150,22 +157,22 @@ def _stages(
     logger = get_run_logger()
     lease = leases.take(run_id)
     run = RunReport(config)
+    first = legs[0]
+    backend, leg_config = first.backend, first.config
     with tags(*pipeline_tags(config)):
-        run.channels = upload_data(backend, config, dataframes)
+        run.channels = upload_data(backend, leg_config, dataframes)
         decision, current = check_for_changes(config, run.channels, force)
         run.decision = decision.reason
         if not decision.train and decision.previous is not None:
             run.reused = decision.previous
             publish_report(run)
             return run.summary()
-        run.compute = ensure_compute(backend, config)
-        run.environment = resolve_environment(backend, config, run.compute)
+        run.compute = ensure_compute(backend, leg_config)
+        run.environment = resolve_environment(backend, leg_config, run.compute)
         uris = {name: data.uri for name, data in run.channels.items()}
         fingerprint = current.digest if current is not None else None
         resumed = leases.resumable(crashed, fingerprint)
-        checkpoint_uri = (
-            resumed.checkpoint_uri if resumed else backend.checkpoint_location(config, run_id)
-        )
+        checkpoint_uri = resumed.checkpoint_uri if resumed else first.checkpoint_location(run_id)
         for old in crashed:
             leases.release(old.run_id)  # handled: marked crashed, resumed at most once
         if resumed is not None:
@@ -185,20 +192,50 @@ def _stages(
                 uris,
                 run.compute,
                 run.environment,
-                secrets,
+                secrets[cloud],
                 checkpoint_uri,
+                _leg_preparer(run, run_id, secrets, dataframes),
             )
         except TrainingError as exc:
             run.result, run.error = exc.result, str(exc)
             publish_report(run)
             exc.summary = run.summary()
             raise
-        run.artifacts = collect_artifacts(backend, config, run.result)
+        final = legs[run.result.attempts[-1].leg]
+        run.artifacts = collect_artifacts(final.backend, final.config, run.result)
         publish_report(run)
     summary = run.summary()
     if current is not None:
         RunRecords(config.work_dir).save_success(config.name, cloud, current, summary)
     return summary
+
+
+def _leg_preparer(
+    run: RunReport,
+    run_id: str,
+    secrets: Mapping[str, ResolvedSecrets],
+    dataframes: Mapping[str, Any] | None,
+) -> Preparer:
+    """Stages 1 to 3 of a later leg of the route, as the same Prefect tasks as the first's,
+    run when the route reaches it; the report shows what each did."""
+
+    def prepare(leg: Leg) -> ReadyLeg:
+        data = upload_data(leg.backend, leg.config, dataframes)
+        compute = ensure_compute(leg.backend, leg.config)
+        environment = resolve_environment(leg.backend, leg.config, compute)
+        ready = ReadyLeg(
+            leg=leg,
+            channels={name: channel.uri for name, channel in data.items()},
+            compute=compute,
+            environment=environment,
+            checkpoint_uri=leg.checkpoint_location(run_id),
+            secrets=dict(secrets[leg.cloud].values),
+            data=data,
+        )
+        run.legs.append(ready)
+        return ready
+
+    return prepare
 
 
 #: Time on top of the attempts' own limits for uploads, image pulls and polling.

@@ -14,6 +14,7 @@ from cloudtrain.backend import Backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.contract import ProgressParser
 from cloudtrain.results import ComputeTarget, ResolvedEnvironment, TrainingResult
+from cloudtrain.route import Preparer
 from cloudtrain.secrets import ResolvedSecrets
 from cloudtrain.training import run_training
 
@@ -31,10 +32,12 @@ def train(
     environment: ResolvedEnvironment,
     secrets: ResolvedSecrets | None = None,
     checkpoint_uri: str | None = None,
+    prepare: Preparer | None = None,
 ) -> TrainingResult:
     """Retries live in the recovery strategy, not in Prefect: a script error is final.
     ``secrets`` hold values: Prefect keeps no task parameters, and their repr names them.
-    ``checkpoint_uri``: a crashed run's, when this run resumes it."""
+    ``checkpoint_uri``: a crashed run's, when this run resumes it. ``prepare`` readies a
+    later leg of a failover route (the flow's stage tasks)."""
     logger = get_run_logger()
     progress = _Progress(config)
 
@@ -53,6 +56,7 @@ def train(
         script_log=script_log,
         secrets=secrets,
         checkpoint_uri=checkpoint_uri,
+        prepare=prepare,
     )
     progress.done()
     return result

@@ -361,7 +361,7 @@ def test_simulated_reclaims_on_a_cloud_are_refused_for_what_they_are(tmp_path: P
     with pytest.raises(ConfigError) as caught:
         check_runnable(config, build_backend(config))
     assert str(caught.value) == (
-        "local.spot_interruptions: simulates reclaims on the local backend only; "
+        "local.spot_interruptions: simulates spot reclaims on the local backend only; "
         "cloud aws reclaims for real"
     )
 

@@ -551,13 +551,15 @@ def _environment(image: ResolvedImage, warnings: list[str]) -> ResolvedEnvironme
 
 
 def run_cost(config: PipelineConfig, result: TrainingResult) -> dict[str, Any] | None:
-    """The whole run's SageMaker bill, every attempt included, against on-demand prices."""
+    """The run's SageMaker bill, every attempt on SageMaker included (a failover route's
+    others are priced by their clouds), against on-demand prices."""
     from cloudtrain.backends.aws.pricing import PRICES_AS_OF, estimate_cost
 
-    training = sum(a.training_seconds or 0.0 for a in result.attempts)
+    attempts = [a for a in result.attempts if a.cloud in ("", AwsBackend.name)]
+    training = sum(a.training_seconds or 0.0 for a in attempts)
     billable = sum(
         a.billable_seconds if a.billable_seconds is not None else (a.training_seconds or 0.0)
-        for a in result.attempts
+        for a in attempts
     )
     estimate = estimate_cost(
         config.compute.instance_type, config.compute.instance_count, training, billable

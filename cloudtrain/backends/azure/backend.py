@@ -571,16 +571,18 @@ def _error_message(details: Any) -> str:
 def _run_cost(
     config: PipelineConfig, result: TrainingResult, estimate_cost: Callable[..., Any]
 ) -> dict[str, Any] | None:
-    """Every attempt's node time at its tier's price, against all of it on dedicated."""
+    """Every attempt's node time at its tier's price, against all of it on dedicated: the
+    attempts that ran on Azure (a failover route's others are priced by their clouds)."""
     nodes = config.compute.instance_count
     billed = dedicated = 0.0
     seconds = 0.0
-    for attempt in result.attempts:
+    attempts = [a for a in result.attempts if a.cloud in ("", AzureBackend.name)]
+    for attempt in attempts:
         span = attempt.training_seconds or 0.0
         estimate = estimate_cost(config.compute.instance_type, nodes, span, attempt.spot)
         if estimate is None:
             return {
-                "training_seconds": sum(a.training_seconds or 0 for a in result.attempts),
+                "training_seconds": sum(a.training_seconds or 0 for a in attempts),
                 "note": f"no price for {config.compute.instance_type}",
             }
         seconds += span

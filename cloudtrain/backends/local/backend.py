@@ -16,11 +16,13 @@ import os
 import shutil
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain import contract, jsonout
 from cloudtrain.backend import LogSink, StagePlan
+from cloudtrain.backends.local.folder_store import FolderStore
 from cloudtrain.backends.local.process import LocalAttempt
 from cloudtrain.backends.local.settings import LocalConfig
 from cloudtrain.backoff import Backoff
@@ -122,6 +124,7 @@ class LocalBackend:
             LOCAL_POLL_INITIAL_SECONDS, LOCAL_POLL_MAX_SECONDS, sleep=self._wait_for_change
         )
         self._attempts: dict[str, LocalAttempt] = {}
+        self._outages: dict[str, AttemptStatus] = {}  # attempts a simulated outage ended
 
     def _wait_for_change(self, seconds: float) -> None:
         """Poll sleep that wakes early on new output, so logs stream and ends show at once."""
@@ -211,6 +214,11 @@ class LocalBackend:
                 "grace_period_seconds": local_settings(config).grace_period,
             },
             "simulated_reclaim": _describe_trigger(trigger),
+            **(
+                {"simulated_capacity_outage": True}
+                if spec.spot and spec.number in local_settings(config).capacity_outages
+                else {}
+            ),
         }
 
     def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
@@ -275,9 +283,25 @@ class LocalBackend:
             warnings=tuple(warnings),
         )
 
+    def checkpoint_store(self, config: PipelineConfig, uri: str) -> tuple[FolderStore, str]:
+        """The checkpoint folder as an object store, for a checkpoint following a route."""
+        return FolderStore(Path(uri)), ""
+
     def submit_attempt(self, config: PipelineConfig, spec: AttemptSpec) -> str:
         existing = self._attempts.get(spec.job_name)
-        if existing is not None:  # reattach
+        if existing is not None or spec.job_name in self._outages:  # reattach
+            return spec.job_name
+        if spec.spot and spec.number in local_settings(config).capacity_outages:
+            now = datetime.now(UTC)
+            self._outages[spec.job_name] = AttemptStatus(
+                outcome=Outcome.NO_CAPACITY,
+                reason=f"simulated spot capacity outage (local.capacity_outages: {spec.number})",
+                started_at=now,
+                ended_at=now,
+                billable_seconds=0.0,
+                training_seconds=0.0,
+            )
+            self._changed.set()
             return spec.job_name
         attempt_dir = self._attempt_dir(config, spec.run_id, spec.number)
         if attempt_dir.exists():
@@ -320,13 +344,18 @@ class LocalBackend:
         return spec.job_name
 
     def describe_attempt(self, handle: str) -> AttemptStatus:
+        if handle in self._outages:
+            return self._outages[handle]
         return self._attempt(handle).status()
 
     def read_logs(self, handle: str) -> list[str]:
+        if handle in self._outages:
+            return []
         return self._attempt(handle).new_lines()
 
     def stop_attempt(self, handle: str) -> None:
-        self._attempt(handle).stop()
+        if handle not in self._outages:
+            self._attempt(handle).stop()
 
     def collect_artifacts(self, config: PipelineConfig, result: TrainingResult) -> ModelArtifacts:
         final = result.final
