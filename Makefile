@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Inside node_modules/, so deleting that folder reinstalls it.
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: setup node-tools demo test lint bench clean
+.PHONY: setup node-tools demo demo-failover test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ node-tools: $(NODE_STAMP)
 demo: setup
 	$(BIN)/python examples/digits/prepare_data.py
 	$(BIN)/cloudtrain run examples/digits/cloudtrain.yaml --force
+
+## A failover between two local "clouds": an outage, the checkpoint copied along, resumed.
+demo-failover: setup
+	$(BIN)/python examples/digits/prepare_data.py
+	$(BIN)/cloudtrain run examples/failover/cloudtrain.yaml --force
 
 lint: setup
 	$(BIN)/ruff check .

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from cloudtrain import jsonout
-from cloudtrain.config import PipelineConfig, check_runnable, deprecations_as_lines, load_config
+from cloudtrain.config import PipelineConfig, deprecations_as_lines, load_config
 from cloudtrain.errors import CloudtrainError, ConfigError, TrainingError
 from cloudtrain.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK, fail
+from cloudtrain.runnable import check_runnable
 
 
 class _Parser(argparse.ArgumentParser):

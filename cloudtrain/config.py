@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -686,72 +686,6 @@ def is_excluded(path: Path, excluded: tuple[Path, ...]) -> bool:
     except (OSError, RuntimeError):
         return False
     return any(resolved.is_relative_to(folder) for folder in excluded)
-
-
-class _Validates(Protocol):
-    def validate(self, config: PipelineConfig) -> None: ...
-
-
-def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
-    """Everything that can refuse ``config`` on its cloud before anything is created, all
-    problems at once: the backend's checks, then what other clouds' sections forbid."""
-    from cloudtrain.channel_files import check_channels
-
-    problems = Problems()
-    with problems.check():
-        check_parameter_size(config)
-    seen: list[tuple[Problem, ...]] = []
-    for cloud, leg_config, leg_backend in _route_backends(config, backend):
-        leg = Problems()
-        with leg.check():
-            leg_backend.validate(leg_config)
-        with leg.check():  # what the backend resolves itself, and what its jobs resolve
-            kinds = (
-                *getattr(leg_backend, "secret_kinds", ()),
-                *getattr(leg_backend, "job_secret_kinds", ()),
-            )
-            secret_refs.check_kinds(config.secrets, cloud, kinds)
-        for error in leg.errors:
-            error = _on_leg(error, cloud, config)
-            if error.problems not in seen:  # a cloud's problem once, however often it recurs
-                seen.append(error.problems)
-                problems.add(error)
-    with problems.check():
-        # The symlink policy and the empty-channel rule, as every backend reads a channel.
-        check_channels({c: Path(p) for c, p in config.data.items() if not is_uri(p)})
-    for name, section in config.sections().items():
-        if name not in config.route and isinstance(section, Section):
-            with problems.check():
-                section.check_other_cloud(config)
-    problems.raise_if_any()
-
-
-def _on_leg(error: ConfigError, cloud: str, config: PipelineConfig) -> ConfigError:
-    """With an instance type per cloud, a problem with one names its cloud's entry."""
-    if not config.compute.instance_types or all(
-        problem.field != "compute.instance_type" for problem in error.problems
-    ):
-        return error
-    return ConfigError(
-        problems=[
-            _renamed(problem, "compute.instance_type", f"compute.instance_type.{cloud}")
-            for problem in error.problems
-        ]
-    )
-
-
-def _route_backends(
-    config: PipelineConfig, first: _Validates
-) -> Iterator[tuple[str, PipelineConfig, _Validates]]:
-    """Each cloud of the route once, with the config pinned to it and its backend."""
-    if len(config.route) == 1:
-        yield config.cloud, config, first
-        return
-    from cloudtrain.backend import build_backend
-
-    for cloud in dict.fromkeys(config.route):
-        pinned = config.on_cloud(cloud)
-        yield cloud, pinned, first if cloud == config.cloud else build_backend(pinned)
 
 
 def check_parameter_size(config: PipelineConfig) -> None:

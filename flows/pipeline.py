@@ -21,11 +21,12 @@ from prefect.runtime import flow_run
 from cloudtrain.backend import build_backend
 from cloudtrain.backends import backend_class
 from cloudtrain.changes import RunRecords
-from cloudtrain.config import PipelineConfig, check_runnable
+from cloudtrain.config import PipelineConfig
 from cloudtrain.errors import ConfigError, TrainingError
 from cloudtrain.leases import Lease, RunLeases
 from cloudtrain.report import RunReport
 from cloudtrain.route import Leg, Preparer, ReadyLeg, route_legs
+from cloudtrain.runnable import check_runnable
 from cloudtrain.secrets import (
     ResolvedSecrets,
     is_secret_name,

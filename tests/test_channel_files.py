@@ -14,8 +14,9 @@ import yaml
 from helpers import base_config
 
 from cloudtrain.backends.local.backend import LocalBackend
-from cloudtrain.config import check_runnable, load_config
+from cloudtrain.config import load_config
 from cloudtrain.errors import ConfigError
+from cloudtrain.runnable import check_runnable
 from cloudtrain.store import ContentStore
 
 

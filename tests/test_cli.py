@@ -354,7 +354,9 @@ def test_the_clouds_checks_and_other_sections_rules_are_reported_together(
         "compute.instance_type",
         "local.spot_interruptions",
     ]
-    assert "simulates reclaims on the local backend only; cloud aws reclaims for real" in lines[4]
+    assert (
+        "simulates spot reclaims on the local backend only; cloud aws reclaims for real" in lines[4]
+    )
 
 
 FAILING_SCRIPT = """

@@ -346,7 +346,7 @@ def test_a_key_named_like_a_type_is_reported_at_its_own_path(
 def test_simulated_reclaims_on_a_cloud_are_refused_for_what_they_are(tmp_path: Path) -> None:
     """Not 'needs compute.spot': on a cloud the simulation is refused outright."""
     from cloudtrain.backend import build_backend
-    from cloudtrain.config import check_runnable
+    from cloudtrain.runnable import check_runnable
 
     role = "arn:aws:iam::123456789012:role/R"
     path = _write(
@@ -368,7 +368,7 @@ def test_simulated_reclaims_on_a_cloud_are_refused_for_what_they_are(tmp_path: P
 
 def test_one_problem_per_field_when_one_check_would_answer_for_another(tmp_path: Path) -> None:
     from cloudtrain.backend import build_backend
-    from cloudtrain.config import check_runnable
+    from cloudtrain.runnable import check_runnable
 
     path = _write(
         tmp_path,

@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cloudtrain.config import apply_override, check_runnable, validate_config
+from cloudtrain.config import apply_override, validate_config
 from cloudtrain.errors import ConfigError, Problem, quote
+from cloudtrain.runnable import check_runnable
 
 
 def build_parameters(

@@ -119,7 +119,8 @@ class AwsBackend:
         with problems.check():
             check_training_instance(config.compute.instance_type)
             self._image(config)  # chosen for the instance type, so only for a valid one
-            self._check_request_limits(config)
+            if aws.role and aws.bucket:  # the request cannot be built without them
+                self._check_request_limits(config)
         problems.raise_if_any()
 
     def _check_request_limits(self, config: PipelineConfig) -> None:

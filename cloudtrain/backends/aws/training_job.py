@@ -249,6 +249,8 @@ def create_training_job_request(
             {"Key": "cloudtrain:capacity", "Value": capacity_label(spot)},
         ],
     }
+    if not request["InputDataConfig"]:  # SageMaker takes no channels, but not an empty list
+        del request["InputDataConfig"]
     if not builtin:  # the script contract's names that SageMaker does not set itself
         request["Environment"] = {
             "SM_CHECKPOINT_DIR": CHECKPOINT_LOCAL_PATH,
