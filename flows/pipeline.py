@@ -90,7 +90,9 @@ def run_name(cloud: str) -> str:
 
 
 def pipeline_tags(config: PipelineConfig) -> list[str]:
-    return [f"pipeline:{config.name}", f"cloud:{config.cloud}"]
+    """``pipeline:<name>``, ``cloud:<first cloud>``, and ``route:aws-azure`` for a route."""
+    route = [f"route:{'-'.join(config.route)}"] if len(config.route) > 1 else []
+    return [f"pipeline:{config.name}", f"cloud:{config.cloud}", *route]
 
 
 def run_pipeline(

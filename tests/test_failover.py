@@ -283,6 +283,7 @@ def test_one_flow_run_fails_over_and_shows_the_route(
 
     with get_client(sync_client=True) as client:
         flow_run_id = state.state_details.flow_run_id
+        assert "route:local-local" in client.read_flow_run(flow_run_id).tags
         artifacts = client.read_artifacts(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
