@@ -23,6 +23,7 @@ class FolderStore:
     """``root`` as a bucket; never follows a key out of it."""
 
     lists_sha256 = True
+    sha256_checked = True  # hashed from the file on every list and head
 
     def __init__(self, root: Path) -> None:
         self.root = root
