@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from helpers import train_locally
+from moto_server import MotoServer
 from object_stores import BIG_FILE_BYTES, BlobRemote, Remote, S3Remote
 
 from cloudtrain.backends.local.folder_store import FolderStore
@@ -369,3 +370,62 @@ def test_checkpoint_files_is_none_when_the_location_cannot_be_listed(
     assert lines and lines[0].startswith(f"checkpoint files in {SOURCE} not counted (")
     put_all(s3_remote, SOURCE, {"a": b"1", "b/c": b"2"})
     assert checkpoint_files(leg(config, s3_remote.store, SOURCE, "aws", 0)) == 2
+
+
+# -- each cloud opens its checkpoint location ------------------------------------------
+
+
+def test_aws_opens_its_checkpoint_uri_as_the_bucket_and_a_prefix_without_a_request(
+    write_config: Callable[..., Path], aws: MotoServer
+) -> None:
+    from cloudtrain.backends.aws.backend import AwsBackend
+    from cloudtrain.backends.aws.s3 import S3Store
+
+    config = load_config(write_config(cloud="aws", aws={"bucket": "ckpt-bucket"}))
+    backend = AwsBackend(config)
+    aws.log.clear()
+    store, prefix = backend.checkpoint_store(config, backend.checkpoint_location(config, "r1"))
+    assert isinstance(store, S3Store) and store.bucket == "ckpt-bucket"
+    assert prefix == "cloudtrain/unit/checkpoints/r1/"
+    assert aws.log.entries == []
+    with pytest.raises(BackendError, match="checkpoint location .* is not an s3:// URI"):
+        backend.checkpoint_store(config, "azureml://datastores/x/paths/y/")
+
+
+def test_azure_opens_a_datastore_path_as_its_container_and_the_path_inside(
+    write_config: Callable[..., Path], azurite: str, azurite_container: str
+) -> None:
+    from azure_fake import FakeMLClient
+
+    from cloudtrain.backends.azure.backend import AzureBackend
+    from cloudtrain.backends.azure.clients import AzureClients
+    from cloudtrain.backends.azure.jobs import parse_datastore_uri
+    from cloudtrain.backends.azure.settings import azure_settings
+    from cloudtrain.backends.azure.storage import BlobStore
+
+    config = load_config(
+        write_config(
+            cloud="azure",
+            compute={"instance_type": "Standard_DS3_v2"},
+            azure={"subscription_id": "s", "resource_group": "rg", "workspace": "ws"},
+        )
+    )
+    fake = FakeMLClient(
+        datastore_account="devstoreaccount1",
+        datastore_container=azurite_container,
+        datastore_protocol="http",
+    )
+    clients = AzureClients(
+        azure_settings(config), ml_client=fake, registry_client=fake, blob_connection_string=azurite
+    )
+    backend = AzureBackend(config, clients=clients)
+    uri = backend.checkpoint_location(config, "r1-leg2")
+    assert parse_datastore_uri(uri) == ("workspaceblobstore", "cloudtrain/unit/checkpoints/r1-leg2")
+    store, prefix = backend.checkpoint_store(config, uri)
+    assert isinstance(store, BlobStore) and store.container.container_name == azurite_container
+    assert prefix == "cloudtrain/unit/checkpoints/r1-leg2"
+    store.put_bytes(prefix + "/epoch.txt", b"3")  # the container the job mounts
+    assert [o.key for o in store.list(prefix + "/")] == [f"{prefix}/epoch.txt"]
+    for wrong in ("azureml:unit-train:1", "azureml://datastores/ws/paths/", "s3://b/k/"):
+        with pytest.raises(BackendError, match="is not a datastore path"):
+            backend.checkpoint_store(config, wrong)
