@@ -5,18 +5,27 @@ under the current leg's checkpoint location is copied into the next leg's, throu
 object-store seam (``cloudtrain.objectstore``) each backend opens on its checkpoint
 location (``checkpoint_store``): S3, an Azure datastore's container, or a local folder.
 
-1. list the source; download each object into a temporary folder, checked against the
-   checksum the source store keeps for it (``download_files``);
-2. hash each file (sha256) and upload it under the target location with that checksum,
-   which the target service verifies (``put_files``); objects already at the target that
-   the source does not have are deleted, so the target holds exactly the source;
-3. list the target and compare every object's size, and its sha256 wherever the target
-   keeps one, with what was downloaded: a copy that does not match is an error, and the
-   next attempt does not start from it.
+1. list the source; download each object into a temporary folder on this machine,
+   checked against the checksum the source store keeps for it (``download_files``: S3's
+   SHA-256 of a single PUT, Blob's Content-MD5) and hash each file (sha256);
+2. check every name against the target (``key_problem``) before anything is changed
+   there; delete the objects the target holds that the source does not, then upload each
+   file with its checksum, which the target service checks on arrival (``put_files``): the
+   target then holds exactly the source. An empty source empties the target, said so;
+3. verify what the target holds, not what was meant to arrive: the listing must name
+   exactly the files sent, with their sizes; each object's content is proven by the
+   sha256 the target store checked itself where it has one (``sha256_checked``: S3's
+   checksum of a single PUT, through HEAD; a folder hashes its files), and otherwise is
+   read back and hashed here. A Blob target is always read back: the sha256 it lists is
+   metadata the uploader wrote, and its Content-MD5 too is declared by the uploader (the
+   service checks each request's MD5 in transit, not what it then keeps); an S3 object
+   sent in parts has no whole-object SHA-256. That costs a second transfer of the
+   checkpoint, the price of knowing the next attempt resumes from the same bytes.
 
+Any difference is an error, and the next attempt is not started from that location.
 The copy is described by a ``CheckpointCopy``: files, bytes, and a digest over
-(relative path, sha256, size), the same form as a data channel's manifest, so a person can
-compare the digest of what left with that of what arrived.
+(relative path, sha256, size), the same form as a data channel's manifest, so the digest
+of what left can be compared with that of what arrived.
 """
 
 from __future__ import annotations
@@ -24,19 +33,22 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from cloudtrain.errors import BackendError
-from cloudtrain.objectstore import LocalFile, ObjectStore
+from cloudtrain.errors import BackendError, ConfigError
+from cloudtrain.objectstore import LocalFile, ObjectStore, StoredObject
 from cloudtrain.results import CheckpointCopy
 from cloudtrain.store import manifest_json, sha256_file
-from cloudtrain.sync import download_prefix, human_size
+from cloudtrain.sync import CHECKSUM_CONCURRENCY, download_prefix, human_size
 
 if TYPE_CHECKING:
     from cloudtrain.backend import LogSink
     from cloudtrain.config import PipelineConfig
     from cloudtrain.route import ReadyLeg
+
+_Entries = dict[str, dict[str, Any]]  # relative path -> {"sha256", "size"}
 
 
 class HasCheckpointStore(Protocol):
@@ -58,13 +70,25 @@ def open_checkpoint(leg: ReadyLeg) -> tuple[ObjectStore, str]:
     return store, f"{prefix}/" if prefix else ""
 
 
-def checkpoint_files(backend: Any, config: PipelineConfig, leg: ReadyLeg) -> int | None:
-    """How many objects the leg's checkpoint location holds now, or None when the backend
-    cannot say (it then reports the count itself, as the local backend does)."""
-    if getattr(backend, "checkpoint_store", None) is None:
+def checkpoint_files(leg: ReadyLeg, log: LogSink | None = None) -> int | None:
+    """How many objects the leg's checkpoint location holds now, or None when that is not
+    known: the backend cannot open it as a store (it then reports the count itself, as a
+    backend without ``checkpoint_store`` may), or listing it failed.
+
+    The count is evidence for the resume check, not a condition of training: the job
+    writes its checkpoints with its own identity (a SageMaker role, a compute's managed
+    identity), and an orchestrator that may not list them still runs a single-cloud route.
+    A failure is logged and the attempt goes ahead; a copy between legs, which must read
+    and write there, fails on it instead."""
+    if getattr(leg.leg.backend, "checkpoint_store", None) is None:
         return None
-    store, prefix = open_checkpoint(leg)
-    return sum(1 for obj in store.list(prefix) if not obj.key.endswith("/"))
+    try:
+        store, prefix = open_checkpoint(leg)
+        return sum(1 for obj in store.list(prefix) if not obj.key.endswith("/"))
+    except (BackendError, ConfigError) as exc:
+        if log is not None:
+            log(f"checkpoint files in {leg.checkpoint_uri} not counted ({exc})")
+        return None
 
 
 def copy_checkpoint(source: ReadyLeg, target: ReadyLeg, log: LogSink) -> CheckpointCopy:
@@ -73,9 +97,9 @@ def copy_checkpoint(source: ReadyLeg, target: ReadyLeg, log: LogSink) -> Checkpo
     from_store, from_prefix = open_checkpoint(source)
     to_store, to_prefix = open_checkpoint(target)
     with tempfile.TemporaryDirectory(prefix="cloudtrain-checkpoint-") as folder:
-        root = Path(folder)
+        root = Path(folder) / "source"
         downloaded = download_prefix(from_store, from_prefix, root)
-        entries: dict[str, dict[str, Any]] = {}
+        entries: _Entries = {}
         files: list[LocalFile] = []
         for path in downloaded:
             relative = path.relative_to(root).as_posix()
@@ -84,19 +108,16 @@ def copy_checkpoint(source: ReadyLeg, target: ReadyLeg, log: LogSink) -> Checkpo
             entries[relative] = {"sha256": sha, "size": stat.st_size}
             key = to_prefix + relative
             problem = to_store.key_problem(key)
-            if problem:
+            if problem:  # before anything at the target is touched
                 raise BackendError(f"checkpoint file {relative} cannot be copied: {problem}")
             files.append(LocalFile(key=key, path=path, stat=stat, sha256=sha))
-        stale = [
-            obj.key
-            for obj in to_store.list(to_prefix)
-            if obj.key[len(to_prefix) :] not in entries and not obj.key.endswith("/")
-        ]
+        # Folder markers (keys ending in "/") the source does not have go too.
+        stale = [o.key for o in to_store.list(to_prefix) if o.key[len(to_prefix) :] not in entries]
         if stale:
             to_store.delete(stale)
         if files:
             to_store.put_files(files)
-    _verify(to_store, to_prefix, entries, target.checkpoint_uri)
+        _verify(to_store, to_prefix, entries, target.checkpoint_uri, Path(folder) / "back")
     digest = hashlib.sha256(manifest_json(entries).encode()).hexdigest()
     total = sum(entry["size"] for entry in entries.values())
     copy = CheckpointCopy(
@@ -110,17 +131,25 @@ def copy_checkpoint(source: ReadyLeg, target: ReadyLeg, log: LogSink) -> Checkpo
         sha256={name: entry["sha256"] for name, entry in sorted(entries.items())},
         seconds=round(time.monotonic() - started, 3),
     )
-    log(
-        f"checkpoint copied {source.leg.cloud} -> {target.leg.cloud}: {len(entries)} file(s), "
-        f"{human_size(total)}, sha256 {digest[:12]}, {copy.source} -> {copy.target}"
-        + (f" ({len(stale)} stale object(s) removed there)" if stale else "")
-    )
+    removed = f" ({len(stale)} stale object(s) removed there)" if stale else ""
+    if not entries:
+        log(
+            f"checkpoint: {copy.source} holds no files, so there is nothing to carry to "
+            f"{target.leg.cloud}; {copy.target} is empty{removed} and the attempt there "
+            "starts from the beginning"
+        )
+    else:
+        log(
+            f"checkpoint copied {source.leg.cloud} -> {target.leg.cloud}: {len(entries)} "
+            f"file(s), {human_size(total)}, sha256 {digest[:12]}, {copy.source} -> "
+            f"{copy.target}{removed}"
+        )
     return copy
 
 
-def _verify(store: ObjectStore, prefix: str, entries: dict[str, dict[str, Any]], uri: str) -> None:
-    """The target holds exactly what was sent: same names, sizes and, where the store
-    keeps one, sha256."""
+def _verify(store: ObjectStore, prefix: str, entries: _Entries, uri: str, scratch: Path) -> None:
+    """The target holds exactly what was sent: the same names, sizes and sha256 of the
+    bytes it holds (see the module for where each sha256 comes from)."""
     found = {obj.key[len(prefix) :]: obj for obj in store.list(prefix) if not obj.key.endswith("/")}
     if set(found) != set(entries):
         missing = sorted(set(entries) - set(found))[:3]
@@ -129,19 +158,49 @@ def _verify(store: ObjectStore, prefix: str, entries: dict[str, dict[str, Any]],
             f"checkpoint copy to {uri} does not match its source (missing {missing}, "
             f"extra {extra}); the next attempt is not started from it"
         )
+    for name, obj in found.items():
+        if obj.size != entries[name]["size"]:
+            _differs(name, uri, f"{obj.size} bytes", f"{entries[name]['size']}")
+    held = _checked_sha256(store, found)
+    unproven = sorted(name for name in entries if held.get(name) is None)
+    held.update(_read_back(store, prefix, unproven, scratch))
     for name, entry in entries.items():
-        obj = found[name]
-        sha = obj.sha256 if obj.sha256 is not None else _head_sha256(store, obj.key)
-        if obj.size != entry["size"] or (sha is not None and sha != entry["sha256"]):
-            raise BackendError(
-                f"checkpoint file {name} at {uri} differs from its source after the copy "
-                f"({obj.size} bytes, sha256 {sha}; sent {entry['size']}, {entry['sha256']})"
-            )
+        if held[name] != entry["sha256"]:
+            _differs(name, uri, f"sha256 {held[name]}", f"sha256 {entry['sha256']}")
 
 
-def _head_sha256(store: ObjectStore, key: str) -> str | None:
-    head = store.head(key)
-    return head.sha256 if head is not None else None
+def _checked_sha256(store: ObjectStore, found: dict[str, StoredObject]) -> dict[str, str | None]:
+    """By relative name, the sha256 the store checked against what it holds; None where it
+    has none (or keeps only the uploader's word for it)."""
+    if not store.sha256_checked:
+        return {}
+    held = {name: obj.sha256 for name, obj in found.items()}
+    if store.lists_sha256:
+        return held
+    asked = [name for name, sha in held.items() if sha is None]
+    with ThreadPoolExecutor(CHECKSUM_CONCURRENCY, thread_name_prefix="cloudtrain-verify") as pool:
+        heads = pool.map(store.head, [found[name].key for name in asked])
+        for name, head in zip(asked, heads, strict=True):
+            held[name] = head.sha256 if head is not None else None
+    return held
+
+
+def _read_back(store: ObjectStore, prefix: str, names: list[str], scratch: Path) -> dict[str, str]:
+    """The sha256 of each object as the store serves it now, downloaded and hashed."""
+    if not names:
+        return {}
+    targets = [(prefix + name, scratch / name) for name in names]
+    for _, path in targets:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    store.download_files(targets)
+    return {name: sha256_file(path) for name, (_, path) in zip(names, targets, strict=True)}
+
+
+def _differs(name: str, uri: str, held: str, sent: str) -> NoReturn:
+    raise BackendError(
+        f"checkpoint file {name} at {uri} differs from its source after the copy ({held}; "
+        f"sent {sent}); the next attempt is not started from it"
+    )
 
 
 __all__ = ["checkpoint_files", "copy_checkpoint", "open_checkpoint"]

@@ -48,6 +48,11 @@ class ObjectStore(Protocol):
     #: means the object is not what the manifest says. ``head`` reports it wherever the
     #: store keeps one (S3: single-PUT objects), listed or not.
     lists_sha256: bool
+    #: Whether the sha256 that ``list`` and ``head`` report was computed or checked by the
+    #: store against the bytes it holds (S3: a single PUT's checksum, which S3 checks on
+    #: arrival; a folder: hashed when read). Where not (Blob: metadata the uploader wrote,
+    #: saying what was meant to arrive), only reading an object back proves what it holds.
+    sha256_checked: bool
 
     def name(self, key: str) -> str:
         """``key`` as people read it in logs and errors (``s3://bucket/key``, ``container/key``)."""

@@ -30,7 +30,7 @@ from cloudtrain.backend import Backend, LogSink
 from cloudtrain.budget import BudgetPolicy
 from cloudtrain.checkpoints import checkpoint_files, copy_checkpoint
 from cloudtrain.config import PipelineConfig
-from cloudtrain.errors import TrainingError
+from cloudtrain.errors import BackendError, ConfigError, TrainingError
 from cloudtrain.planning import attempt_spec, strategy_for
 from cloudtrain.recovery import NextAttempt, Outcome
 from cloudtrain.results import (
@@ -127,7 +127,7 @@ class _Loop:
         while following is not None:
             if following.leg != current.leg.index:
                 current = self._move(result, current, reach(following.leg))
-            files_before = checkpoint_files(current.leg.backend, current.leg.config, current)
+            files_before = checkpoint_files(current, log)
             decision = self.budget.decide(following, current.leg, result, self.clock())
             for note in decision.notes:
                 log(note)
@@ -163,8 +163,17 @@ class _Loop:
         raise TrainingError(self._failure(result), result)
 
     def _move(self, result: TrainingResult, source: ReadyLeg, target: ReadyLeg) -> ReadyLeg:
-        """Fail over: the checkpoint follows the run into the next leg's location."""
-        copy = copy_checkpoint(source, target, log=self.log)
+        """Fail over: the checkpoint follows the run into the next leg's location. A copy
+        that fails (or does not verify) ends the run with its attempts reported: training
+        there would start from something other than what the last attempt left."""
+        try:
+            copy = copy_checkpoint(source, target, log=self.log)
+        except (BackendError, ConfigError) as exc:
+            raise TrainingError(
+                f"the checkpoint could not follow the run from {source.leg.label} to "
+                f"{target.leg.label}, so no attempt was started there: {exc}",
+                result,
+            ) from exc
         result.copies.append(copy)
         result.checkpoint_uri = target.checkpoint_uri
         return target

@@ -68,6 +68,12 @@ def _apply(job: Any, step: Step) -> None:
             job.model_artifacts["S3ModelArtifacts"].removeprefix("s3://").partition("/")
         )
         s3_backends[ACCOUNT_ID]["aws"].put_object(bucket, key, step["model"])
+    if "checkpoints" in step:  # what the container's checkpoint folder synced to S3
+        uri = job.checkpoint_config["S3Uri"]
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        for name, data in step["checkpoints"].items():
+            key = f"{prefix.rstrip('/')}/{name}"
+            s3_backends[ACCOUNT_ID]["aws"].put_object(bucket, key, data)
     job.secondary_status_transitions = job.secondary_status_transitions + [
         {
             "Status": job.secondary_status,

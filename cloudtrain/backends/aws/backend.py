@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from cloudtrain.backends.aws.images import ResolvedImage
+    from cloudtrain.backends.aws.s3 import S3Store
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 #: A flow run's id (a UUID) as a run id; the longest one a request carries.
@@ -229,6 +230,18 @@ class AwsBackend:
 
     def checkpoint_location(self, config: PipelineConfig, run_id: str) -> str:
         return jobs.S3Layout.for_config(config).checkpoint_uri(run_id)
+
+    def checkpoint_store(self, config: PipelineConfig, uri: str) -> tuple[S3Store, str]:
+        """Checkpoint location ``uri`` (``s3://bucket/key/``) as the bucket's store and the
+        key prefix: where a checkpoint following a route is read or copied into. Nothing
+        is sent until the store is used."""
+        from cloudtrain.backends.aws.s3 import S3Store, parse_s3_uri
+
+        try:
+            bucket, key = parse_s3_uri(uri)
+        except ValueError as exc:
+            raise BackendError(f"checkpoint location {exc}") from exc
+        return S3Store(self.clients, bucket), key
 
     # -- the stages -------------------------------------------------------------------
 

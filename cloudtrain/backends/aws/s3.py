@@ -107,6 +107,7 @@ class S3Store:
 
     lists_sha256 = False  # ListObjectsV2 names a checksum's algorithm, never its value;
     # HeadObject with ChecksumMode returns it
+    sha256_checked = True  # a single PUT's SHA-256 is checked by S3 against the body
 
     def __init__(
         self, clients: AwsClients, bucket: str, transfer: TransferConfig | None = None
@@ -252,9 +253,13 @@ class S3Store:
 
 def _whole_sha256(head: dict[str, Any]) -> str | None:
     """The object's SHA-256 (hex) as S3 checked it at upload: single-PUT objects only.
-    A multipart object's is a checksum of its parts' checksums (``...-3``), not the file's."""
+    A multipart object's is a checksum of its parts' checksums (``...-3``), not the file's.
+    Its ETag (``"<hex>-3"``) says it was sent in parts too: moto's HEAD drops both the
+    suffix and the checksum type, and so may other S3-compatible services."""
     value = head.get("ChecksumSHA256")
     if not value or "-" in value or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None
+    if re.fullmatch(r'"?[0-9a-fA-F]+-[0-9]+"?', str(head.get("ETag", ""))):
         return None
     return base64.b64decode(value).hex()
 

@@ -43,6 +43,8 @@ from cloudtrain.store import SKIPPED_LINK, tar_folder
 if TYPE_CHECKING:
     import pandas as pd
 
+    from cloudtrain.backends.azure.storage import BlobStore
+
 FALLBACK_SUFFIX = "-od"
 MAX_COMPUTE_NAME = 16  # AmlCompute names: 2 to 16 characters
 CANCELED_BY_US = ("cloudtrain:canceled-by", "orchestrator")
@@ -189,6 +191,18 @@ class AzureBackend:
         azure = azure_settings(config)
         path = f"{azure.prefix}/{config.name}/checkpoints/{run_id}"
         return jobs.datastore_uri(azure.datastore, path)
+
+    def checkpoint_store(self, config: PipelineConfig, uri: str) -> tuple[BlobStore, str]:
+        """Checkpoint location ``uri`` (a datastore path) as the datastore's container and
+        the path inside it: where a checkpoint following a route is read or copied into.
+        The datastore is looked up once per run, as for the uploads."""
+        from cloudtrain.backends.azure.storage import BlobStore
+
+        try:
+            datastore, path = jobs.parse_datastore_uri(uri)
+        except ValueError as exc:
+            raise BackendError(f"checkpoint location {exc}") from exc
+        return BlobStore(self._container(datastore)), path
 
     # -- the stages -------------------------------------------------------------------
 

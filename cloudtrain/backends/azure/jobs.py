@@ -57,8 +57,23 @@ _TIMEOUT = re.compile(
 )
 
 
+_DATASTORE_URI = re.compile(r"azureml://datastores/([A-Za-z0-9_]+)/paths/(.+)")
+
+
 def datastore_uri(datastore: str, path: str) -> str:
     return f"azureml://datastores/{datastore}/paths/{path.strip('/')}/"
+
+
+def parse_datastore_uri(uri: str) -> tuple[str, str]:
+    """``azureml://datastores/ds/paths/a/b/`` -> ``("ds", "a/b")``, the inverse of
+    ``datastore_uri``; ValueError for any other form (a data asset, a job output)."""
+    match = _DATASTORE_URI.fullmatch(uri)
+    path = match.group(2).strip("/") if match else ""
+    if match is None or not path:
+        raise ValueError(
+            f"{uri[:80]!r} is not a datastore path (azureml://datastores/<name>/paths/<path>/)"
+        )
+    return match.group(1), path
 
 
 def script_command(config: PipelineConfig, channels: Mapping[str, object]) -> str:

@@ -23,7 +23,8 @@ from cloudtrain.store import sha256_file
 class FolderStore:
     """``root`` as a bucket; never follows a key out of it."""
 
-    lists_sha256 = False
+    lists_sha256 = False  # list() does not hash (see the module); head() does
+    sha256_checked = True  # head() hashes the file itself
 
     def __init__(self, root: Path) -> None:
         self.root = root
