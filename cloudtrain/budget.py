@@ -168,7 +168,7 @@ def choose(situation: Situation, *, spot: bool, spot_allowed: bool) -> Choice:
         return Choice(wanted, "; ".join(reasons), tuple(warnings))
     if cost <= left:
         reasons.append(
-            f"about {usd(cost)} on {capacity_label(wanted)}, {usd(left)} of max_cost "
+            f"about {usd(cost)} {'on spot' if wanted else 'on-demand'}, {usd(left)} of max_cost "
             f"{usd(s.max_cost)} left"
         )
         return Choice(wanted, "; ".join(reasons), tuple(warnings))

@@ -196,6 +196,8 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
             f"  attempt {attempt['number']} {where}{attempt['capacity']:9} "
             f"{attempt['outcome']:11} {attempt['duration_seconds']} s  {attempt['reason']}"
         )
+        if attempt.get("budget_note"):
+            print(f"    budget: {attempt['budget_note']}")
     for copy in summary.get("checkpoint_copies") or []:
         print(
             f"  checkpoint copied {copy['source_cloud']} -> {copy['target_cloud']}: "
