@@ -442,3 +442,64 @@ def test_the_budget_stops_the_run_before_an_attempt_it_cannot_pay(
         "max_cost $0.0010 leaves $0.0010"
     ) in human.stdout
     assert "Traceback" not in human.stderr
+
+
+def test_a_running_attempt_is_stopped_when_the_run_reaches_max_cost(
+    write_config: Callable[..., Path],
+) -> None:
+    """On a clock running 100 times faster than this machine's (a simulated hour is 36 s),
+    the first attempt is expected to cost 65 s of spot (max_run 60 + 5 s start-up), and
+    max_cost is 70 s of it: it starts, and is stopped once its cost reaches max_cost, long
+    before its script (30 s of sleep) ends."""
+    import time
+
+    from cloudtrain.backends.local.backend import LocalBackend
+    from cloudtrain.errors import TrainingError
+    from cloudtrain.training import run_training
+
+    spot = price("ml.p3.16xlarge")
+    assert spot is not None
+    per_second = spot.spot_usd_per_hour / HOUR
+    config = load_config(
+        write_config(
+            "import time\nprint('epoch=1', flush=True)\ntime.sleep(30)\n",
+            name="running",
+            compute={"instance_type": "ml.p3.16xlarge", "spot": True, "max_run": 60},
+            budget={"max_cost": round(70 * per_second, 6)},
+        )
+    )
+    backend = LocalBackend.from_config(config)
+    compute = backend.ensure_compute(config)
+    origin = time.time()
+    lines: list[str] = []
+    with pytest.raises(TrainingError) as raised:
+        run_training(
+            backend,
+            config,
+            run_id="0123456789abcdef",
+            channels={},
+            compute=compute,
+            environment=backend.resolve_environment(config, compute),
+            log=lines.append,
+            clock=lambda: origin + 100 * (time.time() - origin),
+        )
+    result = raised.value.result
+    assert result is not None and result.stopped == "over_budget"
+    (attempt,) = result.attempts
+    assert attempt.outcome is Outcome.OVER_BUDGET
+    assert attempt.reason.startswith("the run's cost reached max_cost $0.1642: $0.0000 before")
+    assert attempt.elapsed_seconds is not None and attempt.elapsed_seconds < 30 * 100
+    assert any(line.startswith("budget: attempt 1: about $0.15") for line in lines)
+
+
+def test_the_budget_example_plans_offline(capsys: pytest.CaptureFixture[str]) -> None:
+    from cloudtrain.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "budget" / "cloudtrain.yaml"
+    assert main(["plan", str(example), "--json"]) == 0
+    block = json.loads(capsys.readouterr().out)["budget"]
+    assert block["first_attempt"]["capacity"] == "spot"
+    assert block["clouds"][0]["switch_to_on_demand_by"].startswith("6.0 s after training starts")
+    assert main(["plan", str(example), "--json", "--set", "budget.max_cost=0.01"]) == 0
+    refused = json.loads(capsys.readouterr().out)["budget"]["first_attempt"]
+    assert refused["capacity"] == "not started (over_budget)"
