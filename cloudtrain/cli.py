@@ -177,11 +177,19 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
         return
     attempts = summary["attempts"]
     lost = sum(1 for attempt in attempts if attempt["outcome"] in ("interrupted", "no_capacity"))
-    head = "trained" if summary["status"] == "succeeded" else "FAILED"
-    print(
-        f"\n{summary['pipeline']} on {summary['cloud']}: {head} in {len(attempts)} "
-        f"attempt(s), {lost} interruption(s) resumed from checkpoints"
-    )
+    status = summary["status"]
+    if status not in ("succeeded", "failed"):  # the run stopped itself: over_budget, ...
+        print(
+            f"\n{summary['pipeline']} on {summary['cloud']}: STOPPED, {status}, after "
+            f"{len(attempts)} attempt(s): {summary.get('stop_reason')}"
+        )
+        error = None  # the line above says it
+    else:
+        head = "trained" if status == "succeeded" else "FAILED"
+        print(
+            f"\n{summary['pipeline']} on {summary['cloud']}: {head} in {len(attempts)} "
+            f"attempt(s), {lost} interruption(s) resumed from checkpoints"
+        )
     route = len(summary.get("route") or []) > 1
     for attempt in attempts:
         where = f"{attempt['cloud']:6} " if route else ""
@@ -189,6 +197,8 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
             f"  attempt {attempt['number']} {where}{attempt['capacity']:9} "
             f"{attempt['outcome']:11} {attempt['duration_seconds']} s  {attempt['reason']}"
         )
+        if attempt.get("budget_note"):
+            print(f"    budget: {attempt['budget_note']}")
     for copy in summary.get("checkpoint_copies") or []:
         print(
             f"  checkpoint copied {copy['source_cloud']} -> {copy['target_cloud']}: "

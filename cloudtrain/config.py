@@ -468,6 +468,30 @@ class PipelineConfig(_Strict):
             self.compute.instance_type = types[self.cloud]
         return self
 
+    @model_validator(mode="after")
+    def _budget_priced(self) -> PipelineConfig:
+        """``budget.max_cost`` is enforced from the price tables: every cloud of the route
+        needs an instance type they price, else the cap would silently not apply."""
+        if self.budget is None or self.budget.max_cost is None:
+            return self
+        from cloudtrain.prices import price
+
+        problems = Problems()
+        for cloud in dict.fromkeys(self.route):
+            instance_type = self.compute.for_cloud(cloud).instance_type
+            if price(instance_type) is None:
+                field = "compute.instance_type"
+                problems.add(
+                    ConfigError(
+                        f"{field}.{cloud}" if self.compute.instance_types else field,
+                        f"{quote(instance_type)} has no price in cloudtrain's tables "
+                        "(SageMaker ml.* types, Azure VM sizes), so budget.max_cost cannot be "
+                        "enforced: use a priced type or leave max_cost out",
+                    )
+                )
+        problems.raise_if_any()
+        return self
+
     @field_validator("name")
     @classmethod
     def _name_format(cls, value: str) -> str:

@@ -120,6 +120,10 @@ def plan(backend: Backend, config: PipelineConfig) -> dict[str, Any]:
             }
             for leg in legs
         ]
+    if config.budget is not None:
+        from cloudtrain.budget import plan_budget
+
+        summary["budget"] = plan_budget(config, legs, schedule[0])
     summary["attempts"] = attempts
     return summary
 

@@ -30,10 +30,14 @@ from cloudtrain.sync import human_size
 REPORT_SUFFIX = "-report"  # the markdown report, for people
 ATTEMPTS_SUFFIX = "-attempts"  # one row per attempt
 OUTCOME_SUFFIX = "-outcome"  # one row: the status and what CI needs, as data
+#: The statuses of a run that did its job; any other (failed, over_budget, no_progress)
+#: is a failure, for ``cloudtrain run`` and ``cloudtrain trigger`` alike.
+SUCCESS_STATUSES = ("succeeded", "skipped")
 
 
 def attempts_table(result: TrainingResult) -> list[dict[str, Any]]:
     """One row per attempt, for a Prefect table artifact."""
+    budgeted = any(attempt.budget_note for attempt in result.attempts)
     return [
         {
             "attempt": attempt.number,
@@ -47,6 +51,7 @@ def attempts_table(result: TrainingResult) -> list[dict[str, Any]]:
             "checkpoint from": attempt.checkpoint_from,
             "progress": _progress(attempt.progress_start, attempt.progress_end),
             "cost USD": attempt.cost_usd,
+            **({"budget": attempt.budget_note} if budgeted else {}),
             **{f"metric {name}": value for name, value in attempt.metrics.items()},
         }
         for attempt in result.attempts
@@ -179,6 +184,8 @@ def markdown_report(run: RunReport) -> str:
         budget = config.budget
         parts = [f"max cost ${budget.max_cost:g}"] if budget.max_cost is not None else []
         parts += [f"deadline {budget.deadline} s"] if budget.deadline is not None else []
+        if budget.restart_overhead is not None:
+            parts.append(f"restart overhead {budget.restart_overhead} s")
         lines.append(f"| budget | {', '.join(parts) or 'none'} |")
     lines += [
         "| hyperparameters | "
@@ -257,6 +264,9 @@ def markdown_report(run: RunReport) -> str:
                 f"{copy.files} file(s), {human_size(copy.bytes)}, sha256 `{copy.digest[:16]}`, "
                 f"`{copy.source}` -> `{copy.target}`"
             )
+        for attempt in result.attempts:
+            if attempt.budget_note:
+                lines.append(f"- budget, attempt {attempt.number}: {attempt.budget_note}")
         costs = result.cost_per_cloud()
         if costs:
             lines.append(

@@ -168,6 +168,7 @@ class AttemptRecord:
     elapsed_seconds: float | None = None  # wall time the orchestrator followed it
     cost_usd: float | None = None  # estimated from the dated price tables
     resumed: bool | None = None  # None: cannot tell; False: started from zero (resumes)
+    budget_note: str = ""  # why the budget policy ran it on its capacity (cloudtrain.budget)
 
     @property
     def duration_seconds(self) -> float | None:
@@ -198,6 +199,7 @@ class AttemptRecord:
             "epoch_end": self.epoch_end,
             "resumed": self.resumed,
             "cost_usd": self.cost_usd,
+            "budget_note": self.budget_note or None,
             "metrics": self.metrics,
         }
 

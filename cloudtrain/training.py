@@ -131,12 +131,16 @@ class _Loop:
             decision = self.budget.decide(following, current.leg, result, self.clock())
             for note in decision.notes:
                 log(note)
+            for warning in decision.warnings:
+                log(f"warning: {warning}")
+                result.warnings.append(self.redact(warning))
             if decision.step is None:
                 result.stopped = Outcome.OVER_BUDGET.value
                 result.stop_reason = self.redact(decision.reason)
                 break
             following = decision.step
             record = self._attempt(following, current, result, files_before)
+            record.budget_note = decision.reason
             result.attempts.append(record)
             log(f"attempt {record.number} {record.outcome.value}: {record.reason}")
             if record.outcome is Outcome.SUCCEEDED:

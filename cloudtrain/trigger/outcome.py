@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from cloudtrain.exits import EXIT_FAILED, EXIT_OK
-from cloudtrain.report import ATTEMPTS_SUFFIX, OUTCOME_SUFFIX, REPORT_SUFFIX
+from cloudtrain.report import ATTEMPTS_SUFFIX, OUTCOME_SUFFIX, REPORT_SUFFIX, SUCCESS_STATUSES
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -40,13 +40,18 @@ class TriggeredRun:
 
     @property
     def exit_code(self) -> int:
+        """From the state; a run whose pipeline reports anything but succeeded or skipped
+        (failed, over_budget, no_progress) fails too, whatever state it ended in."""
         if self.state is None:
             return EXIT_OK  # created, not followed
+        if self.status is not None and self.status not in SUCCESS_STATUSES:
+            return EXIT_FAILED
         return EXIT_OK if self.state == "COMPLETED" and not self.timed_out else EXIT_FAILED
 
     @property
     def status(self) -> str | None:
-        """The pipeline's own word: succeeded, skipped, failed (None without a report)."""
+        """The pipeline's own word: succeeded, skipped, failed, over_budget, no_progress
+        (None without a report)."""
         return self.report["status"] if self.report else None
 
     def to_dict(self) -> dict[str, Any]:

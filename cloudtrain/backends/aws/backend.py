@@ -67,6 +67,14 @@ class AwsBackend:
     secret_kinds: tuple[str, ...] = ()
     job_secret_kinds: tuple[str, ...] = jobs.JOB_SECRET_KINDS
 
+    #: Seconds a training job takes to start, the budget's default restart overhead: the
+    #: "Starting" and "Downloading" secondary statuses (instances provisioned, the image
+    #: pulled) take a few minutes for a framework image, more for large GPU images.
+    #: A typical figure, not measured here (no network).
+    typical_start_seconds = 300.0
+    #: Managed spot is billed as shorter BillableTimeInSeconds at the on-demand price.
+    spot_in_billable_seconds = True
+
     def __init__(self, config: PipelineConfig, clients: AwsClients | None = None) -> None:
         self._config = config
         self._clients = clients

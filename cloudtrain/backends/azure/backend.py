@@ -77,6 +77,12 @@ class AzureBackend:
     secret_kinds: tuple[str, ...] = ()
     job_secret_kinds: tuple[str, ...] = jobs.JOB_SECRET_KINDS
 
+    #: Seconds a command job takes to start, the budget's default restart overhead: an
+    #: AmlCompute cluster scaling up from its minimum (0 by default) and the node pulling
+    #: the environment's image commonly take 5 to 10 minutes; the upper end is taken.
+    #: A typical figure, not measured here (no network).
+    typical_start_seconds = 600.0
+
     def __init__(self, config: PipelineConfig, clients: AzureClients | None = None) -> None:
         self._config = config
         self._clients = clients

@@ -115,6 +115,11 @@ class LocalBackend:
     #: Every kind of secret reference is resolved here and put in the script's environment.
     secret_kinds: tuple[str, ...] = KINDS
 
+    #: Seconds an attempt takes to start, the budget's default restart overhead: this
+    #: interpreter starting and importing the script's libraries (about a second for
+    #: scikit-learn on this machine), with room for a busy machine.
+    typical_start_seconds = 5.0
+
     def __init__(self, root: Path, python: str = sys.executable) -> None:
         self.root = root
         self.python = python
