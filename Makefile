@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Inside node_modules/, so deleting that folder reinstalls it.
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: setup node-tools demo demo-failover test lint bench clean
+.PHONY: setup node-tools demo demo-failover demo-budget test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ demo: setup
 demo-failover: setup
 	$(BIN)/python examples/digits/prepare_data.py
 	$(BIN)/cloudtrain run examples/failover/cloudtrain.yaml --force
+
+## A deadline that moves the run to on-demand, then a budget that stops it (exit 1).
+demo-budget: setup
+	$(BIN)/cloudtrain plan examples/budget/cloudtrain.yaml
+	$(BIN)/cloudtrain run examples/budget/cloudtrain.yaml --force
+	-$(BIN)/cloudtrain run examples/budget/cloudtrain.yaml --force --set budget.max_cost=0.01
 
 lint: setup
 	$(BIN)/ruff check .

@@ -221,6 +221,7 @@ def test_a_reclaim_on_sagemaker_fails_over_to_azure_ml_with_the_checkpoint(
         if attempt["cost_usd"] is not None:
             expected[attempt["cloud"]] = expected.get(attempt["cloud"], 0.0) + attempt["cost_usd"]
     assert summary["cost_per_cloud"] == pytest.approx(expected)
+    assert set(summary["cost_per_cloud"]) == {"aws", "azure"}  # both priced from the tables
 
     report = report_of(state.state_details.flow_run_id)
     assert "| 1 | aws | spot | interrupted | spot capacity reclaimed (Interrupted) |" in report
