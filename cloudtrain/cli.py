@@ -176,10 +176,13 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
         return
     attempts = summary["attempts"]
     lost = sum(1 for attempt in attempts if attempt["outcome"] in ("interrupted", "no_capacity"))
-    head = "trained" if summary["status"] == "succeeded" else "FAILED"
+    restarted = sum(1 for attempt in attempts if attempt.get("resumed") is False)
+    status = summary["status"]
+    head = {"succeeded": "trained", "failed": "FAILED"}.get(status, f"STOPPED ({status})")
     print(
         f"\n{summary['pipeline']} on {summary['cloud']}: {head} in {len(attempts)} "
-        f"attempt(s), {lost} interruption(s) resumed from checkpoints"
+        f"attempt(s), {lost} interruption(s) "
+        + ("resumed from checkpoints" if not restarted else f"({restarted} did not resume)")
     )
     route = len(summary.get("route") or []) > 1
     for attempt in attempts:

@@ -46,6 +46,7 @@ def attempts_table(result: TrainingResult) -> list[dict[str, Any]]:
             "resumed from checkpoint files": attempt.resumed_from,
             "checkpoint from": attempt.checkpoint_from,
             "progress": _progress(attempt.progress_start, attempt.progress_end),
+            "resumed": attempt.resumed,
             "cost USD": attempt.cost_usd,
             **{f"metric {name}": value for name, value in attempt.metrics.items()},
         }
@@ -238,17 +239,21 @@ def markdown_report(run: RunReport) -> str:
         for attempt in result.attempts:
             reason = attempt.reason.replace("|", "\\|")
             source = f"copied from `{attempt.checkpoint_from}`" if attempt.checkpoint_from else ""
-            files = f"{attempt.resumed_from} file(s)"
+            files = (
+                "not counted" if attempt.resumed_from is None else f"{attempt.resumed_from} file(s)"
+            )
             lines.append(
                 f"| {attempt.number} | {attempt.cloud} | {capacity_label(attempt.spot)} | "
                 f"{attempt.outcome.value} | {reason} | {attempt.duration_seconds} | "
-                f"{_progress(attempt.progress_start, attempt.progress_end)} | "
+                f"{_progress(attempt.progress_start, attempt.progress_end)}"
+                f"{' (did not resume)' if attempt.resumed is False else ''} | "
                 f"{files}{' ' + source if source else ''} | {_usd(attempt.cost_usd)} |"
             )
+        restarted = sum(1 for attempt in result.attempts if attempt.resumed is False)
         lines += [
             "",
-            f"Checkpoints: `{result.checkpoint_uri}` "
-            f"({result.interruptions} interruption(s) resumed from it)",
+            f"Checkpoints: `{result.checkpoint_uri}` ({result.interruptions} interruption(s)"
+            + (" resumed from it)" if not restarted else f"; {restarted} attempt(s) ignored it)"),
             "",
         ]
         for copy in result.copies:

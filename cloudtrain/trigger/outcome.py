@@ -42,11 +42,15 @@ class TriggeredRun:
     def exit_code(self) -> int:
         if self.state is None:
             return EXIT_OK  # created, not followed
-        return EXIT_OK if self.state == "COMPLETED" and not self.timed_out else EXIT_FAILED
+        if self.state != "COMPLETED" or self.timed_out:
+            return EXIT_FAILED
+        # A run that stopped itself (no_progress, over_budget) failed whatever its state.
+        return EXIT_OK if self.status in (None, "succeeded", "skipped") else EXIT_FAILED
 
     @property
     def status(self) -> str | None:
-        """The pipeline's own word: succeeded, skipped, failed (None without a report)."""
+        """The pipeline's own word: succeeded, skipped, failed, or the outcome it stopped
+        itself with, over_budget or no_progress (None without a report)."""
         return self.report["status"] if self.report else None
 
     def to_dict(self) -> dict[str, Any]:
