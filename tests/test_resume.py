@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from helpers import train_locally
+from helpers import script, train_locally
 
 from cloudtrain.errors import TrainingError
 
@@ -93,35 +93,9 @@ def test_weights_depend_on_the_seed_so_the_equality_above_means_something(
     assert sha256(seed7 / "weights.npz") != sha256(seed8 / "weights.npz")
 
 
-# Checkpoints every epoch (two files, overwritten) into SM_CHECKPOINT_DIR and never reads
-# them back: SageMaker SDK issue #1040's script. Slow epochs, so a reclaim lands mid-run.
-IGNORES_ITS_CHECKPOINT = """
-    import json, os, sys, time
-    from pathlib import Path
-    args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
-    ckpt = Path(os.environ["SM_CHECKPOINT_DIR"])
-    for epoch in range(1, int(args["--epochs"]) + 1):
-        (ckpt / "weights.bin").write_bytes(bytes([epoch]) * 64)
-        (ckpt / "state.json").write_text(json.dumps({"epoch": epoch}))
-        print(f"epoch={epoch} loss={1 / epoch:.4f}", flush=True)
-        time.sleep(float(args["--epoch_seconds"]))
-"""
-
-# Prints its epochs but writes its checkpoint only when done: a reclaim loses everything.
-CHECKPOINTS_ONLY_AT_THE_END = """
-    import os, sys, time
-    from pathlib import Path
-    args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
-    for epoch in range(1, int(args["--epochs"]) + 1):
-        print(f"epoch={epoch} loss={1 / epoch:.4f}", flush=True)
-        time.sleep(float(args["--epoch_seconds"]))
-    (Path(os.environ["SM_CHECKPOINT_DIR"]) / "state.json").write_text("done")
-"""
-
-
 def ignoring_config(write_config: Callable[..., Path], **retry: object) -> Path:
     return write_config(
-        IGNORES_ITS_CHECKPOINT,
+        script("ignores_its_checkpoint"),
         hyperparameters={"epochs": 200, "epoch_seconds": 0.05},
         compute={"spot": True},
         retry={"max_attempts": 5, "on_demand_fallback": False, **retry},
@@ -162,7 +136,7 @@ def test_a_spot_reclaim_before_any_checkpoint_is_warned_about(
     write_config: Callable[..., Path],
 ) -> None:
     path = write_config(
-        CHECKPOINTS_ONLY_AT_THE_END,
+        script("checkpoints_only_at_the_end"),
         hyperparameters={"epochs": 6, "epoch_seconds": 0.2},
         compute={"spot": True},
         retry={"max_attempts": 2, "on_demand_fallback": True},
