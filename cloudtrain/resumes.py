@@ -118,10 +118,11 @@ class ResumeCheck:
         limit = self.config.retry.no_progress_limit
         if not limit or len(self.restarts) < limit or not record.outcome.retryable:
             return None  # a final outcome (succeeded, failed) is reported as it is
-        numbers = ", ".join(str(n) for n in self.restarts)
+        *rest, last = [str(number) for number in self.restarts]
+        names = f"attempts {', '.join(rest)} and {last}" if rest else f"attempt {last}"
         return (
-            f"{len(self.restarts)} attempts (numbers {numbers}) started from zero although "
-            f"the checkpoint held files (retry.no_progress_limit: {limit}): the script "
+            f"{names} started from zero although the checkpoint held files "
+            f"(retry.no_progress_limit: {limit}): the script "
             "does not resume from SM_CHECKPOINT_DIR, so another attempt would pay for the "
             "same epochs again"
         )

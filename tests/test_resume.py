@@ -118,7 +118,7 @@ def test_a_script_that_ignores_its_checkpoint_is_flagged_and_stopped(
     flag = "attempt 2 started at epoch 1 although the checkpoint held 2 files: the script did not resume"
     assert result.warnings[0] == flag and f"warning: {flag}" in lines
     assert result.warnings[1].startswith("attempt 3 started at epoch 1 although")
-    assert "attempts (numbers 2, 3) started from zero" in result.stop_reason
+    assert "attempts 2 and 3 started from zero" in result.stop_reason
     assert str(error).startswith("training stopped after 3 attempt(s): no_progress: ")
     assert not any(line.startswith("resubmitting as attempt 4") for line in lines)
 

@@ -94,21 +94,26 @@ def test_a_restart_from_zero_is_flagged_and_the_second_stops_the_run(
         "the script did not resume",
     )
     assert third.stop is not None
-    assert "attempts (numbers 2, 3) started from zero" in third.stop
+    assert "attempts 2 and 3 started from zero" in third.stop
     assert "retry.no_progress_limit: 2" in third.stop and "SM_CHECKPOINT_DIR" in third.stop
     assert [r.resumed for r in records] == [None, False, False]
     assert check.restarts == [2, 3]
 
 
-@pytest.mark.parametrize(("limit", "stops_at"), [(1, 2), (3, 4), (0, None)])
+@pytest.mark.parametrize(
+    ("limit", "stops_at", "named"),
+    [(1, 2, "attempt 2 started"), (3, 4, "attempts 2, 3 and 4 started"), (0, None, "")],
+)
 def test_the_limit_is_configurable_and_zero_never_stops(
-    limit: int, stops_at: int | None, config: Callable[..., PipelineConfig]
+    limit: int, stops_at: int | None, named: str, config: Callable[..., PipelineConfig]
 ) -> None:
     records = [attempt(1, epochs=(1, 3))]
     records += [attempt(n, files=3, epochs=(1, 3)) for n in range(2, 6)]
     verdicts = judge(ResumeCheck(config(no_progress_limit=limit)), *records)
     stops = [n for n, verdict in enumerate(verdicts, 1) if verdict.stop is not None]
     assert stops[:1] == ([stops_at] if stops_at else [])
+    if stops_at is not None:
+        assert (verdicts[stops_at - 1].stop or "").startswith(f"{named} from zero although")
     assert all(r.resumed is False for r in records[1:])
 
 
