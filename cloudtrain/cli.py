@@ -176,13 +176,16 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
         return
     attempts = summary["attempts"]
     lost = sum(1 for attempt in attempts if attempt["outcome"] in ("interrupted", "no_capacity"))
-    restarted = sum(1 for attempt in attempts if attempt.get("resumed") is False)
+    restarted = sum(  # after a loss: flagged, or nothing in the checkpoint to resume from
+        attempt.get("resumed") is False or attempt.get("resumed_from_checkpoint_files") == 0
+        for attempt in attempts[1:]
+    )
     status = summary["status"]
     head = {"succeeded": "trained", "failed": "FAILED"}.get(status, f"STOPPED ({status})")
     print(
         f"\n{summary['pipeline']} on {summary['cloud']}: {head} in {len(attempts)} "
         f"attempt(s), {lost} interruption(s) "
-        + ("resumed from checkpoints" if not restarted else f"({restarted} did not resume)")
+        + ("resumed from checkpoints" if not restarted else f"({restarted} started from scratch)")
     )
     route = len(summary.get("route") or []) > 1
     for attempt in attempts:

@@ -249,11 +249,17 @@ def markdown_report(run: RunReport) -> str:
                 f"{' (did not resume)' if attempt.resumed is False else ''} | "
                 f"{files}{' ' + source if source else ''} | {_usd(attempt.cost_usd)} |"
             )
-        restarted = sum(1 for attempt in result.attempts if attempt.resumed is False)
+        restarted = sum(  # after a loss: flagged, or nothing in the checkpoint to resume from
+            attempt.resumed is False or attempt.resumed_from == 0 for attempt in result.attempts[1:]
+        )
         lines += [
             "",
             f"Checkpoints: `{result.checkpoint_uri}` ({result.interruptions} interruption(s)"
-            + (" resumed from it)" if not restarted else f"; {restarted} attempt(s) ignored it)"),
+            + (
+                f"; {restarted} attempt(s) started from scratch)"
+                if restarted
+                else " resumed from it)"
+            ),
             "",
         ]
         for copy in result.copies:

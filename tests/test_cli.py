@@ -262,7 +262,7 @@ def test_run_exits_1_with_no_progress_when_the_script_ignores_its_checkpoint(
     assert summary["error"].startswith("training stopped after 3 attempt(s): no_progress: ")
     human = cli("run", str(path), api_url=prefect_server)
     assert human.returncode == 1
-    assert "STOPPED (no_progress) in 3 attempt(s), 3 interruption(s) (2 did not resume)" in (
+    assert "STOPPED (no_progress) in 3 attempt(s), 3 interruption(s) (2 started from scratch)" in (
         human.stdout
     )
     assert "warning: attempt 3 started at epoch 1 although" in human.stdout

@@ -53,5 +53,12 @@ def test_the_report_shows_which_attempts_did_not_resume(
     assert "| 10% -> 30% | 0 file(s) |" in rows[-3]
     assert "| 10% -> 30% (did not resume) | 2 file(s) |" in rows[-2]
     assert "| 10% -> 30% | not counted |" in rows[-1]
-    assert "(3 interruption(s); 1 attempt(s) ignored it)" in markdown
+    assert "(3 interruption(s); 1 attempt(s) started from scratch)" in markdown
     assert [row["resumed"] for row in attempts_table(result)] == [None, False, None]
+    # an attempt that found the checkpoint empty after a reclaim did not resume either
+    result.attempts[1].resumed_from, result.attempts[1].resumed = 0, None
+    assert "(3 interruption(s); 1 attempt(s) started from scratch)" in (
+        RunReport(config, result=result).markdown()
+    )
+    result.attempts[1].resumed_from, result.attempts[1].resumed = 2, True
+    assert "(3 interruption(s) resumed from it)" in RunReport(config, result=result).markdown()
