@@ -177,19 +177,20 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
         return
     attempts = summary["attempts"]
     lost = sum(1 for attempt in attempts if attempt["outcome"] in ("interrupted", "no_capacity"))
+    restarted = sum(  # after a loss: flagged, or nothing in the checkpoint to resume from
+        attempt.get("resumed") is False or attempt.get("resumed_from_checkpoint_files") == 0
+        for attempt in attempts[1:]
+    )
     status = summary["status"]
-    if status not in ("succeeded", "failed"):  # the run stopped itself: over_budget, ...
-        print(
-            f"\n{summary['pipeline']} on {summary['cloud']}: STOPPED, {status}, after "
-            f"{len(attempts)} attempt(s): {summary.get('stop_reason')}"
-        )
+    head = {"succeeded": "trained", "failed": "FAILED"}.get(status, f"STOPPED ({status})")
+    print(
+        f"\n{summary['pipeline']} on {summary['cloud']}: {head} in {len(attempts)} "
+        f"attempt(s), {lost} interruption(s) "
+        + ("resumed from checkpoints" if not restarted else f"({restarted} started from scratch)")
+    )
+    if summary.get("stop_reason"):  # the run stopped itself (over_budget, no_progress): why
+        print(f"  stopped: {summary['stop_reason']}")
         error = None  # the line above says it
-    else:
-        head = "trained" if status == "succeeded" else "FAILED"
-        print(
-            f"\n{summary['pipeline']} on {summary['cloud']}: {head} in {len(attempts)} "
-            f"attempt(s), {lost} interruption(s) resumed from checkpoints"
-        )
     route = len(summary.get("route") or []) > 1
     for attempt in attempts:
         where = f"{attempt['cloud']:6} " if route else ""

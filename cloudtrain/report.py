@@ -50,6 +50,7 @@ def attempts_table(result: TrainingResult) -> list[dict[str, Any]]:
             "resumed from checkpoint files": attempt.resumed_from,
             "checkpoint from": attempt.checkpoint_from,
             "progress": _progress(attempt.progress_start, attempt.progress_end),
+            "resumed": attempt.resumed,
             "cost USD": attempt.cost_usd,
             **({"budget": attempt.budget_note} if budgeted else {}),
             **{f"metric {name}": value for name, value in attempt.metrics.items()},
@@ -245,17 +246,27 @@ def markdown_report(run: RunReport) -> str:
         for attempt in result.attempts:
             reason = attempt.reason.replace("|", "\\|")
             source = f"copied from `{attempt.checkpoint_from}`" if attempt.checkpoint_from else ""
-            files = f"{attempt.resumed_from} file(s)"
+            files = (
+                "not counted" if attempt.resumed_from is None else f"{attempt.resumed_from} file(s)"
+            )
             lines.append(
                 f"| {attempt.number} | {attempt.cloud} | {capacity_label(attempt.spot)} | "
                 f"{attempt.outcome.value} | {reason} | {attempt.duration_seconds} | "
-                f"{_progress(attempt.progress_start, attempt.progress_end)} | "
+                f"{_progress(attempt.progress_start, attempt.progress_end)}"
+                f"{' (did not resume)' if attempt.resumed is False else ''} | "
                 f"{files}{' ' + source if source else ''} | {_usd(attempt.cost_usd)} |"
             )
+        restarted = sum(  # after a loss: flagged, or nothing in the checkpoint to resume from
+            attempt.resumed is False or attempt.resumed_from == 0 for attempt in result.attempts[1:]
+        )
         lines += [
             "",
-            f"Checkpoints: `{result.checkpoint_uri}` "
-            f"({result.interruptions} interruption(s) resumed from it)",
+            f"Checkpoints: `{result.checkpoint_uri}` ({result.interruptions} interruption(s)"
+            + (
+                f"; {restarted} attempt(s) started from scratch)"
+                if restarted
+                else " resumed from it)"
+            ),
             "",
         ]
         for copy in result.copies:

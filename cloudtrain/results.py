@@ -88,7 +88,9 @@ class AttemptStatus:
     ended_at: datetime | None = None
     billable_seconds: float | None = None
     training_seconds: float | None = None
-    resumed_from: int = 0  # checkpoint files present when the attempt started
+    #: Checkpoint files present when the attempt started; None when the backend cannot
+    #: count them (the attempt loop counts them itself where it can open the location).
+    resumed_from: int | None = None
 
     @property
     def ended(self) -> bool:
@@ -154,7 +156,7 @@ class AttemptRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     billable_seconds: float | None = None
     training_seconds: float | None = None
-    resumed_from: int = 0  # checkpoint files present when the attempt started
+    resumed_from: int | None = 0  # checkpoint files when it started; None: not counted
     cloud: str = ""
     leg: int = 0
     instance_type: str = ""
@@ -167,7 +169,10 @@ class AttemptRecord:
     epoch_end: int | None = None
     elapsed_seconds: float | None = None  # wall time the orchestrator followed it
     cost_usd: float | None = None  # estimated from the dated price tables
-    resumed: bool | None = None  # None: cannot tell; False: started from zero (resumes)
+    #: Set by the resume check (``cloudtrain.resumes``): True, it started past where a fresh
+    #: run starts; False, it started there although the checkpoint held files; None,
+    #: nothing to tell (the first attempt, an empty checkpoint, no progress printed).
+    resumed: bool | None = None
     budget_note: str = ""  # why the budget policy ran it on its capacity (cloudtrain.budget)
 
     @property

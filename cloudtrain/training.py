@@ -143,12 +143,12 @@ class _Loop:
             record.budget_note = decision.reason
             result.attempts.append(record)
             log(f"attempt {record.number} {record.outcome.value}: {record.reason}")
-            if record.outcome is Outcome.SUCCEEDED:
-                return result
-            verdict = self.resumes.after(record, result)
+            verdict = self.resumes.after(record, result)  # the final attempt's too
             for warning in verdict.warnings:
                 log(f"warning: {warning}")
-                result.warnings.append(warning)
+                result.warnings.append(self.redact(warning))
+            if record.outcome is Outcome.SUCCEEDED:
+                return result
             if verdict.stop is not None:
                 result.stopped, result.stop_reason = "no_progress", verdict.stop
                 break

@@ -53,3 +53,10 @@ def train_locally(config_path: Any, overrides: tuple[str, ...] = ()) -> tuple[An
     except TrainingError as exc:
         return backend, exc, lines
     return backend, result, lines
+
+
+def script(name: str) -> str:
+    """The text of a training script in tests/scripts (``write_config`` writes it)."""
+    from pathlib import Path
+
+    return (Path(__file__).parent / "scripts" / f"{name}.py").read_text()

@@ -436,10 +436,10 @@ def test_the_budget_stops_the_run_before_an_attempt_it_cannot_pay(
     # Not even attempt 1 fits: nothing starts, and the terminal says so in one line.
     human = cli("run", str(path), "--set", "budget.max_cost=0.001", api_url=prefect_server)
     assert human.returncode == 1
+    assert "capped on local: STOPPED (over_budget) in 0 attempt(s)" in human.stdout
     assert (
-        "capped on local: STOPPED, over_budget, after 0 attempt(s): attempt 1 not started: "
-        "it would cost about $0.0188 (8.0 s on spot at $8.4456/h), and $0.0000 spent of "
-        "max_cost $0.0010 leaves $0.0010"
+        "  stopped: attempt 1 not started: it would cost about $0.0188 (8.0 s on spot at "
+        "$8.4456/h), and $0.0000 spent of max_cost $0.0010 leaves $0.0010"
     ) in human.stdout
     assert "Traceback" not in human.stderr
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import script
 
 from cloudtrain.cli import main
 
@@ -235,6 +236,36 @@ def test_run_exits_1_when_training_fails(
     human = cli("run", str(path), api_url=prefect_server)
     assert human.returncode == 1
     assert "FAILED in 1 attempt(s)" in human.stdout
+
+
+@pytest.mark.prefect
+def test_run_exits_1_with_no_progress_when_the_script_ignores_its_checkpoint(
+    prefect_server: str, write_config: Callable[..., Path]
+) -> None:
+    path = write_config(
+        script("ignores_its_checkpoint"),
+        hyperparameters={"epochs": 200, "epoch_seconds": 0.05},
+        compute={"spot": True},
+        retry={"max_attempts": 4, "on_demand_fallback": False},
+        local={"spot_interruptions": ["^epoch=2 "] * 4},
+    )
+    done = cli("run", str(path), "--json", api_url=prefect_server)
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "no_progress"
+    assert [a["resumed"] for a in summary["attempts"]] == [None, False, False]  # 3 of 4
+    assert summary["warnings"][0] == (
+        "attempt 2 started at epoch 1 although the checkpoint held 2 files: "
+        "the script did not resume"
+    )
+    assert "retry.no_progress_limit: 2" in summary["stop_reason"]
+    assert summary["error"].startswith("training stopped after 3 attempt(s): no_progress: ")
+    human = cli("run", str(path), api_url=prefect_server)
+    assert human.returncode == 1
+    assert "STOPPED (no_progress) in 3 attempt(s), 3 interruption(s) (2 started from scratch)" in (
+        human.stdout
+    )
+    assert "warning: attempt 3 started at epoch 1 although" in human.stdout
 
 
 @pytest.mark.prefect

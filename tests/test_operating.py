@@ -238,7 +238,7 @@ def test_the_outcome_row_is_the_runs_status_as_data() -> None:
     """What publish_report puts in ``<pipeline>-outcome`` for each way a run ends."""
     from cloudtrain.config import validate_config
     from cloudtrain.report import RunReport
-    from cloudtrain.results import ModelArtifacts
+    from cloudtrain.results import ModelArtifacts, TrainingResult
 
     config = validate_config(deployment_parameters("local-training", "smoke")["config"], REPO)
     skipped = RunReport(config, reused={"run_id": "earlier"}, decision="nothing changed")
@@ -260,6 +260,10 @@ def test_the_outcome_row_is_the_runs_status_as_data() -> None:
         config, artifacts=ModelArtifacts("file:///model", None, None, {"loss": 0.1})
     )
     assert succeeded.outcome()["status"] == "succeeded"
+    stopped = TrainingResult("run", "/ckpt", stopped="no_progress", stop_reason="no resume")
+    no_progress = RunReport(config, result=stopped, error="training stopped: no_progress")
+    assert no_progress.outcome()["status"] == "no_progress"
+    assert "> stopped: no_progress: no resume" in no_progress.markdown()
     assert (
         status_of(
             artifact("cloudtrain-smoke-outcome", table=[skipped.outcome()]),
@@ -282,6 +286,16 @@ def test_the_outcome_row_is_the_runs_status_as_data() -> None:
 )
 def test_exit_codes(state: str | None, timed_out: bool, code: int) -> None:
     run = TriggeredRun("f/d", "id", "name", "url", {}, state=state, timed_out=timed_out)
+    assert run.exit_code == code
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [("succeeded", 0), ("skipped", 0), ("failed", 1), ("no_progress", 1), ("over_budget", 1)],
+)
+def test_a_run_that_stopped_itself_fails_ci_whatever_its_state(status: str, code: int) -> None:
+    run = TriggeredRun("f/d", "id", "name", "url", {}, state="COMPLETED")
+    run.report = {"status": status, "outcome": {"status": status}, "attempts": []}
     assert run.exit_code == code
 
 

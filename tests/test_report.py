@@ -31,3 +31,34 @@ def test_compute_warnings_are_typed_and_shown_like_environment_warnings(
     assert f"> warning: {DRIFT}" in markdown
     assert "> warning: old image" in markdown
     assert markdown.index("Compute: cpu-cluster") < markdown.index(f"> warning: {DRIFT}")
+
+
+def test_the_report_shows_which_attempts_did_not_resume(
+    write_config: Callable[..., Path],
+) -> None:
+    from cloudtrain.recovery import Outcome
+    from cloudtrain.report import attempts_table
+    from cloudtrain.results import AttemptRecord, TrainingResult
+
+    config = load_config(write_config(compute={"spot": True}))
+    result = TrainingResult("run", "/ckpt", stopped="no_progress", stop_reason="no resume")
+    for number, files, resumed in ((1, 0, None), (2, 2, False), (3, None, None)):
+        record = AttemptRecord(number, f"job-{number}", True, Outcome.INTERRUPTED, "", None, None)
+        record.resumed_from, record.resumed = files, resumed
+        record.progress_start, record.progress_end = 0.1, 0.3
+        result.attempts.append(record)
+    markdown = RunReport(config, result=result).markdown()
+    assert markdown.startswith("# unit on local: no_progress")
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert "| 10% -> 30% | 0 file(s) |" in rows[-3]
+    assert "| 10% -> 30% (did not resume) | 2 file(s) |" in rows[-2]
+    assert "| 10% -> 30% | not counted |" in rows[-1]
+    assert "(3 interruption(s); 1 attempt(s) started from scratch)" in markdown
+    assert [row["resumed"] for row in attempts_table(result)] == [None, False, None]
+    # an attempt that found the checkpoint empty after a reclaim did not resume either
+    result.attempts[1].resumed_from, result.attempts[1].resumed = 0, None
+    assert "(3 interruption(s); 1 attempt(s) started from scratch)" in (
+        RunReport(config, result=result).markdown()
+    )
+    result.attempts[1].resumed_from, result.attempts[1].resumed = 2, True
+    assert "(3 interruption(s) resumed from it)" in RunReport(config, result=result).markdown()

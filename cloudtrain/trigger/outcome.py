@@ -50,8 +50,8 @@ class TriggeredRun:
 
     @property
     def status(self) -> str | None:
-        """The pipeline's own word: succeeded, skipped, failed, over_budget, no_progress
-        (None without a report)."""
+        """The pipeline's own word: succeeded, skipped, failed, or the outcome it stopped
+        itself with, over_budget or no_progress (None without a report)."""
         return self.report["status"] if self.report else None
 
     def to_dict(self) -> dict[str, Any]:
