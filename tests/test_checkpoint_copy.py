@@ -429,3 +429,52 @@ def test_azure_opens_a_datastore_path_as_its_container_and_the_path_inside(
     for wrong in ("azureml:unit-train:1", "azureml://datastores/ws/paths/", "s3://b/k/"):
         with pytest.raises(BackendError, match="is not a datastore path"):
             backend.checkpoint_store(config, wrong)
+
+
+# -- what a careless script or a broken location does to a copy -------------------------
+
+
+def test_a_symlinked_checkpoint_file_follows_the_run_as_its_bytes(
+    config: PipelineConfig, tmp_path: Path
+) -> None:
+    """``latest.pt -> ckpt-5.pt`` is how many scripts name the checkpoint to resume from;
+    dropping the link would make the next leg start from scratch after a 'good' copy."""
+    (tmp_path / "leg1").mkdir()
+    (tmp_path / "leg1" / "ckpt-5.pt").write_bytes(b"epoch five")
+    (tmp_path / "leg1" / "latest.pt").symlink_to("ckpt-5.pt")
+    source, target = FolderStore(tmp_path / "leg1"), FolderStore(tmp_path / "leg2")
+
+    copy = copy_checkpoint(
+        leg(config, source, "", "local", 0), leg(config, target, "", "local", 1), [].append
+    )
+
+    assert (tmp_path / "leg2" / "latest.pt").read_bytes() == b"epoch five"
+    assert copy.sha256 == {"ckpt-5.pt": sha256(b"epoch five"), "latest.pt": sha256(b"epoch five")}
+
+
+def test_a_target_location_that_is_a_file_stops_the_run_with_its_attempts(
+    write_config: Callable[..., Path],
+) -> None:
+    path = failover_config(write_config)
+    run = path.parent / ".cloudtrain" / "runs" / "unit" / "0123456789abcdef-leg2"
+    run.mkdir(parents=True)
+    (run / "checkpoints").write_text("not a folder")
+
+    _, result, lines = train_locally(path)
+
+    assert isinstance(result, TrainingError), lines
+    assert "the checkpoint could not follow the run from local" in str(result)
+    assert "checkpoints" in str(result)
+    assert [a.number for a in result.result.attempts] == [1]
+
+
+def test_a_source_location_that_is_a_file_is_not_an_empty_checkpoint(
+    config: PipelineConfig, tmp_path: Path
+) -> None:
+    (tmp_path / "leg1").write_text("not a folder")
+    source, target = FolderStore(tmp_path / "leg1"), FolderStore(tmp_path / "leg2")
+
+    with pytest.raises(BackendError, match="not a folder"):
+        copy_checkpoint(
+            leg(config, source, "", "local", 0), leg(config, target, "", "local", 1), [].append
+        )

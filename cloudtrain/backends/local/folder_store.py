@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from cloudtrain.errors import BackendError
@@ -50,7 +51,8 @@ class FolderStore:
     ) -> dict[str, StoredObject]:
         for file in files:
             target = self._path(file.key)
-            _copy_whole(file.path, target)
+            with _os_errors(f"cannot write {target}"):
+                _copy_whole(file.path, target)
             if file.sha256 is not None and sha256_file(target) != file.sha256:
                 target.unlink(missing_ok=True)
                 raise BackendError(f"{target} does not hold what was sent (sha256 differs)")
@@ -74,10 +76,15 @@ class FolderStore:
 
     def list(self, prefix: str) -> list[StoredObject]:
         if not self.root.is_dir():
+            if self.root.exists():  # not an empty checkpoint: a broken location
+                raise BackendError(f"{self.root} is not a folder")
             return []
         found = []
+        # A link to a file is listed as that file's bytes (``latest.pt -> ckpt-5.pt``):
+        # dropped, the next leg would miss the name the script resumes from. One that
+        # leads out of the folder fails when read (``_path``), not silently.
         for path in sorted(self.root.rglob("*")):
-            if not path.is_file() or path.is_symlink() or path.name.startswith(".tmp-"):
+            if not path.is_file() or path.name.startswith(".tmp-"):
                 continue
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix):
@@ -86,6 +93,10 @@ class FolderStore:
 
     def delete(self, keys: Sequence[str]) -> None:
         for key in keys:
+            link = self.root / key
+            if link.is_symlink() and link.parent.resolve().is_relative_to(self.root.resolve()):
+                link.unlink()  # the link itself, not the file it names
+                continue
             self._path(key).unlink(missing_ok=True)
 
     def read(self, key: str) -> bytes | None:
@@ -97,13 +108,24 @@ class FolderStore:
             source = self._path(key)
             if not source.is_file():
                 raise BackendError(f"{source} is not there to download")
-            _copy_whole(source, path)
+            with _os_errors(f"cannot read {source}"):
+                _copy_whole(source, path)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if not path.is_relative_to(self.root.resolve()) or path == self.root.resolve():
             raise BackendError(f"key {key[:60]!r} leads out of {self.root}")
         return path
+
+
+@contextmanager
+def _os_errors(what: str) -> Iterator[None]:
+    """An OSError (a location that is a file, no space, no permission) as a BackendError,
+    which a checkpoint copy turns into a stopped run with its attempts reported."""
+    try:
+        yield
+    except OSError as exc:
+        raise BackendError(f"{what}: {exc.strerror or exc}") from exc
 
 
 def _copy_whole(source: Path, target: Path) -> None:
