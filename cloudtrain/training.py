@@ -126,7 +126,7 @@ class _Loop:
         following: NextAttempt | None = strategy.first_attempt()
         while following is not None:
             if following.leg != current.leg.index:
-                current = self._move(result, current, reach(following.leg))
+                current = self._move(result, current, self._reach(reach, following, result))
             files_before = checkpoint_files(current, log)
             decision = self.budget.decide(following, current.leg, result, self.clock())
             for note in decision.notes:
@@ -165,6 +165,21 @@ class _Loop:
                     f"capacity{where}"
                 )
         raise TrainingError(self._failure(result), result)
+
+    def _reach(
+        self, reach: Callable[[int], ReadyLeg], step: NextAttempt, result: TrainingResult
+    ) -> ReadyLeg:
+        """The next leg, prepared; a preparation that fails (its compute, its data upload)
+        ends the run with the attempts already paid for on the legs before, reported."""
+        try:
+            return reach(step.leg)
+        except (BackendError, ConfigError) as exc:
+            cloud = self.config.route[step.leg]
+            raise TrainingError(
+                f"the route could not reach {cloud} (leg {step.leg + 1}), so attempt "
+                f"{step.number} was not started: {exc}",
+                result,
+            ) from exc
 
     def _move(self, result: TrainingResult, source: ReadyLeg, target: ReadyLeg) -> ReadyLeg:
         """Fail over: the checkpoint follows the run into the next leg's location. A copy

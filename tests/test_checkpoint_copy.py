@@ -478,3 +478,27 @@ def test_a_source_location_that_is_a_file_is_not_an_empty_checkpoint(
         copy_checkpoint(
             leg(config, source, "", "local", 0), leg(config, target, "", "local", 1), [].append
         )
+
+
+def test_a_leg_that_cannot_be_prepared_stops_the_run_with_its_attempts(
+    write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reaching the next cloud can fail (its compute, its data upload): the attempts
+    already paid for on the first are still the run's report."""
+    from cloudtrain.backends.local.backend import LocalBackend
+
+    calls: list[str] = []
+    original = LocalBackend.ensure_compute
+
+    def second_fails(self: LocalBackend, config: PipelineConfig) -> ComputeTarget:
+        calls.append(config.cloud)
+        if len(calls) > 1:
+            raise BackendError("compute quota exceeded on the second cloud")
+        return original(self, config)
+
+    monkeypatch.setattr(LocalBackend, "ensure_compute", second_fails)
+    _, result, lines = train_locally(failover_config(write_config))
+
+    assert isinstance(result, TrainingError), lines
+    assert "compute quota exceeded on the second cloud" in str(result)
+    assert [a.number for a in result.result.attempts] == [1]
