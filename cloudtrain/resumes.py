@@ -22,6 +22,9 @@ from cloudtrain.recovery import Outcome
 from cloudtrain.results import AttemptRecord, TrainingResult
 
 _EPOCH = re.compile(r"(?<![\w.-])epoch=([0-9]+)")
+#: How cloudtrain's own lines in an attempt's log begin (a simulated reclaim quoting its
+#: pattern, '^epoch=1[0-9] '): not the script's progress.
+_OWN_NOTE = "[cloudtrain] "
 
 
 class AttemptProgress:
@@ -38,6 +41,8 @@ class AttemptProgress:
         self.last_epoch: int | None = None
 
     def feed(self, line: str) -> None:
+        if line.startswith(_OWN_NOTE):
+            return
         value = self.parser.feed(line)
         if value is not None:
             self.start = value if self.start is None else self.start

@@ -237,3 +237,17 @@ def test_attempt_progress_keeps_the_first_and_last_epoch_and_fraction(
         progress.feed(line)
     assert (progress.first_epoch, progress.last_epoch) == (3, 7)
     assert (progress.start, progress.end) == (0.3, 0.7)
+
+
+def test_attempt_progress_ignores_cloudtrains_own_notes(
+    config: Callable[..., PipelineConfig],
+) -> None:
+    progress = AttemptProgress(config())
+    for line in [
+        "epoch=4 loss=0.1",
+        "[cloudtrain] simulated spot reclaim: the output matched '^epoch=1[0-9] ': SIGTERM now",
+        "[cloudtrain] simulated spot reclaim: the output matched 'progress=0.9'",
+    ]:
+        progress.feed(line)
+    assert (progress.first_epoch, progress.last_epoch) == (4, 4)
+    assert (progress.start, progress.end) == (0.4, 0.4)
