@@ -341,6 +341,18 @@ class BudgetPolicy:
         return round(cost, 6)
 
 
+def first_attempt_refusal(config: PipelineConfig, leg: Leg, first: NextAttempt) -> str | None:
+    """Why the run's first attempt would not start (``over_budget``), asked before any
+    stage runs: a run that cannot afford its first attempt uploads nothing and creates no
+    compute. The same decision the attempt loop makes for attempt 1."""
+    if config.budget is None or config.budget.max_cost is None:
+        return None
+    decision = BudgetPolicy(config, started=0.0).decide(
+        first, leg, TrainingResult(run_id="", checkpoint_uri=""), now=0.0
+    )
+    return decision.reason if decision.step is None else None
+
+
 def plan_budget(config: PipelineConfig, legs: Sequence[Leg], first: NextAttempt) -> dict[str, Any]:
     """The ``budget`` block of ``cloudtrain plan``: the work estimate, the cost range per
     cloud of the route (all spot .. all on-demand, the work plus one start-up), the latest

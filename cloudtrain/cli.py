@@ -176,7 +176,8 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
         print(f"  model: {model.get('model_archive') or model.get('model_uri')}")
         return
     attempts = summary["attempts"]
-    lost = sum(1 for attempt in attempts if attempt["outcome"] in ("interrupted", "no_capacity"))
+    lost = sum(1 for attempt in attempts if attempt["outcome"] == "interrupted")
+    outages = sum(1 for attempt in attempts if attempt["outcome"] == "no_capacity")
     restarted = sum(  # after a loss: flagged, or nothing in the checkpoint to resume from
         attempt.get("resumed") is False or attempt.get("resumed_from_checkpoint_files") == 0
         for attempt in attempts[1:]
@@ -185,8 +186,9 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
     head = {"succeeded": "trained", "failed": "FAILED"}.get(status, f"STOPPED ({status})")
     print(
         f"\n{summary['pipeline']} on {summary['cloud']}: {head} in {len(attempts)} "
-        f"attempt(s), {lost} interruption(s) "
-        + ("resumed from checkpoints" if not restarted else f"({restarted} started from scratch)")
+        f"attempt(s), {lost} interruption(s)"
+        + (f" and {outages} without capacity" if outages else "")
+        + (" resumed from checkpoints" if not restarted else f" ({restarted} started from scratch)")
     )
     if summary.get("stop_reason"):  # the run stopped itself (over_budget, no_progress): why
         print(f"  stopped: {summary['stop_reason']}")

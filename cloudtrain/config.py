@@ -445,6 +445,14 @@ class PipelineConfig(_Strict):
                     "clouds needs strategy failover (the default when clouds has several)",
                 )
             )
+        if self.retry.max_attempts < len(self.route):
+            problems.add(
+                ConfigError(
+                    "retry.max_attempts",
+                    f"{self.retry.max_attempts} attempt(s) cannot reach every cloud of a route "
+                    f"of {len(self.route)}; give at least {len(self.route)}",
+                )
+            )
         types = self.compute.instance_types
         if types:
             for cloud in dict.fromkeys(self.route):

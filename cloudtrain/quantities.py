@@ -29,7 +29,7 @@ Seconds = Annotated[int, Strict(), Field(le=INT32_MAX)]
 #: A finite number (seconds with a fraction, sizes, prices); never true/false, NaN or inf.
 Finite = Annotated[float, Strict(), AllowInfNan(False)]
 
-_DURATION_PART = re.compile(r"(\d+)([dhms])")
+_DURATION_PART = re.compile(r"([0-9]+)([dhms])")  # ASCII digits: "١h" is not 1 hour
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 

@@ -258,7 +258,11 @@ class _Loop:
 
     def _failure(self, result: TrainingResult) -> str:
         if result.stopped is not None:
-            done = f"after {len(result.attempts)} attempt(s)" if result.attempts else "before"
+            done = (
+                f"after {len(result.attempts)} attempt(s)"
+                if result.attempts
+                else "before its first attempt"
+            )
             return f"training stopped {done}: {result.stopped}: {result.stop_reason}"
         final = result.attempts[-1]
         why = "not retried" if not final.outcome.retryable else "no attempts left"

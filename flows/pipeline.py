@@ -20,11 +20,15 @@ from prefect.runtime import flow_run
 
 from cloudtrain.backend import build_backend
 from cloudtrain.backends import backend_class
+from cloudtrain.budget import first_attempt_refusal
 from cloudtrain.changes import RunRecords
 from cloudtrain.config import PipelineConfig
 from cloudtrain.errors import ConfigError, TrainingError
 from cloudtrain.leases import Lease, RunLeases
+from cloudtrain.planning import strategy_for
+from cloudtrain.recovery import Outcome
 from cloudtrain.report import RunReport
+from cloudtrain.results import TrainingResult
 from cloudtrain.route import Leg, Preparer, ReadyLeg, route_legs
 from cloudtrain.runnable import check_runnable
 from cloudtrain.secrets import (
@@ -163,6 +167,7 @@ def _stages(
     first = legs[0]
     backend, leg_config = first.backend, first.config
     with tags(*pipeline_tags(config)):
+        _refuse_unaffordable(run, first, run_id)  # before any data moves or compute exists
         run.channels = upload_data(backend, leg_config, dataframes)
         decision, current = check_for_changes(config, run.channels, force)
         run.decision = decision.reason
@@ -211,6 +216,28 @@ def _stages(
     if current is not None:
         RunRecords(config.work_dir).save_success(config.name, cloud, current, summary)
     return summary
+
+
+def _refuse_unaffordable(run: RunReport, first: Leg, run_id: str) -> None:
+    """A budget that cannot pay for the first attempt stops the run before stage 1, with
+    outcome over_budget and its report: nothing uploaded, no compute, no job."""
+    config = run.config
+    refusal = first_attempt_refusal(config, first, strategy_for(config).first_attempt())
+    if refusal is None:
+        return
+    run.result = TrainingResult(
+        run_id,
+        first.checkpoint_location(run_id),
+        stopped=Outcome.OVER_BUDGET.value,
+        stop_reason=refusal,
+    )
+    error = TrainingError(
+        f"training stopped before its first attempt: over_budget: {refusal}", run.result
+    )
+    run.error = str(error)
+    publish_report(run)
+    error.summary = run.summary()
+    raise error
 
 
 def _leg_preparer(

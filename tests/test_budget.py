@@ -21,7 +21,7 @@ from cloudtrain.budget import (
     switch_by,
 )
 from cloudtrain.config import load_config
-from cloudtrain.errors import ConfigError
+from cloudtrain.errors import ConfigError, TrainingError
 from cloudtrain.prices import MANAGED_SPOT_FRACTION, price, usd_per_hour
 from cloudtrain.recovery import NextAttempt, Outcome
 from cloudtrain.results import AttemptRecord, AttemptStatus, TrainingResult
@@ -503,3 +503,36 @@ def test_the_budget_example_plans_offline(capsys: pytest.CaptureFixture[str]) ->
     assert main(["plan", str(example), "--json", "--set", "budget.max_cost=0.01"]) == 0
     refused = json.loads(capsys.readouterr().out)["budget"]["first_attempt"]
     assert refused["capacity"] == "not started (over_budget)"
+
+
+@pytest.mark.prefect
+def test_a_budget_that_cannot_pay_the_first_attempt_stops_before_any_stage(
+    prefect_server: str, write_config: Callable[..., Path]
+) -> None:
+    """Nothing uploaded, no compute, no job: the run ends over_budget with its report."""
+    from test_flow import read_run
+
+    from flows.local_training import local_training
+
+    config = load_config(
+        write_config(
+            EPOCHS_SCRIPT,
+            name="broke",
+            compute={"instance_type": "ml.p3.16xlarge", "spot": True, "max_run": 600},
+            budget={"max_cost": 0.01},
+        )
+    )
+    state = local_training(config=config, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(TrainingError) as caught:
+        state.result()
+    summary = caught.value.summary
+    assert summary is not None and summary["status"] == "over_budget"
+    assert summary["attempts"] == [] and summary["data"] == {}
+    assert summary["stop_reason"].startswith("attempt 1 not started: it would cost about $")
+    assert str(caught.value).startswith("training stopped before its first attempt: over_budget")
+    assert not (config.work_dir / "channels").exists()  # no data moved
+    _, artifacts, task_runs = read_run(state.state_details.flow_run_id)
+    assert "broke-report" in artifacts and "broke-outcome" in artifacts
+    ran = {run.name.rsplit("-", 1)[0] for run in task_runs}
+    assert not ran & {"upload-data", "ensure-compute", "resolve-environment", "train"}

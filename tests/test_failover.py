@@ -295,3 +295,11 @@ def test_one_flow_run_fails_over_and_shows_the_route(
     assert "| route | local (ml.m5.large) -> local (ml.m5.large)" in report
     names = sorted(run.name.rsplit("-", 1)[0] for run in task_runs)
     assert names.count("upload-data") == 2 and names.count("ensure-compute") == 2
+
+
+def test_a_route_needs_an_attempt_per_cloud(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, retry={"max_attempts": 1}))
+    assert str(caught.value) == (
+        "retry.max_attempts: 1 attempt(s) cannot reach every cloud of a route of 2; give at least 2"
+    )
