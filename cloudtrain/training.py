@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from cloudtrain.backend import Backend, LogSink
 from cloudtrain.budget import BudgetPolicy
@@ -42,7 +43,7 @@ from cloudtrain.results import (
     TrainingResult,
 )
 from cloudtrain.resumes import AttemptProgress, ResumeCheck
-from cloudtrain.route import Leg, Preparer, ReadyLeg, prepare_leg, route_legs
+from cloudtrain.route import Preparer, ReadyLeg, prepare_leg, route_legs
 from cloudtrain.secrets import Redactor, ResolvedSecrets, redactor_for
 
 
@@ -311,11 +312,9 @@ def _follow(
 
 
 def _over_budget(status: AttemptStatus, reason: str) -> AttemptStatus:
-    from dataclasses import replace
-
     if status.outcome is Outcome.SUCCEEDED:  # it finished before the stop took
         return status
     return replace(status, outcome=Outcome.OVER_BUDGET, reason=reason)
 
 
-__all__ = ["Leg", "run_training"]
+__all__ = ["run_training"]
