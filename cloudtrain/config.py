@@ -297,7 +297,7 @@ class BudgetConfig(_Strict):
         None,
         ge=1,
         le=MAX_RUN_SECONDS,
-        description="Time from the run's start by which training must end (8h, 90m, or "
+        description="Time from the start of training by which it must end (8h, 90m, or "
         "seconds): spot while the slack can absorb another reclaim, on-demand after.",
     )
     restart_overhead: Duration | None = Field(
