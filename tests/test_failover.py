@@ -134,9 +134,9 @@ def test_cloud_on_the_command_line_runs_there_alone(tmp_path: Path) -> None:
     assert config.compute.instance_type == "Standard_NC4as_T4_v3"
 
 
-def test_a_single_cloud_config_is_unchanged() -> None:
-    """No route: the digest-relevant dump and the plan keep their old shape."""
-    config = load_config(Path(__file__).parents[1] / "examples" / "digits" / "cloudtrain.yaml")
+def test_a_single_cloud_config_is_unchanged(digits_config: Callable[..., Path]) -> None:
+    """No route: the plan keeps its old shape (the digits example, its data prepared)."""
+    config = load_config(digits_config())
     assert config.route == ["local"] and config.clouds == [] and config.budget is None
     planned = plan(build_backend(config), config)
     assert "route" not in planned and all("cloud" not in a for a in planned["attempts"])
