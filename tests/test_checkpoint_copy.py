@@ -502,3 +502,21 @@ def test_a_leg_that_cannot_be_prepared_stops_the_run_with_its_attempts(
     assert isinstance(result, TrainingError), lines
     assert "compute quota exceeded on the second cloud" in str(result)
     assert [a.number for a in result.result.attempts] == [1]
+
+
+def test_a_users_dot_tmp_file_is_a_checkpoint_file_like_any_other(
+    config: PipelineConfig, tmp_path: Path
+) -> None:
+    """The folder store's own half-written files have a prefix no script picks by chance;
+    a checkpoint named ``.tmp-1`` (it was skipped, as if the store had left it) travels."""
+    source, target = FolderStore(tmp_path / "leg1"), FolderStore(tmp_path / "leg2")
+    source.put_bytes(".tmp-1", b"optimizer state")
+    source.put_bytes("model.pt", b"weights")
+
+    copy = copy_checkpoint(
+        leg(config, source, "", "local", 0), leg(config, target, "", "local", 1), print
+    )
+
+    assert sorted(copy.sha256) == [".tmp-1", "model.pt"]
+    assert (tmp_path / "leg2" / ".tmp-1").read_bytes() == b"optimizer state"
+    assert not [p for p in (tmp_path / "leg2").iterdir() if p.name.startswith(".cloudtrain-")]

@@ -20,6 +20,10 @@ from cloudtrain.errors import BackendError
 from cloudtrain.objectstore import LocalFile, OnBytes, StoredObject
 from cloudtrain.store import sha256_file
 
+#: The store's own half-written files: a name no script picks by chance (a checkpoint of
+#: the user's called ``.tmp-1`` is copied like any other file).
+PARTIAL_PREFIX = ".cloudtrain-partial-"
+
 
 class FolderStore:
     """``root`` as a bucket; never follows a key out of it."""
@@ -63,7 +67,7 @@ class FolderStore:
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(name, target)
@@ -84,7 +88,7 @@ class FolderStore:
         # dropped, the next leg would miss the name the script resumes from. One that
         # leads out of the folder fails when read (``_path``), not silently.
         for path in sorted(self.root.rglob("*")):
-            if not path.is_file() or path.name.startswith(".tmp-"):
+            if not path.is_file() or path.name.startswith(PARTIAL_PREFIX):
                 continue
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix):
@@ -130,7 +134,7 @@ def _os_errors(what: str) -> Iterator[None]:
 
 def _copy_whole(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX)
     os.close(fd)
     try:
         shutil.copyfile(source, name)
