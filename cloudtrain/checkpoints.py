@@ -35,7 +35,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cloudtrain.errors import BackendError, ConfigError
 from cloudtrain.objectstore import LocalFile, ObjectStore, StoredObject
@@ -45,20 +45,15 @@ from cloudtrain.sync import CHECKSUM_CONCURRENCY, download_prefix, human_size
 
 if TYPE_CHECKING:
     from cloudtrain.backend import LogSink
-    from cloudtrain.config import PipelineConfig
     from cloudtrain.route import ReadyLeg
 
 _Entries = dict[str, dict[str, Any]]  # relative path -> {"sha256", "size"}
 
 
-class HasCheckpointStore(Protocol):
-    def checkpoint_store(self, config: PipelineConfig, uri: str) -> tuple[ObjectStore, str]:
-        """The store holding checkpoint location ``uri``, and its key prefix there."""
-        ...
-
-
 def open_checkpoint(leg: ReadyLeg) -> tuple[ObjectStore, str]:
     """The leg's checkpoint location as (store, prefix ending in ``/``)."""
+    # ``checkpoint_store(config, uri) -> (store, prefix)``: optional, as a backend added by
+    # a package may have no object store behind its checkpoints.
     opener = getattr(leg.leg.backend, "checkpoint_store", None)
     if opener is None:
         raise BackendError(

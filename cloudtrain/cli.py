@@ -178,10 +178,7 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
     attempts = summary["attempts"]
     lost = sum(1 for attempt in attempts if attempt["outcome"] == "interrupted")
     outages = sum(1 for attempt in attempts if attempt["outcome"] == "no_capacity")
-    restarted = sum(  # after a loss: flagged, or nothing in the checkpoint to resume from
-        attempt.get("resumed") is False or attempt.get("resumed_from_checkpoint_files") == 0
-        for attempt in attempts[1:]
-    )
+    restarted = summary.get("started_from_scratch", 0)
     status = summary["status"]
     head = {"succeeded": "trained", "failed": "FAILED"}.get(status, f"STOPPED ({status})")
     print(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudtrain.budget import usd
 from cloudtrain.config import PipelineConfig
 from cloudtrain.recovery import capacity_label
 from cloudtrain.results import (
@@ -139,6 +140,7 @@ class RunReport:
             "cost_per_cloud": result.cost_per_cloud() if result else {},
             "warnings": list(result.warnings) if result else [],
             "stop_reason": (result.stop_reason or None) if result else None,
+            "started_from_scratch": result.started_from_scratch if result else 0,
             "metrics": dict(artifacts.metrics) if artifacts else (result.metrics if result else {}),
             "model": artifacts.to_dict() if artifacts else None,
             "decision": self.decision,
@@ -256,9 +258,7 @@ def markdown_report(run: RunReport) -> str:
                 f"{' (did not resume)' if attempt.resumed is False else ''} | "
                 f"{files}{' ' + source if source else ''} | {_usd(attempt.cost_usd)} |"
             )
-        restarted = sum(  # after a loss: flagged, or nothing in the checkpoint to resume from
-            attempt.resumed is False or attempt.resumed_from == 0 for attempt in result.attempts[1:]
-        )
+        restarted = result.started_from_scratch
         lines += [
             "",
             f"Checkpoints: `{result.checkpoint_uri}` ({result.interruptions} interruption(s)"
@@ -317,7 +317,7 @@ def _progress(start: float | None, end: float | None) -> str:
 
 
 def _usd(value: float | None) -> str:
-    return "" if value is None else f"${value:,.4f}"
+    return "" if value is None else usd(value)
 
 
 def _metric(value: Any) -> str:

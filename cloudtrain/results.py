@@ -238,6 +238,12 @@ class TrainingResult:
         return sum(1 for attempt in self.attempts if attempt.outcome.retryable)
 
     @property
+    def started_from_scratch(self) -> int:
+        """Attempts after the first that did not resume: flagged by the resume check, or
+        with nothing in the checkpoint to resume from."""
+        return sum(a.resumed is False or a.resumed_from == 0 for a in self.attempts[1:])
+
+    @property
     def cost_usd(self) -> float | None:
         """The attempts' estimated cost, None when no attempt could be priced."""
         costs = [a.cost_usd for a in self.attempts if a.cost_usd is not None]

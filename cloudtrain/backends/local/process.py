@@ -84,7 +84,6 @@ class LocalAttempt:
     _signalled: tuple[Outcome, str] | None = None
     _started_at: datetime | None = None
     _ended_at: datetime | None = None
-    _resumed_from: int = 0
     _signalled_at: float = 0.0
     _log_bytes: int = 0
 
@@ -92,7 +91,6 @@ class LocalAttempt:
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._stop_reading = threading.Event()
-        self._resumed_from = sum(1 for p in self.checkpoint_dir.rglob("*") if p.is_file())
         self._started_at = _now()
         self._start_monotonic = time.monotonic()
         self._log = self.log_path.open("ab", buffering=0)  # the supervisor appends too
@@ -313,7 +311,6 @@ class LocalAttempt:
                     if self._ended_at and self._started_at
                     else None
                 ),
-                resumed_from=self._resumed_from,
             )
 
     def new_lines(self) -> list[str]:
