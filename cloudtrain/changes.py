@@ -30,6 +30,8 @@ NOT_IN_FINGERPRINT: dict[str, Any] = {
     "work_dir": True,
     # Where the data and code are is not what they are: their digests are parts of their own.
     "data": True,
+    # How a job reads a channel (copied in, streamed, piped) is not what it reads.
+    "input_modes": True,
     "code": {"source_dir"},
     # Where a secret comes from is not what the model learns (its value is never read here).
     "secrets": True,

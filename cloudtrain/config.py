@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
@@ -68,6 +68,12 @@ URI_PATTERN = re.compile(r"^([a-z][a-z0-9+.-]*://|azureml:)")
 NAME_MAX_BYTES = 255
 
 HyperparameterValue = bool | int | Finite | str
+#: How a job reads a data channel (``input_modes``); what each cloud makes of each is in
+#: its backend: download copies the channel in before the script starts, fastfile and
+#: mount stream it from where it is (SageMaker FastFile, Azure ML ro_mount, the source
+#: folder itself locally), pipe is SageMaker's FIFO for the algorithms that read one.
+InputMode = Literal["download", "fastfile", "mount", "pipe"]
+INPUT_MODES: tuple[str, ...] = get_args(InputMode)
 #: Characters that cannot travel in argv, the environment or a path (NUL), or that make
 #: a log line or a name lie (other C0 controls, DEL); lone surrogates are not UTF-8.
 #: Tab, newline and carriage return are text.
@@ -351,6 +357,15 @@ class PipelineConfig(_Strict):
         default_factory=dict,
         description="Channel -> local file or folder, or an s3:// or azureml:// URI.",
     )
+    input_modes: dict[str, InputMode] = Field(
+        default_factory=dict,
+        description="Channel -> how the job reads it: download (copied in before the "
+        "script starts), fastfile or mount (streamed from where it is: SageMaker "
+        "FastFile, Azure ML ro_mount, read in place locally), pipe (SageMaker's FIFO, for "
+        "built-in algorithms that accept it and your own images). A channel not named "
+        "here is read as the cloud does by default (SageMaker File, Azure ML's job input "
+        "default, a copy locally).",
+    )
     metrics: list[str] = Field(
         default_factory=list,
         description="Metric names the script prints as name=value.",
@@ -602,6 +617,25 @@ class PipelineConfig(_Strict):
         if missing:
             raise ConfigError(problems=missing)
         return value
+
+    @model_validator(mode="after")
+    def _modes_of_channels(self) -> PipelineConfig:
+        """A mode for a channel the config does not have is a typo, not a no-op."""
+        problems = Problems()
+        for channel in self.input_modes:
+            if channel not in self.data:
+                problems.add(
+                    ConfigError(
+                        f"input_modes.{quote(channel) if len(channel) > 40 else channel}",
+                        f"names no channel of data ({', '.join(self.data) or 'none'})",
+                    )
+                )
+        problems.raise_if_any()
+        return self
+
+    def input_mode(self, channel: str) -> InputMode | None:
+        """The mode ``input_modes`` gives ``channel``; None: the cloud's default."""
+        return self.input_modes.get(channel)
 
     @field_validator("metrics")
     @classmethod

@@ -158,6 +158,31 @@ class ContentStore:
         self.hashes.save()
         return self._commit(key, entries, copied_files, copied_bytes)
 
+    def describe_path(self, key: str, source: Path) -> StoredChannel:
+        """A channel the script reads where it is (input mode mount): the digest
+        ``put_path`` would give it, from the same walk, and nothing copied into the store.
+        ``path`` is the source itself."""
+        from cloudtrain.channel_files import channel_files
+
+        entries: dict[str, dict[str, Any]] = {}
+        for relative, path in channel_files(key.rpartition("/")[2], source):
+            stat = path.stat()
+            entries[relative] = {"sha256": self.hashes.sha256(path, stat), "size": stat.st_size}
+        self.hashes.save()
+        digest = hashlib.sha256(manifest_json(entries).encode()).hexdigest()
+        latest = self.latest / f"{key}.digest"
+        previous = latest.read_text().strip() if latest.exists() else None
+        atomic_write(latest, digest)
+        return StoredChannel(
+            digest=digest,
+            path=source,
+            files=len(entries),
+            bytes=sum(int(entry["size"]) for entry in entries.values()),
+            copied_files=0,
+            copied_bytes=0,
+            unchanged=previous == digest,
+        )
+
     def put_dataframe(self, key: str, frame: pd.DataFrame) -> StoredChannel:
         """Store a DataFrame as one parquet file (pyarrow), named data.parquet."""
         self.objects.mkdir(parents=True, exist_ok=True)

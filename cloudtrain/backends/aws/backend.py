@@ -102,6 +102,7 @@ class AwsBackend:
     # -- pure -----------------------------------------------------------------------
 
     def validate(self, config: PipelineConfig) -> None:
+        from cloudtrain.backends.aws.input_modes import check_input_modes
         from cloudtrain.backends.aws.instances import check_training_instance
 
         aws = aws_settings(config)  # its fields' forms were checked with the config
@@ -127,7 +128,9 @@ class AwsBackend:
             )
         with problems.check():
             check_training_instance(config.compute.instance_type)
-            self._image(config)  # chosen for the instance type, so only for a valid one
+            image = self._image(config)  # chosen for the instance type, so only for a valid one
+            with problems.check():
+                check_input_modes(config, image.kind, image.name, image.version)
             if aws.role and aws.bucket:  # the request cannot be built without them
                 self._check_request_limits(config)
         problems.raise_if_any()

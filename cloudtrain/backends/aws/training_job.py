@@ -24,6 +24,7 @@ from typing import Any
 
 from cloudtrain import contract
 from cloudtrain import secrets_launcher as launcher
+from cloudtrain.backends.aws.input_modes import channel_input_mode
 from cloudtrain.backends.aws.settings import aws_settings
 from cloudtrain.config import HyperparameterValue, PipelineConfig, is_excluded, is_uri
 from cloudtrain.errors import ConfigError
@@ -221,17 +222,7 @@ def create_training_job_request(
         "AlgorithmSpecification": algorithm,
         "HyperParameters": hps,
         "InputDataConfig": [
-            {
-                "ChannelName": channel,
-                "DataSource": {
-                    "S3DataSource": {
-                        "S3DataType": "S3Prefix",
-                        "S3Uri": uri,
-                        "S3DataDistributionType": "FullyReplicated",
-                    }
-                },
-            }
-            for channel, uri in spec.channels.items()
+            _channel(config, channel, uri) for channel, uri in spec.channels.items()
         ],
         "OutputDataConfig": {"S3OutputPath": output_uri},
         "ResourceConfig": {
@@ -264,6 +255,25 @@ def create_training_job_request(
                 launcher.REGION_VARIABLE: aws.region,
             }
     return request
+
+
+def _channel(config: PipelineConfig, channel: str, uri: str) -> dict[str, Any]:
+    """One InputDataConfig entry; ``InputMode`` only when ``input_modes`` names the
+    channel (else the job's TrainingInputMode, File, applies, as before)."""
+    entry: dict[str, Any] = {
+        "ChannelName": channel,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+    }
+    mode = channel_input_mode(config, channel)
+    if mode:
+        entry["InputMode"] = mode
+    return entry
 
 
 def validate_request(request: Mapping[str, Any]) -> None:

@@ -139,6 +139,8 @@ class AzureBackend:
                 )
         with problems.check():
             validate_compute(config)
+        with problems.check():
+            jobs.check_input_modes(config)
         problems.raise_if_any()
 
     def plan_stages(self, config: PipelineConfig) -> StagePlan:

@@ -18,6 +18,7 @@ from cloudtrain import contract
 from cloudtrain import secrets_launcher as launcher
 from cloudtrain.backends.azure import sdk
 from cloudtrain.config import PipelineConfig
+from cloudtrain.errors import Problems, UnsupportedError
 from cloudtrain.recovery import Outcome
 from cloudtrain.results import AttemptSpec
 from cloudtrain.secrets import job_references, launcher_source
@@ -55,6 +56,33 @@ _NO_CAPACITY = re.compile(
 _TIMEOUT = re.compile(
     r"timeout|timed out|exceeded the (maximum|max) (allowed )?(time|duration)", re.IGNORECASE
 )
+
+
+#: ``input_modes`` as Azure ML job input modes: download copies the data to the node
+#: before the command starts, fastfile and mount read it in place (read-only mount). Azure
+#: ML has no FIFO input, so pipe is refused (``check_input_modes``).
+AZURE_MODES: dict[str, str] = {"download": "download", "fastfile": "ro_mount", "mount": "ro_mount"}
+
+
+def input_mode(config: PipelineConfig, channel: str) -> str | None:
+    """The job input's ``mode``; None leaves Azure ML's default for the input, as before."""
+    mode = config.input_mode(channel)
+    return AZURE_MODES[mode] if mode else None
+
+
+def check_input_modes(config: PipelineConfig) -> None:
+    """Every mode given must be one Azure ML jobs have; pure."""
+    problems = Problems()
+    for channel, mode in config.input_modes.items():
+        if mode not in AZURE_MODES:
+            problems.add(
+                UnsupportedError(
+                    f"input_modes.{channel}",
+                    f"{mode} is SageMaker's FIFO input; Azure ML jobs read a channel as "
+                    "download or mount (ro_mount), so use one of download, fastfile, mount",
+                )
+            )
+    problems.raise_if_any()
 
 
 _DATASTORE_URI = re.compile(r"azureml://datastores/([A-Za-z0-9_]+)/paths/(.+)")
@@ -142,7 +170,10 @@ def command_job(
         description=f"cloudtrain run {run_id}, attempt {attempt}",
         code=str(config.code.source_dir),
         command=script_command(config, inputs),
-        inputs={channel: Input(type=kind, path=path) for channel, (kind, path) in inputs.items()},
+        inputs={
+            channel: Input(type=kind, path=path, mode=input_mode(config, channel))
+            for channel, (kind, path) in inputs.items()
+        },
         outputs={
             MODEL_OUTPUT: Output(type="uri_folder", mode="rw_mount"),
             OUTPUT_DATA: Output(type="uri_folder", mode="rw_mount"),

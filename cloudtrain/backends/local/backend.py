@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,10 @@ from cloudtrain.store import SKIPPED_LINK, ContentStore, extract_archive, tar_fo
 
 if TYPE_CHECKING:
     import pandas as pd
+
+#: Input modes the local backend serves by reading the source where it is: the script
+#: gets the folder itself (read-only is not enforced here, as it is by the clouds' mounts).
+IN_PLACE_MODES = frozenset({"mount", "fastfile"})
 
 # Local polling is cheap: 50 ms at first, then at most every 0.5 s.
 LOCAL_POLL_INITIAL_SECONDS = 0.05
@@ -158,6 +163,15 @@ class LocalBackend:
                         "and folders (s3:// needs cloud aws, azureml: needs cloud azure)",
                     )
                 )
+        for channel, mode in config.input_modes.items():
+            if mode == "pipe":
+                problems.add(
+                    UnsupportedError(
+                        f"input_modes.{channel}",
+                        "pipe is SageMaker's FIFO input (cloud aws); locally a channel is "
+                        "copied (download) or read in place (mount, fastfile)",
+                    )
+                )
         if kind == "framework":
             with problems.check():
                 self._framework(config)
@@ -177,7 +191,12 @@ class LocalBackend:
             )
 
     def plan_stages(self, config: PipelineConfig) -> StagePlan:
-        channels = {name: str(self.store.channels / "<sha256>") for name in config.data}
+        channels = {
+            name: str(self._planned_folder(config, name, Path(source)))
+            if config.input_mode(name) in IN_PLACE_MODES
+            else str(self.store.channels / "<sha256>")
+            for name, source in config.data.items()
+        }
         return StagePlan(
             channels=channels,
             compute=self._compute(config),
@@ -186,7 +205,9 @@ class LocalBackend:
             ),
             requests={
                 "data": {
-                    name: {"source": source, "store": channels[name]}
+                    name: {"source": source, "mode": "mount", "reads": channels[name]}
+                    if config.input_mode(name) in IN_PLACE_MODES
+                    else {"source": source, "store": channels[name]}
                     for name, source in config.data.items()
                 },
                 "compute": {"instance_type": config.compute.instance_type, "processes": 1},
@@ -239,7 +260,11 @@ class LocalBackend:
         log: LogSink,
     ) -> ChannelData:
         key = f"{config.name}/{channel}"
-        if isinstance(source, Path):
+        if isinstance(source, Path) and config.input_mode(channel) in IN_PLACE_MODES:
+            stored = self.store.describe_path(key, source)
+            described = str(source)
+            stored = replace(stored, path=self._mount_folder(config, channel, source))
+        elif isinstance(source, Path):
             stored = self.store.put_path(key, source)
             described = str(source)
         else:
@@ -256,6 +281,23 @@ class LocalBackend:
             unchanged=stored.unchanged,
             source=described,
         )
+
+    def _planned_folder(self, config: PipelineConfig, channel: str, source: Path) -> Path:
+        """Where ``_mount_folder`` will point the channel; pure."""
+        return source if source.is_dir() else self.root / "mounts" / config.name / channel
+
+    def _mount_folder(self, config: PipelineConfig, channel: str, source: Path) -> Path:
+        """The folder SM_CHANNEL_<NAME> names for a channel read in place: the source
+        folder itself, or for a single file a folder under work_dir holding one link to
+        it (the contract's channel is a folder). Nothing is copied either way."""
+        if source.is_dir():
+            return source
+        folder = self.root / "mounts" / config.name / channel
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        (folder / source.name).symlink_to(source.resolve())
+        return folder
 
     def use_data_uri(self, config: PipelineConfig, channel: str, uri: str) -> ChannelData:
         raise UnsupportedError(f"data.{channel}", f"{uri}: the local backend reads local paths")
