@@ -15,9 +15,15 @@ from typing import Any
 
 import pytest
 import yaml
+from sagemaker_lifecycle import lifecycle
+from test_aws_training import aws_config
 
-from cloudtrain.config import INPUT_MODES, PipelineConfig, load_config
+from cloudtrain.config import PipelineConfig, load_config
 from cloudtrain.errors import ConfigError, UnsupportedError
+
+__all__ = ["aws_config", "lifecycle"]  # fixtures, imported for pytest
+
+MODES = ["download", "fastfile", "mount", "pipe"]
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 AZURE = {
@@ -64,7 +70,9 @@ def test_a_mode_per_channel_and_none_by_default(folder_config: Callable[..., Pat
     assert config.input_mode("train") == "mount"
     assert config.input_mode("test") is None  # the cloud's own default
     assert load_config(folder_config()).input_modes == {}
-    assert set(INPUT_MODES) == {"download", "fastfile", "mount", "pipe"}
+    from cloudtrain.config import INPUT_MODES
+
+    assert list(INPUT_MODES) == MODES
 
 
 @pytest.mark.parametrize(
@@ -111,7 +119,7 @@ def test_the_ui_form_offers_the_modes() -> None:
 
     schema = parameter_schema(local_training.fn).model_dump()
     config = schema["definitions"]["PipelineConfig"]["properties"]["input_modes"]
-    assert config["additionalProperties"]["enum"] == list(INPUT_MODES)
+    assert config["additionalProperties"]["enum"] == MODES
     assert config["description"]
 
 
@@ -437,3 +445,161 @@ def test_the_local_plan_says_where_a_mounted_channel_is_read(
     assert "store" in data["test"]
     env = planned["attempts"][0]["request"]["environment_variables"]
     assert env["SM_CHANNEL_TRAIN"] == str(tmp_path / "data" / "train")
+
+
+# --- channels already in the cloud are never downloaded to the orchestrator ----------------
+
+
+def _with_modes(path: Path, modes: dict[str, str]) -> Path:
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, "input_modes": modes}, sort_keys=False))
+    return path
+
+
+def test_an_s3_channel_is_never_downloaded_to_the_orchestrator(
+    aws_config: Callable[..., Path], aws: Any, lifecycle: Any
+) -> None:
+    """The upload stage, the retrain fingerprint and a whole training on SageMaker (moto)
+    send no GET or HEAD for an object under an s3:// channel's prefix."""
+    import boto3
+    from sagemaker_lifecycle import COMPLETED, IN_PROGRESS
+    from test_aws_training import BUCKET, prepare, train
+
+    from cloudtrain.changes import fingerprint
+    from cloudtrain.data import upload_channels
+
+    s3 = boto3.client("s3")
+    for part in range(3):
+        s3.put_object(Bucket=BUCKET, Key=f"datasets/big/part-{part}.csv", Body=b"x,y\n1,2\n" * 100)
+    path = _with_modes(
+        aws_config(data={"train": f"s3://{BUCKET}/datasets/big/"}), {"train": "fastfile"}
+    )
+    aws.log.clear()
+    config, backend, channels, _, _ = prepare(path)
+    assert fingerprint(config, upload_channels(backend, config)) is None  # nothing hashed
+    lifecycle.script("a1", IN_PROGRESS, COMPLETED)
+    result, _ = train(path)
+    assert [a.outcome.value for a in result.attempts] == ["succeeded"]  # type: ignore[union-attr]
+    reads = [
+        entry
+        for entry in aws.log.entries
+        if entry.method in ("GET", "HEAD") and entry.path.startswith(f"/{BUCKET}/datasets/")
+    ]
+    assert reads == []
+    listed = [e for e in aws.log.s3("GET") if "prefix=datasets%2Fbig%2F" in e.query]
+    assert listed, "the channel was checked to exist (a LIST), so the log does see it"
+    job = aws.log.actions("CreateTrainingJob")[0].json()
+    assert job["InputDataConfig"][0]["InputMode"] == "FastFile"
+    assert job["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == (
+        f"s3://{BUCKET}/datasets/big/"
+    )
+
+
+class _RecordingContainer:
+    """A blob container client that notes every blob it is asked to read."""
+
+    def __init__(self, container: Any, reads: list[str]) -> None:
+        self._container, self._reads = container, reads
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._container, name)
+        if name not in ("download_blob", "get_blob_client", "list_blobs"):
+            return attribute
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self._reads.append(f"{name} {args[0] if args else kwargs.get('name_starts_with')}")
+            return attribute(*args, **kwargs)
+
+        return recorded
+
+
+def test_an_azureml_channel_is_never_downloaded_to_the_orchestrator(
+    folder_config: Callable[..., Path], azurite: str, azurite_container: str
+) -> None:
+    """A datastore path channel (ro_mount) is handed to the job as it is: no blob of it is
+    listed or read by the orchestrator, while the local channel is uploaded beside it."""
+    from azure.storage.blob import ContainerClient
+    from azure_fake import FakeMLClient
+    from test_azure_training import Driver, train
+
+    from cloudtrain.backends.azure.backend import AzureBackend
+    from cloudtrain.backends.azure.clients import AzureClients
+    from cloudtrain.backends.azure.settings import azure_settings
+
+    container = ContainerClient.from_connection_string(azurite, azurite_container)
+    for part in range(3):
+        container.upload_blob(f"datasets/big/part-{part}.csv", b"x,y\n1,2\n" * 100)
+    fake = FakeMLClient(
+        datastore_account="devstoreaccount1",
+        datastore_container=azurite_container,
+        datastore_protocol="http",
+    )
+    reads: list[str] = []
+
+    class Recording(AzureClients):
+        def container_client(self, account_url: str, container: str) -> Any:
+            return _RecordingContainer(super().container_client(account_url, container), reads)
+
+    uri = "azureml://datastores/workspaceblobstore/paths/datasets/big/"
+    config = load_config(
+        folder_config(
+            cloud="azure",
+            data={"train": uri, "test": "data/test.csv"},
+            compute={"instance_type": "Standard_DS3_v2"},
+            environment={"framework": "sklearn", "framework_version": "1.5"},
+            azure=AZURE,
+            input_modes={"train": "mount"},
+        )
+    )
+    clients = Recording(
+        azure_settings(config), ml_client=fake, registry_client=fake, blob_connection_string=azurite
+    )
+    driver = Driver(fake)
+    driver.script("a1", ("Running", None), ("Completed", None))
+    _, result, _ = train(AzureBackend(config, clients=clients), config, driver)
+    assert [a.outcome.value for a in result.attempts] == ["succeeded"]  # type: ignore[union-attr]
+    assert reads, "the local channel went through the recorded container"
+    assert [read for read in reads if "datasets/" in read] == []
+    job = next(c.body for c in fake.calls if c.op == "jobs.create_or_update" and c.body)
+    train_input = job["properties"]["inputs"]["train"]
+    assert (train_input["uri"], train_input["mode"]) == (uri, "ReadOnlyMount")
+
+
+@pytest.mark.parametrize(
+    ("route", "channel", "message"),
+    [
+        (
+            ["aws", "azure"],
+            "s3://shared-bucket/datasets/train/",
+            "data.train: s3://shared-bucket/datasets/train/: cloud azure reads azureml://",
+        ),
+        (
+            ["azure", "aws"],
+            "azureml://datastores/workspaceblobstore/paths/datasets/train/",
+            "data.train: azureml://datastores/workspaceblobstore/paths/datasets/train/: "
+            "cloud aws reads s3:// URIs",
+        ),
+    ],
+)
+def test_a_route_whose_later_cloud_cannot_read_a_channel_is_refused_up_front(
+    route: list[str], channel: str, message: str, folder_config: Callable[..., Path]
+) -> None:
+    """Failing over would mean copying the channel through the orchestrator: refused
+    before anything is created, with the rest of the route's problems."""
+    from cloudtrain.backend import build_backend
+    from cloudtrain.runnable import check_runnable
+
+    config = load_config(
+        folder_config(
+            clouds=route,
+            data={"train": channel},
+            compute={"instance_type": {"aws": "ml.m5.large", "azure": "Standard_DS3_v2"}},
+            retry={"max_attempts": 3},
+            input_modes={"train": "fastfile"},
+            aws={"role": ROLE, "bucket": "my-bucket"},
+            azure=AZURE,
+        )
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_runnable(config, build_backend(config))
+    assert message in str(caught.value)
