@@ -233,8 +233,10 @@ def markdown_report(run: RunReport) -> str:
         ]
         for data in channels.values():
             copied = "unchanged" if data.unchanged else f"{data.copied_files} files"
+            mode = config.input_mode(data.channel)  # how the job reads it, when set
+            name = f"{data.channel} ({mode})" if mode else data.channel
             lines.append(
-                f"| {data.channel} | {data.files} | {human_size(data.bytes)} | {copied} | "
+                f"| {name} | {data.files} | {human_size(data.bytes)} | {copied} | "
                 f"`{data.digest[:12]}` |"
             )
         lines.append("")

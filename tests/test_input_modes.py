@@ -447,6 +447,20 @@ def test_the_local_plan_says_where_a_mounted_channel_is_read(
     assert env["SM_CHANNEL_TRAIN"] == str(tmp_path / "data" / "train")
 
 
+def test_the_report_names_a_channels_mode(folder_config: Callable[..., Path]) -> None:
+    from cloudtrain.report import RunReport
+    from cloudtrain.results import ChannelData
+
+    config = load_config(folder_config(input_modes={"train": "mount"}))
+    run = RunReport(config)
+    run.channels = {
+        name: ChannelData(name, f"/{name}", "ab" * 32, 1, 10) for name in ("train", "test")
+    }
+    rows = [line for line in run.markdown().splitlines() if line.startswith("| t")]
+    assert rows[0].startswith("| train (mount) | 1 |")
+    assert rows[1].startswith("| test | 1 |")  # no mode set: the row as before
+
+
 # --- channels already in the cloud are never downloaded to the orchestrator ----------------
 
 
