@@ -617,3 +617,26 @@ def test_a_route_whose_later_cloud_cannot_read_a_channel_is_refused_up_front(
     with pytest.raises(ConfigError) as caught:
         check_runnable(config, build_backend(config))
     assert message in str(caught.value)
+
+
+def test_pipe_on_a_route_is_refused_when_a_later_cloud_has_no_fifo(
+    folder_config: Callable[..., Path],
+) -> None:
+    from cloudtrain.backend import build_backend
+    from cloudtrain.runnable import check_runnable
+
+    config = load_config(
+        folder_config(
+            clouds=["aws", "azure"],
+            environment={"image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1.0"},
+            compute={"instance_type": {"aws": "ml.m5.large", "azure": "Standard_DS3_v2"}},
+            retry={"max_attempts": 3},
+            input_modes={"train": "pipe"},
+            aws={"role": ROLE, "bucket": "my-bucket"},
+            azure=AZURE,
+        )
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_runnable(config, build_backend(config))
+    assert "input_modes.train: pipe is SageMaker's FIFO input; Azure ML" in str(caught.value)
+    assert config.on_cloud("aws").input_modes == {"train": "pipe"}  # fine on the aws leg
