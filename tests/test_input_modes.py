@@ -640,3 +640,30 @@ def test_pipe_on_a_route_is_refused_when_a_later_cloud_has_no_fifo(
         check_runnable(config, build_backend(config))
     assert "input_modes.train: pipe is SageMaker's FIFO input; Azure ML" in str(caught.value)
     assert config.on_cloud("aws").input_modes == {"train": "pipe"}  # fine on the aws leg
+
+
+def test_the_azure_plan_shows_each_inputs_mode(folder_config: Callable[..., Path]) -> None:
+    """``cloudtrain plan --cloud azure``: the attempts' REST bodies, offline."""
+    from cloudtrain.backends.azure.backend import AzureBackend
+    from cloudtrain.planning import plan
+
+    config = load_config(
+        folder_config(
+            cloud="azure",
+            data={"train": "azureml://datastores/workspaceblobstore/paths/big/", "test": "data"},
+            compute={"instance_type": "Standard_DS3_v2"},
+            azure=AZURE,
+            input_modes={"train": "mount", "test": "download"},
+        )
+    )
+    backend = AzureBackend(config)
+    backend.validate(config)
+    planned = plan(backend, config)
+    inputs = planned["attempts"][0]["request"]["properties"]["inputs"]
+    assert inputs["train"] == {
+        "uri": "azureml://datastores/workspaceblobstore/paths/big/",
+        "jobInputType": "uri_folder",
+        "mode": "ReadOnlyMount",
+    }
+    assert inputs["test"]["mode"] == "Download"
+    assert "train" not in planned["data"]  # used where it is: nothing uploaded
