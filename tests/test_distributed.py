@@ -510,3 +510,26 @@ def test_azure_command_job_carries_the_distribution_and_the_node_count(
     props = azure_body(config)  # azure-ai-ml's own REST serialization
     assert props.get("distribution") == expected
     assert props["resources"]["instanceCount"] == 2
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_the_torch_example_plans_offline_on_both_clouds(cloud: str) -> None:
+    """examples/distributed/torch.yaml is not run here (torch is gigabytes), but its plan
+    is: the SageMaker request through botocore's validator, the Azure ML job through
+    azure-ai-ml's serializer."""
+    from cloudtrain.backend import build_backend
+
+    config = load_config(EXAMPLE / "torch.yaml", cloud=cloud)
+    backend = build_backend(config)
+    backend.validate(config)
+    request = plan(backend, config)["attempts"][0]["request"]
+    if cloud == "aws":
+        assert request["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
+        assert request["ResourceConfig"]["InstanceCount"] == 2
+    else:
+        props = request["properties"]
+        assert props["distribution"] == {
+            "distributionType": "PyTorch",
+            "processCountPerInstance": 1,
+        }
+        assert props["resources"]["instanceCount"] == 2
