@@ -19,9 +19,10 @@ variables it shows in ``plan``.
 Every line a rank prints goes to our stdout with ``[algo-H rank R] `` in front, whole
 (lines of different ranks never mix). When a rank fails (exits non-zero while nobody asked
 the group to stop) the others get SIGTERM, SIGKILL after the grace period, the failure is
-written to ``--status`` as JSON, and we exit with the rank's code. SIGTERM to us (a reclaim,
-``max_run``: the supervisor signals the whole tree) is passed to every rank still running;
-we keep relaying their output until they end.
+written to ``--status`` as JSON, and we exit with the rank's code. A reclaim or ``max_run``
+is the supervisor's SIGTERM to the whole tree, every rank included: we do not signal the
+ranks again (a script's SIGTERM handler runs once, as on SageMaker), we only stop counting
+their exits as failures and keep relaying their output until they end.
 """
 
 from __future__ import annotations
@@ -201,8 +202,8 @@ class Group:
         while self.selector.get_map():
             for key, _ in self.selector.select(TICK_SECONDS):
                 self._read(key.fd, key.data)
-            if self.stop_requested:
-                self.stop()
+            if self.stop_requested:  # the supervisor signalled every rank itself
+                self.stopping = True
             self._check_ranks()
             if self.kill_at is not None and time.monotonic() >= self.kill_at:
                 self._signal(signal.SIGKILL)
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     group = Group(args.type, args.hosts, args.processes_per_host, args.grace, args.status)
 
     def on_signal(signum: int, frame: object) -> None:
-        group.stop_requested = True  # the loop stops the ranks: no note written mid-line
+        group.stop_requested = True  # acted on by the loop: no note written mid-line
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)

@@ -310,8 +310,8 @@ def test_a_reclaim_stops_every_rank_and_the_next_attempt_starts_the_group_again(
         Outcome.SUCCEEDED,
         False,
     )
-    for rank, host in ((0, "algo-1"), (2, "algo-2"), (3, "algo-2")):
-        assert f"[{host} rank {rank}] rank {rank} got SIGTERM" in lines
+    for rank, host in ((0, "algo-1"), (2, "algo-2"), (3, "algo-2")):  # one SIGTERM each
+        assert lines.count(f"[{host} rank {rank}] rank {rank} got SIGTERM") == 1
     assert "[algo-1 rank 1] rank 1 got SIGTERM" not in lines
     folder = backend.root / "runs" / "unit" / "0123456789abcdef" / "attempts" / "1"
     assert gone([int((folder / "output" / "data" / "pid-1").read_text())]) == []
