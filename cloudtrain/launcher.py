@@ -44,6 +44,8 @@ MASTER_ADDR = "127.0.0.1"
 NOTE = "[cloudtrain] "
 TICK_SECONDS = 0.1
 READ_BYTES = 1 << 16
+#: A rank's line longer than this is relayed in pieces (each with the rank's mark).
+MAX_LINE_BYTES = 1 << 20
 #: After the last rank ended, how long its output may still take to arrive.
 DRAIN_SECONDS = 2.0
 #: ``[algo-2 rank 3] ``: the mark on every line of a rank's output.
@@ -229,6 +231,8 @@ class Group:
             return
         data = self.partial.pop(rank, b"") + data
         end = data.rfind(b"\n") + 1
+        if len(data) - end >= MAX_LINE_BYTES:  # no end of line in sight: relay it as one
+            data, end = data + b"\n", len(data) + 1
         if end < len(data):
             self.partial[rank] = data[end:]
         if end:

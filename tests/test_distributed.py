@@ -341,6 +341,9 @@ def example(tmp_path: Path) -> Callable[..., Path]:
 def test_a_local_2x2_torchrun_job_is_reclaimed_resumes_and_finishes(
     prefect_server: str, example: Callable[..., Path]
 ) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
     from flows.local_training import local_training
 
     config = load_config(example())
@@ -359,6 +362,14 @@ def test_a_local_2x2_torchrun_job_is_reclaimed_resumes_and_finishes(
     assert second["epoch_end"] == 12
     resumed = json.loads((Path(summary["model"]["model_uri"]) / "model.json").read_text())
     assert resumed["world"] == 4
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    report = next(a for a in artifacts if a.key == "distributed-line-report").data
+    assert "| compute | ml.m5.large x2, spot, max_run 120 s, torchrun x2 per host |" in report
 
     # the same group trained in one go makes the same model, bit for bit
     _, straight, _ = train_locally(example(spot_interruptions=[]))

@@ -4,7 +4,9 @@ The script runs in a subprocess of this interpreter with the full script contrac
 A spot reclaim is simulated the way SageMaker does it (SIGTERM to the process group,
 then SIGKILL after ``local.grace_period``), triggered deterministically by
 ``local.spot_interruptions``, so checkpoint/resume logic can be tested before paying
-for spot capacity.
+for spot capacity. Several hosts (``compute.instance_count``) or a
+``compute.distribution`` run the script once per rank under ``cloudtrain/launcher.py``,
+with the variables a distributed script reads; one host without one runs it alone.
 """
 
 from __future__ import annotations
