@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Inside node_modules/, so deleting that folder reinstalls it.
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: setup node-tools demo demo-failover demo-budget test lint bench clean
+.PHONY: setup node-tools demo demo-failover demo-budget demo-distributed test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ demo-budget: setup
 	$(BIN)/cloudtrain plan examples/budget/cloudtrain.yaml
 	$(BIN)/cloudtrain run examples/budget/cloudtrain.yaml --force
 	-$(BIN)/cloudtrain run examples/budget/cloudtrain.yaml --force --set budget.max_cost=0.01
+
+## A 2 hosts x 2 ranks torchrun-style job on this machine: reclaimed, resumed as a group.
+demo-distributed: setup
+	$(BIN)/cloudtrain run examples/distributed/cloudtrain.yaml --force
 
 lint: setup
 	$(BIN)/ruff check .

@@ -45,7 +45,12 @@ NOT_IN_FINGERPRINT: dict[str, Any] = {
 LATER_FIELDS: tuple[tuple[str, str], ...] = (
     ("compute", "instance_types"),
     ("local", "capacity_outages"),
+    ("compute", "distribution"),
 )
+#: A later field's default when it is not empty: left out while it holds this.
+LATER_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("compute", "distribution"): {"type": "none", "processes_per_host": 1},
+}
 #: The same, inside the clouds' sections. Simulated reclaims stay in: a changed
 #: simulation is a test the user wants to see run.
 SECTION_FIELDS_NOT_IN_FINGERPRINT: dict[str, set[str]] = {"local": {"grace_period", "root"}}
@@ -98,8 +103,9 @@ def config_digest(config: PipelineConfig) -> str:
         data[name] = section.model_dump(mode="json", exclude=exclude) if section else None
     for where, key in LATER_FIELDS:
         part = data.get(where)
-        if isinstance(part, dict) and part.get(key) in ([], {}):
-            del part[key]
+        if isinstance(part, dict) and key in part:
+            if part[key] in ([], {}) or part[key] == LATER_DEFAULTS.get((where, key)):
+                del part[key]
     return hashlib.sha256(to_json(data)).hexdigest()
 
 

@@ -167,6 +167,72 @@ class EnvironmentConfig(_Strict):
         return next(kind for kind in ENVIRONMENT_KINDS if getattr(self, kind))
 
 
+#: How the processes of a job find each other: none (the script once per host), torchrun
+#: (torchrun's variables: RANK, WORLD_SIZE, MASTER_ADDR...) or mpi (Open MPI's, with the
+#: torch ones too).
+DISTRIBUTION_TYPES: tuple[str, ...] = ("none", "torchrun", "mpi")
+#: The most processes one host may run: the largest training instances have 192 vCPUs
+#: (one MPI process per core) and 8 to 32 accelerators (one torchrun process each).
+MAX_PROCESSES_PER_HOST = 192
+
+
+class DistributionConfig(_Strict):
+    """How a multi-process job starts: the launcher and the processes per host.
+
+    ``distribution: torchrun`` is short for ``{type: torchrun}``."""
+
+    type: str = Field(
+        "none",
+        description="Launcher: none (the script runs once per host), torchrun (one process "
+        "per processes_per_host on every host, with RANK, WORLD_SIZE, MASTER_ADDR...) or mpi.",
+    )
+    processes_per_host: Count = Field(
+        1,
+        ge=1,
+        description="Processes on each host (compute.instance_count hosts): usually one per "
+        f"GPU; 1 with type none; at most {MAX_PROCESSES_PER_HOST}.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_alone(cls, data: Any) -> Any:
+        return {"type": data} if isinstance(data, str) else data
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in DISTRIBUTION_TYPES:
+            raise ValueError(unknown_name_message("distribution type", value, DISTRIBUTION_TYPES))
+        return value
+
+    @field_validator("processes_per_host")
+    @classmethod
+    def _at_most(cls, value: int) -> int:
+        # Checked here: a ``le=`` beside Count's own int32 bound is not enforced (pydantic
+        # keeps the last of two Le constraints).
+        if value > MAX_PROCESSES_PER_HOST:
+            raise ValueError(
+                f"{value} processes on one host is more than the largest training instances "
+                f"run (at most {MAX_PROCESSES_PER_HOST})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _processes_need_a_launcher(self) -> DistributionConfig:
+        if self.type == "none" and self.processes_per_host != 1:
+            raise ConfigError(
+                "compute.distribution.processes_per_host",
+                f"{self.processes_per_host} processes per host need a launcher: set "
+                "compute.distribution.type to torchrun or mpi (type none runs the script "
+                "once per host)",
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.type != "none"
+
+
 #: SageMaker's StoppingCondition takes at most 28 days (MaxRuntimeInSeconds; a job's
 #: whole life, waiting included, is capped near there too).
 MAX_RUN_SECONDS = 28 * 24 * 3600
@@ -186,6 +252,11 @@ class ComputeConfig(_Strict):
         description="The instance type per cloud, as given by an instance_type mapping.",
     )
     instance_count: Count = Field(1, ge=1, le=100, description="Number of machines.")
+    distribution: DistributionConfig = Field(
+        default_factory=DistributionConfig,
+        description="How the processes of a multi-process job start ({type: torchrun, "
+        "processes_per_host: 2}); none by default: the script once per machine.",
+    )
     spot: bool = Field(
         False,
         description="Run on spot (SageMaker managed spot, Azure low priority): cheaper, "

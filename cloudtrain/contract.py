@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudtrain.config import HyperparameterValue
+from cloudtrain.launcher import rank_zero_text
 
 #: A number as ``float()`` reads it: ``1``, ``-0.5``, ``1.``, ``.5``, ``1e-3``, nan, inf.
 _NUMBER = r"([-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[nN]a[nN]|[iI]nf(?:inity)?))"
@@ -96,8 +97,13 @@ class MetricParser:
         self._patterns = {name: re.compile(metric_regex(name)) for name in self.names}
 
     def feed(self, line: str) -> dict[str, float]:
-        """Parse one line; returns the metrics it held."""
+        """Parse one line; returns the metrics it held. Of a multi-process job's output
+        only rank 0's lines count (``cloudtrain.launcher.rank_zero_text``)."""
         found: dict[str, float] = {}
+        text = rank_zero_text(line)
+        if text is None:
+            return found
+        line = text
         for name, pattern in self._patterns.items():
             for match in pattern.finditer(line):
                 found[name] = float(match.group(1))
@@ -122,7 +128,12 @@ class ProgressParser:
     total_epochs: int | None = None
 
     def feed(self, line: str) -> float | None:
-        """A fraction in [0, 1] when the line says how far along the script is."""
+        """A fraction in [0, 1] when the line says how far along the script is (rank 0's
+        lines only, in a multi-process job)."""
+        text = rank_zero_text(line)
+        if text is None:
+            return None
+        line = text
         match = _PROGRESS.search(line)
         if match:
             value = float(match.group(1))

@@ -169,7 +169,9 @@ def markdown_report(run: RunReport) -> str:
         )
         + " |",
         f"| compute | {config.compute.instance_type} x{config.compute.instance_count}, "
-        f"{capacity_label(config.compute.spot)}, max_run {config.compute.max_run} s |",
+        f"{capacity_label(config.compute.spot)}, max_run {config.compute.max_run} s"
+        + _distribution_cell(config)
+        + " |",
         f"| retry | {config.retry.strategy}, max {config.retry.max_attempts} attempts, "
         f"on-demand fallback {'on' if config.retry.on_demand_fallback else 'off'} |",
     ]
@@ -325,3 +327,11 @@ def _usd(value: float | None) -> str:
 def _metric(value: Any) -> str:
     """A metric as ``:g`` writes it; a reused run's record keeps NaN/inf as strings."""
     return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
+def _distribution_cell(config: PipelineConfig) -> str:
+    """``, torchrun x2 per host`` when the job has a distribution; nothing otherwise."""
+    distribution = config.compute.distribution
+    if not distribution.enabled:
+        return ""
+    return f", {distribution.type} x{distribution.processes_per_host} per host"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from cloudtrain.config import PipelineConfig
 from cloudtrain.contract import ProgressParser
+from cloudtrain.launcher import rank_zero_text
 from cloudtrain.recovery import Outcome
 from cloudtrain.results import AttemptRecord, TrainingResult
 
@@ -41,8 +42,10 @@ class AttemptProgress:
         self.last_epoch: int | None = None
 
     def feed(self, line: str) -> None:
-        if line.startswith(_OWN_NOTE):
+        text = rank_zero_text(line)  # a multi-process job's progress is rank 0's
+        if text is None or text.startswith(_OWN_NOTE):
             return
+        line = text
         value = self.parser.feed(line)
         if value is not None:
             self.start = value if self.start is None else self.start

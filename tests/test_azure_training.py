@@ -380,3 +380,32 @@ def test_a_prefect_azure_block_gives_a_service_principal_credential(prefect_serv
         ConfigError, match="azure.credentials_block: no azureml-credentials block named 'missing'"
     ):
         AzureClients(AzureConfig(credentials_block="missing")).credential  # noqa: B018
+
+
+def test_a_distributed_job_keeps_its_distribution_through_the_rest_round_trip(
+    fake: FakeMLClient,
+    azure_config: Callable[..., PipelineConfig],
+    azure_backend: Callable[[PipelineConfig], AzureBackend],
+) -> None:
+    """Each node count and process count reaches the service as azure-ai-ml sends it, and
+    the job read back (the SDK's entity from the stored REST body) still has them, also
+    after a preemption resubmits the attempt."""
+    from azure.ai.ml import PyTorchDistribution
+
+    driver = Driver(fake)
+    driver.script("a1", ("Running", None), ("Failed", "JobPreempted: low priority node lost"))
+    driver.script("a2", ("Completed", None, {"model": {"model.pt": b"weights"}}))
+    config = azure_config(
+        compute={"instance_count": 2, "distribution": {"type": "torchrun", "processes_per_host": 2}}
+    )
+    _, result, _ = train(azure_backend(config), config, driver)
+    assert isinstance(result, TrainingResult), result
+    assert [a.outcome for a in result.attempts] == [Outcome.INTERRUPTED, Outcome.SUCCEEDED]
+    for body in job_bodies(fake):
+        assert body["distribution"] == {"distributionType": "PyTorch", "processCountPerInstance": 2}
+        assert body["resources"]["instanceCount"] == 2
+    for attempt in result.attempts:
+        job = fake.jobs.get(attempt.job_name)
+        assert isinstance(job.distribution, PyTorchDistribution)
+        assert job.distribution.process_count_per_instance == 2
+        assert job.resources.instance_count == 2

@@ -39,8 +39,8 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
             "cloudtrain: invalid config: compute.max_wait: must be >= compute.max_run (60)",
         ),
         (
-            ["--set", "compute.instance_count=2"],
-            "cloudtrain: invalid config: compute.instance_count: the local backend runs one process",
+            ["--set", "compute.instance_count=33"],
+            "cloudtrain: invalid config: compute.instance_count: the local backend runs every process of the job on this machine, at most 32",
         ),
         (
             [

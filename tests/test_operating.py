@@ -91,7 +91,7 @@ def test_bad_overrides_name_what_is_wrong(overrides: list[str], message: str) ->
             "compute.max_wait=1",
             "config.compute.max_wait: must be >= compute.max_run (60)",
         ),
-        ("local-training", "compute.instance_count=2", "config.compute.instance_count:"),
+        ("local-training", "compute.instance_count=33", "config.compute.instance_count:"),
         ("local-training", "code.entry_point=nope.py", "config.code.entry_point:"),
         ("local-training", "retry.strategy=nope", "config.retry.strategy: unknown"),
         # the flow pins its cloud: the smoke config has no aws section
@@ -115,7 +115,7 @@ def test_missing_data_is_a_note_and_the_rest_is_still_checked(tmp_path: Path) ->
     raw = deployment_parameters("local-training", "digits-nightly")["config"]
     notes = check_config(raw, "local-training", tmp_path)
     assert [note.split(":")[0] for note in notes] == ["config.data.train", "config.data.test"]
-    raw["compute"]["instance_count"] = 2
+    raw["compute"]["instance_count"] = 33
     with pytest.raises(ConfigError, match=r"^config\.compute\.instance_count"):
         check_config(raw, "local-training", tmp_path)
 

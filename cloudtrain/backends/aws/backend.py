@@ -102,6 +102,7 @@ class AwsBackend:
     # -- pure -----------------------------------------------------------------------
 
     def validate(self, config: PipelineConfig) -> None:
+        from cloudtrain.backends.aws.distribution import check_distribution
         from cloudtrain.backends.aws.input_modes import check_input_modes
         from cloudtrain.backends.aws.instances import check_training_instance
 
@@ -126,6 +127,8 @@ class AwsBackend:
                     "use environment.framework or image",
                 )
             )
+        with problems.check():
+            check_distribution(config)
         with problems.check():
             check_training_instance(config.compute.instance_type)
             image = self._image(config)  # chosen for the instance type, so only for a valid one

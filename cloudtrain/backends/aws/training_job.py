@@ -24,6 +24,8 @@ from typing import Any
 
 from cloudtrain import contract
 from cloudtrain import secrets_launcher as launcher
+from cloudtrain.backends.aws.distribution import ADDED as DISTRIBUTION_HYPERPARAMETERS
+from cloudtrain.backends.aws.distribution import distribution_hyperparameters
 from cloudtrain.backends.aws.input_modes import channel_input_mode
 from cloudtrain.backends.aws.settings import aws_settings
 from cloudtrain.config import HyperparameterValue, PipelineConfig, is_excluded, is_uri
@@ -140,6 +142,7 @@ _ADDED_HYPERPARAMETERS = {
     "sagemaker_submit_directory": "aws.prefix",
     "sagemaker_job_name": "name",
     "sagemaker_region": "aws.region",
+    **dict.fromkeys(DISTRIBUTION_HYPERPARAMETERS, "compute.distribution"),
 }
 
 
@@ -205,6 +208,8 @@ def create_training_job_request(
             sagemaker_container_log_level=json.dumps(CONTAINER_LOG_LEVEL),
             sagemaker_job_name=json.dumps(job_name),
         )
+        # torchrun or MPI, launched by the container's training toolkit on every host
+        hps.update(distribution_hyperparameters(config))
     algorithm: dict[str, Any] = {
         "TrainingImage": spec.environment.uri,
         "TrainingInputMode": "File",

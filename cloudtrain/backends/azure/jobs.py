@@ -192,6 +192,7 @@ def command_job(
             "cloudtrain:capacity": "low-priority" if spot else "dedicated",
         },
         queue_settings=queue,
+        distribution=distribution(config),
     )
     job.limits = CommandJobLimits(timeout=config.compute.max_run)
     if compute is None:
@@ -202,6 +203,24 @@ def command_job(
             instance_count=config.compute.instance_count,
         )
     return job
+
+
+def distribution(config: PipelineConfig) -> Any:
+    """Azure ML's distribution for ``compute.distribution``: it starts
+    ``processes_per_host`` processes on each of the ``instance_count`` nodes itself and sets
+    torch's variables (PyTorch: RANK, WORLD_SIZE, LOCAL_RANK, NODE_RANK, MASTER_ADDR,
+    MASTER_PORT) or runs mpirun (Mpi: Open MPI's OMPI_COMM_WORLD_*). None for type none:
+    the command runs on every node, as SageMaker runs the script once per host."""
+    chosen = config.compute.distribution
+    if chosen.type == "torchrun":
+        from azure.ai.ml import PyTorchDistribution
+
+        return PyTorchDistribution(process_count_per_instance=chosen.processes_per_host)
+    if chosen.type == "mpi":
+        from azure.ai.ml import MpiDistribution
+
+        return MpiDistribution(process_count_per_instance=chosen.processes_per_host)
+    return None
 
 
 def rest_body(job: Any) -> dict[str, Any]:

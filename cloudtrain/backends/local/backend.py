@@ -4,7 +4,9 @@ The script runs in a subprocess of this interpreter with the full script contrac
 A spot reclaim is simulated the way SageMaker does it (SIGTERM to the process group,
 then SIGKILL after ``local.grace_period``), triggered deterministically by
 ``local.spot_interruptions``, so checkpoint/resume logic can be tested before paying
-for spot capacity.
+for spot capacity. Several hosts (``compute.instance_count``) or a
+``compute.distribution`` run the script once per rank under ``cloudtrain/launcher.py``,
+with the variables a distributed script reads; one host without one runs it alone.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain import contract, jsonout
+from cloudtrain import contract, jsonout, launcher
 from cloudtrain.backend import LogSink, StagePlan
 from cloudtrain.backends.local.folder_store import FolderStore
 from cloudtrain.backends.local.process import LocalAttempt
@@ -61,6 +63,12 @@ _WHERE_ELSE = {
     "use environment.framework to run the script locally",
 }
 
+
+#: The most processes a local job may start (instance_count x processes_per_host): enough
+#: to rehearse a few nodes of a few ranks each, not so many that this machine stalls.
+MAX_LOCAL_PROCESSES = 32
+#: Where a multi-process attempt's launcher records the rank that failed.
+LAUNCHER_STATUS = "launcher-status.json"
 
 # Linux refuses to start a process when one argv or environment string is longer than
 # MAX_ARG_STRLEN (32 pages); the whole hyperparameter set travels as one string, SM_HPS.
@@ -181,13 +189,21 @@ class LocalBackend:
 
     @staticmethod
     def _check_compute(config: PipelineConfig) -> None:
-        """One process on this machine: the one thing local compute cannot honour."""
-        if config.compute.instance_count != 1:
+        """Every host and process of the job runs on this machine: a bounded number."""
+        hosts = config.compute.instance_count
+        per_host = config.compute.distribution.processes_per_host
+        if hosts * per_host > MAX_LOCAL_PROCESSES:
+            field = (
+                "compute.instance_count"
+                if per_host == 1
+                else "compute.distribution.processes_per_host"
+            )
             raise UnsupportedError(
-                "compute.instance_count",
-                f"the local backend runs one process on this machine, so it must be 1 "
-                f"(got {config.compute.instance_count}); use cloud aws or azure to "
-                "train on several machines",
+                field,
+                f"the local backend runs every process of the job on this machine, at most "
+                f"{MAX_LOCAL_PROCESSES} (got compute.instance_count {hosts} x "
+                f"processes_per_host {per_host} = {hosts * per_host}); use cloud aws or "
+                "azure for more",
             )
 
     def plan_stages(self, config: PipelineConfig) -> StagePlan:
@@ -210,7 +226,11 @@ class LocalBackend:
                     else {"source": source, "store": channels[name]}
                     for name, source in config.data.items()
                 },
-                "compute": {"instance_type": config.compute.instance_type, "processes": 1},
+                "compute": {
+                    "instance_type": config.compute.instance_type,
+                    "hosts": config.compute.instance_count,
+                    "processes": _processes(config),
+                },
                 "environment": {
                     "framework": config.environment.framework,
                     "framework_version": config.environment.framework_version,
@@ -223,17 +243,21 @@ class LocalBackend:
         """The process the attempt starts: command, folder, environment, limits."""
         paths = self._paths(config, spec)
         trigger = _trigger_for(config, spec.number, spec.spot)
+        environment = contract.script_environment(
+            config.hyperparameters,
+            paths,
+            instance_type=config.compute.instance_type,
+            attempt=spec.number,
+            spot=spec.spot,
+            job_name=spec.job_name,
+        )
+        if _launched(config):
+            environment["SM_HOSTS"] = json.dumps(launcher.host_names(config.compute.instance_count))
         return {
-            "command": self._command(config),
+            "command": self._command(config, spec),
             "working_dir": str(config.code.source_dir),
-            "environment_variables": contract.script_environment(
-                config.hyperparameters,
-                paths,
-                instance_type=config.compute.instance_type,
-                attempt=spec.number,
-                spot=spec.spot,
-                job_name=spec.job_name,
-            ),
+            "environment_variables": environment,
+            **({"distribution": _distribution_plan(config)} if _launched(config) else {}),
             "secrets": {name: f"<{ref.describe()}>" for name, ref in config.secrets.items()},
             "stopping_condition": {
                 "max_run_seconds": config.compute.max_run,
@@ -307,14 +331,17 @@ class LocalBackend:
         return self._compute(config)
 
     def _compute(self, config: PipelineConfig) -> ComputeTarget:
+        hosts = config.compute.instance_count
+        simulated = f"{config.compute.instance_type} x{hosts}" if hosts > 1 else ""
         return ComputeTarget(
             name="local",
             instance_type=config.compute.instance_type,
-            instance_count=1,
+            instance_count=hosts,
             details={
                 "cpus": os.cpu_count() or 1,
                 "python": self.python,
-                "note": f"{config.compute.instance_type} is simulated by this machine",
+                "processes": _processes(config),
+                "note": f"{simulated or config.compute.instance_type} is simulated by this machine",
             },
         )
 
@@ -361,6 +388,8 @@ class LocalBackend:
         if unresolved:
             raise BackendError(f"secrets not resolved for the attempt: {', '.join(unresolved)}")
         attempt = LocalAttempt(
+            ranked=_launched(config),
+            status_path=attempt_dir / LAUNCHER_STATUS if _launched(config) else None,
             command=request["command"],
             cwd=config.code.source_dir,
             env={
@@ -445,13 +474,34 @@ class LocalBackend:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _command(self, config: PipelineConfig) -> list[str]:
-        """As SageMaker script mode runs it: the entry point with --name value arguments."""
-        return [
+    def _command(self, config: PipelineConfig, spec: AttemptSpec) -> list[str]:
+        """As SageMaker script mode runs it: the entry point with --name value arguments;
+        several hosts or a distribution run it under the launcher, once per rank."""
+        script = [
             self.python,
             "-u",
             config.code.entry_point,
             *contract.hyperparameter_args(config.hyperparameters),
+        ]
+        if not _launched(config):
+            return script
+        status = self._attempt_dir(config, spec.run_id, spec.number) / LAUNCHER_STATUS
+        return [
+            self.python,
+            "-P",  # as the supervisor: by path, nothing of its folder shadows the stdlib
+            launcher.__file__,
+            "--type",
+            config.compute.distribution.type,
+            "--hosts",
+            str(config.compute.instance_count),
+            "--processes-per-host",
+            str(config.compute.distribution.processes_per_host),
+            "--grace",
+            str(local_settings(config).grace_period),
+            "--status",
+            str(status),
+            "--",
+            *script,
         ]
 
     def _run_dir(self, config: PipelineConfig, run_id: str) -> Path:
@@ -495,6 +545,37 @@ class LocalBackend:
                 f"{framework} {installed}; the cloud image will have {wanted}"
             )
         return framework, installed, warnings
+
+
+def _launched(config: PipelineConfig) -> bool:
+    """Several hosts or a distribution: the job's processes start under the launcher. One
+    host without one runs the script alone, as it always did."""
+    return config.compute.instance_count > 1 or config.compute.distribution.enabled
+
+
+def _processes(config: PipelineConfig) -> int:
+    return config.compute.instance_count * config.compute.distribution.processes_per_host
+
+
+def _distribution_plan(config: PipelineConfig) -> dict[str, Any]:
+    """What the launcher starts, as ``plan`` shows it: hosts, ranks, each rank's variables
+    (the rendezvous port is chosen free when the attempt starts)."""
+    kind = config.compute.distribution.type
+    hosts = config.compute.instance_count
+    per_host = config.compute.distribution.processes_per_host
+    port = "<a free port, chosen when the attempt starts>" if kind != "none" else ""
+    return {
+        "type": kind,
+        "hosts": launcher.host_names(hosts),
+        "processes_per_host": per_host,
+        "ranks": hosts * per_host,
+        "output": "every line of rank R on host algo-H as '[algo-H rank R] <line>'; "
+        "metrics, progress and reclaim patterns read rank 0",
+        "rank_environment": {
+            str(rank): launcher.rank_environment(kind, hosts, per_host, rank, port)
+            for rank in range(hosts * per_host)
+        },
+    }
 
 
 def _same_release(wanted: str, installed: str) -> bool:

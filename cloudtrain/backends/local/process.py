@@ -14,6 +14,7 @@ The watchdog enforces ``compute.max_run`` and time-triggered reclaims.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import selectors
@@ -32,6 +33,7 @@ import psutil
 
 from cloudtrain import contract, supervisor
 from cloudtrain.errors import BackendError
+from cloudtrain.launcher import RANK_PREFIX
 from cloudtrain.logshare import LogShare
 from cloudtrain.recovery import Outcome
 from cloudtrain.results import AttemptStatus
@@ -76,6 +78,11 @@ class LocalAttempt:
     redact: Callable[[str], str] | None = None
     #: Variables whose values the supervisor masks in what it writes to the log itself.
     mask_env: tuple[str, ...] = ()
+    #: A multi-process job under ``cloudtrain/launcher.py``: its lines carry their rank,
+    #: a reclaim pattern is matched against rank 0's, and a failed rank is named from
+    #: the launcher's status file.
+    ranked: bool = False
+    status_path: Path | None = None
     share: LogShare = field(default_factory=LogShare)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_KEEP_LINES))
     _pending: list[str] = field(default_factory=list)
@@ -172,6 +179,11 @@ class LocalAttempt:
         self._feed_metrics(block)
         if self._pattern is not None:
             for line in block.decode("utf-8", "replace").splitlines():
+                if self.ranked:  # rank 0's lines only, without their mark
+                    match = RANK_PREFIX.match(line)
+                    if match is None or match.group(2) != "0":
+                        continue
+                    line = line[match.end() :]
                 if self._pattern is not None and self._pattern.search(line):
                     self._pattern = None
                     self._signal(
@@ -296,7 +308,25 @@ class LocalAttempt:
         else:
             cause = f"exit code {returncode}"
         tail = list(self.tail)[-LOG_TAIL_LINES:]
+        failed = self._failed_rank()
+        if failed is not None:
+            return f"the script failed: {failed}" + (": " + " | ".join(tail) if tail else "")
         return f"the script failed ({cause})" + (": " + " | ".join(tail) if tail else "")
+
+    def _failed_rank(self) -> str | None:
+        """Which rank failed, as the launcher recorded it; None when no rank did."""
+        if self.status_path is None:
+            return None
+        try:
+            record = json.loads(self.status_path.read_text())
+            rank, host, local = int(record["rank"]), str(record["host"]), record["local_rank"]
+            code = int(record["exit_code"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        ended = f"was killed by {record.get('signal')}" if code < 0 else f"exited with code {code}"
+        return (
+            f"rank {rank} on {host} (local rank {local}) {ended}, and the other ranks were stopped"
+        )
 
     def status(self) -> AttemptStatus:
         with self._lock:
