@@ -208,8 +208,7 @@ class DistributionConfig(_Strict):
     @field_validator("processes_per_host")
     @classmethod
     def _at_most(cls, value: int) -> int:
-        # Checked here: a ``le=`` beside Count's own int32 bound is not enforced (pydantic
-        # keeps the last of two Le constraints).
+        # A validator rather than ``le=``, for a message that says why the bound is there.
         if value > MAX_PROCESSES_PER_HOST:
             raise ValueError(
                 f"{value} processes on one host is more than the largest training instances "

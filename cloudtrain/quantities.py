@@ -17,15 +17,24 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AllowInfNan, BeforeValidator, Field, Strict
+from pydantic import AfterValidator, AllowInfNan, BeforeValidator, Strict
 
 #: The largest value an int32 field of a cloud API takes.
 INT32_MAX = 2**31 - 1
 
+
+def _int32(value: int) -> int:
+    """The int32 bound as a validator, not ``Field(le=...)``: pydantic keeps only the last
+    of two ``le`` bounds, so a field's own ``le=100`` beside it would be ignored."""
+    if value > INT32_MAX:
+        raise ValueError(f"must be at most {INT32_MAX}")
+    return value
+
+
 #: A whole number (instances, attempts, nodes); never true/false, "3" or 3.0.
-Count = Annotated[int, Strict(), Field(le=INT32_MAX)]
+Count = Annotated[int, Strict(), AfterValidator(_int32)]
 #: Whole seconds (run and wait limits, idle times).
-Seconds = Annotated[int, Strict(), Field(le=INT32_MAX)]
+Seconds = Annotated[int, Strict(), AfterValidator(_int32)]
 #: A finite number (seconds with a fraction, sizes, prices); never true/false, NaN or inf.
 Finite = Annotated[float, Strict(), AllowInfNan(False)]
 
@@ -48,6 +57,6 @@ def _duration_seconds(value: Any) -> Any:
 
 
 #: A span of time in whole seconds, written as seconds or with units (``8h``, ``1h30m``).
-Duration = Annotated[int, BeforeValidator(_duration_seconds), Strict(), Field(le=INT32_MAX)]
+Duration = Annotated[int, BeforeValidator(_duration_seconds), Strict(), AfterValidator(_int32)]
 
 __all__ = ["INT32_MAX", "Count", "Duration", "Finite", "Seconds"]

@@ -278,6 +278,10 @@ def test_a_number_past_what_the_clouds_take_is_refused(
         ("compute.max_wait", 28 * 24 * 3600 + 1),  # SageMaker: at most 28 days
         ("azure.idle_time_before_scale_down", 2**31),
         ("azure.max_instances", 2**31),
+        # A field's own bound beside the int32 one (pydantic kept only the last ``le``).
+        ("compute.instance_count", 101),
+        ("retry.max_attempts", 101),
+        ("retry.reclaims_per_cloud", 101),
     ],
 )
 def test_a_number_past_the_limit_exits_2_in_plan(
