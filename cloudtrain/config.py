@@ -44,7 +44,7 @@ from cloudtrain import backends, recovery
 from cloudtrain import secrets as secret_refs
 from cloudtrain.errors import ConfigError, Problem, Problems, quote
 from cloudtrain.quantities import Count, Duration, Finite, Seconds
-from cloudtrain.sweep import SweepConfig, check_sweep
+from cloudtrain.trials import SweepConfig
 from cloudtrain.yamlfile import MAX_BYTES, load_yaml
 
 S = TypeVar("S", bound=BaseModel)
@@ -487,7 +487,8 @@ class PipelineConfig(_Strict):
     @model_validator(mode="after")
     def _sweep_fits(self) -> PipelineConfig:
         """The sweep's objective is a metric and its parameters are valid names."""
-        check_sweep(self)
+        if self.sweep is not None:
+            self.sweep.check_against(self.metrics, HYPERPARAMETER_PATTERN)
         return self
 
     @model_validator(mode="after")

@@ -149,7 +149,8 @@ def plan_sweep(backend: Backend, config: PipelineConfig) -> dict[str, Any]:
     """A sweep's plan: the stages once (every trial shares them), then every trial with
     its hyperparameters, its own checkpoint location and its attempts' exact requests.
     Pure."""
-    from cloudtrain.sweep import make_trials, trial_config
+    from cloudtrain.sweep import trial_config
+    from cloudtrain.trials import make_trials
 
     sweep = config.sweep
     assert sweep is not None

@@ -24,8 +24,8 @@ from cloudtrain.results import (
 )
 from cloudtrain.route import ReadyLeg
 from cloudtrain.secrets import masked
-from cloudtrain.sweep import TrialContext
 from cloudtrain.sync import human_size
+from cloudtrain.trials import TrialContext
 
 #: The run's artifacts are keyed ``<pipeline><suffix>``, so runs of a pipeline line up in
 #: the UI; ``cloudtrain trigger`` reads them back by these keys.

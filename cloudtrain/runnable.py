@@ -64,7 +64,8 @@ def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
 def check_trials(config: PipelineConfig, backend: _Validates) -> None:
     """A sweep's trials judged as the runs they are (their hyperparameters on the cloud's
     limits), each problem once with the first trial that has it."""
-    from cloudtrain.sweep import make_trials, trial_config
+    from cloudtrain.sweep import trial_config
+    from cloudtrain.trials import make_trials
 
     if config.sweep is None:
         return

@@ -18,7 +18,7 @@ from cloudtrain.budget import usd
 from cloudtrain.config import PipelineConfig
 from cloudtrain.report import SUCCESS_STATUSES
 from cloudtrain.secrets import masked
-from cloudtrain.sweep import Trial
+from cloudtrain.trials import Trial
 
 
 def objective_value(summary: Mapping[str, Any], objective: str) -> float | None:

@@ -39,7 +39,8 @@ from cloudtrain.secrets import (
     resolve,
     secret_hyperparameter_warning,
 )
-from cloudtrain.sweep import TrialContext, records_name
+from cloudtrain.sweep import records_name
+from cloudtrain.trials import TrialContext
 from tasks.artifacts import collect_artifacts, publish_report
 from tasks.changes import check_for_changes
 from tasks.compute import ensure_compute

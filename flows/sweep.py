@@ -33,8 +33,9 @@ from cloudtrain.jsonout import finite
 from cloudtrain.leases import RunLeases
 from cloudtrain.report import OUTCOME_SUFFIX, REPORT_SUFFIX
 from cloudtrain.runnable import check_runnable, check_trials
-from cloudtrain.sweep import TrialContext, make_trials, trial_config
+from cloudtrain.sweep import trial_config
 from cloudtrain.sweep_report import SweepReport
+from cloudtrain.trials import TrialContext, make_trials
 from tasks.data import upload_data
 
 #: The sweep's own lease folder is ``<pipeline>-sweep-<cloud>``: a sweep whose process
