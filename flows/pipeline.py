@@ -158,7 +158,7 @@ def _run_stages(
     if secret_looking:
         logger.warning(secret_hyperparameter_warning(secret_looking))
     run_id = flow_run.get_id() or uuid.uuid4().hex
-    _tag_flow_run(pipeline_tags(config))
+    _tag_flow_run([*pipeline_tags(config), *([f"trial:{trial.number}"] if trial else [])])
     where = " -> ".join(leg.label for leg in legs) if len(legs) > 1 else cloud
     logger.info(
         "pipeline %s on %s, run %s%s",

@@ -15,9 +15,12 @@ ranking; the sweep fails (``TrainingError``, exit 1) only when every trial did.
 
 from __future__ import annotations
 
+import ctypes
+import threading
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import get_run_logger, tags, task
@@ -41,6 +44,44 @@ from tasks.data import upload_data
 #: The sweep's own lease folder is ``<pipeline>-sweep-<cloud>``: a sweep whose process
 #: died is marked crashed in Prefect by the next one (its trials resume by their own).
 SWEEP_LEASE_SUFFIX = "-sweep"
+
+
+class TrialThreads:
+    """The threads running each sweep's trials, so that an interrupt of the sweep (Ctrl-C,
+    SIGTERM, a cancelled run: raised in the sweep's own thread only) reaches them: each
+    gets KeyboardInterrupt, and its attempt loop stops the running attempt before letting
+    go, as a run's own thread does. Nothing keeps training, or billing, behind the sweep."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._threads: dict[str, set[int]] = {}
+
+    @contextmanager
+    def running(self, sweep_run_id: str | None) -> Iterator[None]:
+        key, me = sweep_run_id or "", threading.get_ident()
+        with self._lock:
+            self._threads.setdefault(key, set()).add(me)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._threads.get(key, set()).discard(me)
+
+    def interrupt(self, sweep_run_id: str) -> int:
+        """KeyboardInterrupt in every thread running a trial of the sweep; how many. It is
+        raised there at the thread's next Python instruction (the poll loop wakes every few
+        seconds at most)."""
+        with self._lock:
+            threads = list(self._threads.get(sweep_run_id, ()))
+        for ident in threads:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
+            )
+        return len(threads)
+
+
+#: The running trials of every sweep in this process.
+TRIAL_THREADS = TrialThreads()
 
 
 def run_sweep(
@@ -105,7 +146,12 @@ def run_sweep(
                     )
                     for trial in trials
                 ]
-                summaries = [future.result() for future in futures]
+                try:
+                    summaries = [future.result() for future in futures]
+                except BaseException:  # the sweep is interrupted: so is every trial
+                    stopped = TRIAL_THREADS.interrupt(run_id)
+                    logger.warning("sweep interrupted: stopping %d running trial(s)", stopped)
+                    raise
         report = SweepReport(config, trials, summaries, run_id)
         publish_sweep_report(report)
     finally:
@@ -142,9 +188,10 @@ def run_trial(
     from flows.pipeline import training_flow
 
     try:
-        summary: dict[str, Any] = training_flow(cloud)(
-            config=config, dataframes=dataframes, force=force, trial=trial
-        )
+        with TRIAL_THREADS.running(trial.sweep_run_id):
+            summary: dict[str, Any] = training_flow(cloud)(
+                config=config, dataframes=dataframes, force=force, trial=trial
+            )
         return summary
     except TrainingError as exc:
         return exc.summary or {"status": "failed", "error": str(exc)}
@@ -167,7 +214,12 @@ def publish_sweep_report(report: SweepReport) -> str:
     )
     create_table_artifact(
         key=f"{config.name}-trials",
-        table=finite(report.summary()["trials"]),
+        table=finite(
+            [
+                {**{k: v for k, v in row.items() if k != "values"}, **row["values"]}
+                for row in report.summary()["trials"]
+            ]
+        ),
         description="one row per trial, ranked by the objective",
     )
     outcome = report.outcome()

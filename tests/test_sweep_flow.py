@@ -99,6 +99,8 @@ def test_a_six_trial_local_sweep_with_a_reclaim_each_ranks_its_trials(
     children = child_runs(parent)
     assert [run.name for run in children] == [f"digits-sgd/local/trial-{n}" for n in range(1, 7)]
     assert all(run.state.is_completed() for run in children)
+    for number, run in enumerate(children, start=1):
+        assert {"pipeline:digits-sgd", "sweep", f"trial:{number}"} <= set(run.tags)
     assert {str(run.id) for run in children} == {row["run_id"] for row in rows}
     assert 1 < most_at_once(children) <= 3  # in parallel, never more than max_parallel
 
@@ -179,3 +181,61 @@ def test_a_sweep_whose_every_trial_fails_exits_1(prefect_server: str, tmp_path: 
     assert summary["status"] == "failed" and summary["best"] is None
     assert summary["error"] == "every trial of the sweep failed (1 of 1)"
     assert summary["trials"][0]["status"] == "failed"
+
+
+def test_sigterm_to_a_sweep_stops_every_running_trial(
+    prefect_server: str, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The interrupt lands in the sweep's thread; the trials' threads must hear of it and
+    stop their scripts (or jobs), not train on behind a sweep that is gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = f"""
+        import argparse, os, time
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--which", type=int)
+        number = parser.parse_known_args()[0].which
+        open(os.path.join({str(tmp_path)!r}, f"trial-{{number}}.pid"), "w").write(str(os.getpid()))
+        time.sleep(120)
+    """
+    path = write_config(
+        script,
+        metrics=["acc"],
+        local={"grace_period": 1},
+        sweep={
+            "parameters": {"which": [1, 2]},
+            "max_parallel": 2,
+            "objective": "acc",
+            "goal": "max",
+        },
+    )
+    env = {
+        **os.environ,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": prefect_server,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cloudtrain.cli", "run", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid_files = [tmp_path / "trial-1.pid", tmp_path / "trial-2.pid"]
+    deadline = time.monotonic() + 180
+    while not all(f.exists() and f.read_text() for f in pid_files):
+        assert process.poll() is None and time.monotonic() < deadline, "the trials never started"
+        time.sleep(0.1)
+    pids = [int(f.read_text()) for f in pid_files]
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)  # without the stop: 120 s of sleep first
+    assert process.returncode != 0
+    time.sleep(0.2)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert "stopping 2 running trial(s)" in stderr
