@@ -42,9 +42,9 @@ def plan_run_id(trial: int | None = None) -> str:
 
 def job_name(config: PipelineConfig, run_id: str, number: int, trial: int | None = None) -> str:
     """Deterministic per run and attempt, within SageMaker's 63 characters (40 for the
-    name, 8 of the run id, ``-t1000`` and ``-a100`` at most). A sweep's trials start
-    together, and Prefect's run ids (UUIDv7) begin with the time: the trial number
-    keeps their jobs apart."""
+    name, 8 of the run id, ``-t1000`` and ``-a100`` at most). A sweep trial's jobs say
+    which trial they are (``-t3``), in the console and in ``plan``, where every trial's
+    run id is a placeholder."""
     short = "<run>" if run_id.startswith("<") else re.sub(r"[^a-z0-9]", "", run_id.lower())[:8]
     return f"{config.name}-{short}{f'-t{trial}' if trial is not None else ''}-a{number}"
 

@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 import yaml
+from sagemaker_lifecycle import lifecycle
+from test_aws_training import aws_config
 
 from cloudtrain.config import load_config
 from cloudtrain.trigger.outcome import report_from_artifacts
 
 pytestmark = pytest.mark.prefect
+__all__ = ["aws_config", "lifecycle"]  # fixtures, imported for pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SIX_TRIALS = {
@@ -239,3 +242,61 @@ def test_sigterm_to_a_sweep_stops_every_running_trial(
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert "stopping 2 running trial(s)" in stderr
+
+
+def test_an_aws_sweep_on_moto_keeps_spot_and_a_checkpoint_uri_per_trial(
+    prefect_server: str,
+    aws_config: Callable[..., Path],
+    aws: Any,
+    lifecycle: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two trials at once on SageMaker (moto): each its own jobs, all on managed spot,
+    reclaimed once and resumed into its own checkpoint URI, none reattached to the other's."""
+    import boto3
+    from sagemaker_lifecycle import COMPLETED, model_archive
+
+    from flows.aws_training import aws_training
+
+    monkeypatch.setattr("cloudtrain.backoff.POLL_INITIAL_SECONDS", 0.0)
+    monkeypatch.setattr("cloudtrain.backoff.POLL_MAX_SECONDS", 0.0)
+    lifecycle.script("a1", {"status": "Stopped", "secondary": "Interrupted", "training": 60})
+    lifecycle.script(
+        "a2",
+        {
+            **COMPLETED,
+            "metrics": {"val_accuracy": 0.9},
+            "model": model_archive({"model.pkl": b"weights"}),
+        },
+    )
+    path = aws_config()
+    raw = yaml.safe_load(path.read_text())
+    raw["sweep"] = {
+        "parameters": {"optimizer": ["adam", "sgd"]},
+        "max_parallel": 2,
+        "objective": "val_accuracy",
+        "goal": "max",
+    }
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    summary = aws_training(config=config)
+    assert summary["status"] == "succeeded"
+    assert [(row["trial"], row["attempts"], row["reclaims"]) for row in summary["trials"]] == [
+        (1, 2, 1),
+        (2, 2, 1),
+    ]
+    sagemaker = boto3.client("sagemaker")
+    names = sorted(
+        job["TrainingJobName"] for job in sagemaker.list_training_jobs()["TrainingJobSummaries"]
+    )
+    assert len(names) == 4 and len({name.rsplit("-", 2)[1] for name in names}) == 2
+    uris: dict[str, set[str]] = {}
+    for name in names:
+        job = sagemaker.describe_training_job(TrainingJobName=name)
+        assert job["EnableManagedSpotTraining"] is True, name
+        trial = name.rsplit("-", 2)[1]
+        uris.setdefault(trial, set()).add(job["CheckpointConfig"]["S3Uri"])
+        optimizer = json.loads(job["HyperParameters"]["optimizer"])
+        assert optimizer == ("adam" if trial == "t1" else "sgd")
+    assert all(len(found) == 1 for found in uris.values())  # one location per trial...
+    assert uris["t1"] != uris["t2"]  # ...and its own
