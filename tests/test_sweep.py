@@ -404,3 +404,33 @@ def test_the_markdown_ranks_the_trials_and_names_the_best_model(tmp_path: Path) 
     assert "| 1 | 3 | `0.3` | succeeded | 0.9 |" in text
     assert "- model: `/m/0.9.tar.gz`" in text
     assert "- trial 2 (failed): the script exited 3" in text
+
+
+def test_plan_on_azure_gives_each_trial_its_own_checkpoints_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        cloud="azure",
+        compute={"instance_type": "Standard_DS3_v2", "spot": True, "max_run": 5400},
+        azure={
+            "subscription_id": "00000000-0000-0000-0000-000000000000",
+            "resource_group": "rg",
+            "workspace": "ws",
+            "compute": "cpu-cluster",
+        },
+        local=None,
+        sweep={"parameters": {"epochs": [3, 5]}, "objective": "acc", "goal": "max"},
+    )
+    assert main(["plan", str(path), "--json"]) == 0
+    trials = json.loads(capsys.readouterr().out)["trials"]
+    outputs = []
+    for trial in trials:
+        job = trial["attempts"][0]["request"]  # azure-ai-ml's own REST body
+        checkpoints = job["properties"]["outputs"]["checkpoints"]
+        assert checkpoints["uri"] == trial["checkpoint_uri"]
+        assert job["properties"]["tags"]["cloudtrain:capacity"] == "low-priority"
+        assert f"--epochs {trial['values']['epochs']}" in job["properties"]["command"]
+        assert job["name"].endswith(f"-t{trial['trial']}-a1")
+        outputs.append(checkpoints["uri"])
+    assert len(set(outputs)) == 2

@@ -133,6 +133,18 @@ def test_a_six_trial_local_sweep_with_a_reclaim_each_ranks_its_trials(
     assert [row["status"] for row in again["trials"]] == ["skipped"] * 6
     assert again["best"]["model"] == best["model"]
     assert sum(row["attempts"] for row in again["trials"]) == 0
+    # A grid grown by one value: only its new trials train (records are keyed by values).
+    grown = {
+        **SIX_TRIALS,
+        "parameters": {"learning_rate": [0.01, 0.05, 0.2, 0.1], "batch_size": [32, 128]},
+    }
+    config = load_config(
+        digits_config(
+            hyperparameters={"epochs": 6}, local={"spot_interruptions": ["^epoch=3 "]}, sweep=grown
+        )
+    )
+    statuses = {row["trial"]: row["status"] for row in local_training(config=config)["trials"]}
+    assert statuses == {**dict.fromkeys(range(1, 7), "skipped"), 7: "succeeded", 8: "succeeded"}
 
 
 def smoke_sweep(tmp_path: Path, fail: list[bool], max_parallel: int = 2) -> Path:
