@@ -41,6 +41,7 @@ from pydantic import (
 
 from cloudtrain.errors import ConfigError, Problem, Problems, quote
 from cloudtrain.quantities import Count, Finite
+from cloudtrain.secrets import is_secret_name
 
 #: The most trials a sweep may run: each is a Prefect flow run and, on a cloud, jobs.
 MAX_TRIALS = 1000
@@ -212,11 +213,15 @@ class SweepConfig(BaseModel):
                 )
             )
         for name in self.parameters:
+            field = f"sweep.parameters.{quote(name) if len(name) > 40 else name}"
             if not names.fullmatch(name):
+                problems.add(ConfigError(field, f"{quote(name)} is not a valid --argument name"))
+            elif is_secret_name(name):
                 problems.add(
                     ConfigError(
-                        f"sweep.parameters.{quote(name) if len(name) > 40 else name}",
-                        f"{quote(name)} is not a valid --argument name",
+                        field,
+                        "looks like a secret, and a swept value is shown in the ranking, the "
+                        "logs and Prefect's parameters; pass it with secrets: instead",
                     )
                 )
         size = grid_size(self)

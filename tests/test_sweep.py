@@ -158,6 +158,10 @@ def test_a_sweep_leaves_out_of_the_digest_so_old_configs_keep_theirs(tmp_path: P
             "sweep.parameters.bad name: 'bad name' is not a valid --argument name",
         ),
         (
+            {"parameters": {"api_key": ["a", "b"]}, "objective": "acc", "goal": "max"},
+            "sweep.parameters.api_key: looks like a secret",
+        ),
+        (
             {
                 "parameters": {"lr": {"min": 1, "max": 1, "steps": 2}},
                 "objective": "acc",
