@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Inside node_modules/, so deleting that folder reinstalls it.
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: setup node-tools demo demo-failover demo-budget demo-distributed test lint bench clean
+.PHONY: setup node-tools demo demo-failover demo-budget demo-distributed demo-sweep test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ demo-budget: setup
 demo-distributed: setup
 	$(BIN)/cloudtrain run examples/distributed/cloudtrain.yaml --force
 
+## A sweep: 6 trials of the digits script, 3 at a time, each reclaimed once and resumed;
+## the trials ranked by val_accuracy and the best model named.
+demo-sweep: setup
+	$(BIN)/python examples/digits/prepare_data.py
+	$(BIN)/cloudtrain plan examples/sweep/cloudtrain.yaml > /dev/null
+	$(BIN)/cloudtrain run examples/sweep/cloudtrain.yaml --force
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -56,4 +63,4 @@ bench: setup
 	$(BIN)/python bench/loud_script.py
 
 clean:
-	rm -rf $(VENV) node_modules examples/digits/.cloudtrain examples/digits/data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules examples/digits/.cloudtrain examples/digits/data examples/sweep/.cloudtrain .pytest_cache .mypy_cache .ruff_cache

@@ -39,6 +39,8 @@ NOT_IN_FINGERPRINT: dict[str, Any] = {
     # same data (the cloud it starts on and its instance type stay in).
     "clouds": True,
     "budget": True,
+    # Which trials a sweep makes: each trial's own hyperparameters are in its digest.
+    "sweep": True,
 }
 #: Fields added after digests were first stored, left out while they hold their empty
 #: default, so a config that does not use them keeps its digest: (section or "", path).

@@ -17,7 +17,7 @@ from cloudtrain import jsonout
 from cloudtrain.config import PipelineConfig, deprecations_as_lines, load_config
 from cloudtrain.errors import CloudtrainError, ConfigError, TrainingError
 from cloudtrain.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK, fail
-from cloudtrain.runnable import check_runnable
+from cloudtrain.runnable import check_runnable, check_trials
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,10 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         backend = build_backend(config)
         check_runnable(config, backend)
+        check_trials(config, backend)  # a sweep's: each trial's hyperparameters
         if args.command == "plan":
-            from cloudtrain.planning import plan
+            from cloudtrain.planning import plan, plan_sweep
 
-            return _plan(plan(backend, config), args.json)
+            planned = plan_sweep(backend, config) if config.sweep else plan(backend, config)
+            return _plan(planned, args.json)
         from cloudtrain.secrets import missing_env
 
         missing = missing_env(config.secrets, os.environ)  # before the flow run exists
@@ -170,6 +172,9 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
     if not summary:
         print(f"failed: {error}")
         return
+    if "sweep" in summary:
+        _print_sweep(summary)
+        return
     if summary["status"] == "skipped":
         print(f"\n{summary['pipeline']} on {summary['cloud']}: skipped, {summary['skip_reason']}")
         model = summary.get("model") or {}
@@ -215,6 +220,42 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
         print(f"  model: {summary['model']['model_archive'] or summary['model']['model_uri']}")
     if error:
         print(f"  error: {error}")
+
+
+def _print_sweep(summary: dict[str, Any]) -> None:
+    """The ranking: one line per trial, best first, then the best trial's model."""
+    sweep, best = summary["sweep"], summary["best"]
+    print(
+        f"\n{summary['pipeline']} on {summary['cloud']}: sweep "
+        f"{'done' if summary['status'] == 'succeeded' else 'FAILED'}, "
+        f"{sweep['succeeded']} of {sweep['trials']} trial(s) succeeded "
+        f"(at most {sweep['max_parallel']} at once), ranked by {sweep['objective']} "
+        f"({sweep['goal']})"
+    )
+    objective = sweep["objective"]
+    print(
+        f"  {'rank':>4} {'trial':>5}  {'status':11} {objective[:14]:>14} {'attempts':>8} "
+        f"{'reclaims':>8} {'cost':>9}  hyperparameters"
+    )
+    for row in summary["trials"]:
+        value = "" if row["objective"] is None else f"{row['objective']:.6g}"
+        cost = "" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}"
+        values = ", ".join(f"{k}={v}" for k, v in row["values"].items())
+        print(
+            f"  {row['rank']:>4} {row['trial']:>5}  {row['status']:11} {value:>14} "
+            f"{row['attempts']:>8} {row['reclaims']:>8} {cost:>9}  {values}"
+        )
+        if row["error"]:
+            print(f"{'':14}{str(row['error'])[:200]}")
+    if summary.get("cost_usd") is not None:
+        print(f"  estimated cost of the trials: ${summary['cost_usd']:.4f}")
+    for warning in summary.get("warnings") or []:
+        print(f"  warning: {warning}")
+    if best is not None:
+        print(f"  best: trial {best['trial']}, {objective} = {best['objective']:g}")
+        print(f"  model: {best['model']}")
+    if summary.get("error"):
+        print(f"  error: {summary['error']}")
 
 
 def entrypoint() -> None:

@@ -44,6 +44,7 @@ from cloudtrain import backends, recovery
 from cloudtrain import secrets as secret_refs
 from cloudtrain.errors import ConfigError, Problem, Problems, quote
 from cloudtrain.quantities import Count, Duration, Finite, Seconds
+from cloudtrain.trials import SweepConfig
 from cloudtrain.yamlfile import MAX_BYTES, load_yaml
 
 S = TypeVar("S", bound=BaseModel)
@@ -460,6 +461,13 @@ class PipelineConfig(_Strict):
         "{azure_key_vault: {vault, name}}); only the references are stored.",
     )
 
+    sweep: SweepConfig | None = Field(
+        None,
+        description="Hyperparameter trials ({parameters, strategy, trials, max_parallel, "
+        "objective, goal, seed}): each a full training with spot recovery and checkpoints "
+        "of its own, ranked by objective. Budget and retry apply per trial.",
+    )
+
     @property
     def route(self) -> list[str]:
         """The clouds attempts may run on, in order: ``clouds``, else ``cloud`` alone."""
@@ -559,6 +567,13 @@ class PipelineConfig(_Strict):
         problems.raise_if_any()
         if types and self.cloud in types:
             self.compute.instance_type = types[self.cloud]
+        return self
+
+    @model_validator(mode="after")
+    def _sweep_fits(self) -> PipelineConfig:
+        """The sweep's objective is a metric and its parameters are valid names."""
+        if self.sweep is not None:
+            self.sweep.check_against(self.metrics, HYPERPARAMETER_PATTERN)
         return self
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ from cloudtrain.results import (
 from cloudtrain.route import ReadyLeg
 from cloudtrain.secrets import masked
 from cloudtrain.sync import human_size
+from cloudtrain.trials import TrialContext
 
 #: The run's artifacts are keyed ``<pipeline><suffix>``, so runs of a pipeline line up in
 #: the UI; ``cloudtrain trigger`` reads them back by these keys.
@@ -74,6 +75,14 @@ class RunReport:
     decision: str | None = None  # why it trained, or why it did not
     reused: Mapping[str, Any] | None = None  # the earlier run's summary, when it did not
     legs: list[ReadyLeg] = field(default_factory=list)  # later legs of a route, as reached
+    trial: TrialContext | None = None  # the sweep's trial this run is
+
+    @property
+    def key(self) -> str:
+        """The prefix of the run's artifact keys: the pipeline's, ``<pipeline>-trial-<N>``
+        for a sweep's trial (one set per trial; the sweep has the pipeline's)."""
+        name = self.config.name
+        return name if self.trial is None else f"{name}-trial-{self.trial.number}"
 
     @property
     def status(self) -> str:
@@ -105,9 +114,11 @@ class RunReport:
 
     def summary(self) -> dict[str, Any]:
         """What ``cloudtrain run --json`` prints: status, attempts, metrics, model location."""
+        trial = self._trial()
         if self.reused is not None:  # nothing changed: the earlier run's model and metrics
             return {
                 **self.reused,
+                **trial,
                 "status": "skipped",
                 "skip_reason": self.decision,
                 "reused_run_id": self.reused.get("run_id"),
@@ -144,7 +155,13 @@ class RunReport:
             "metrics": dict(artifacts.metrics) if artifacts else (result.metrics if result else {}),
             "model": artifacts.to_dict() if artifacts else None,
             "decision": self.decision,
+            **trial,
         }
+
+    def _trial(self) -> dict[str, Any]:
+        if self.trial is None:
+            return {}
+        return {"trial": {"number": self.trial.number, "values": dict(self.trial.values)}}
 
 
 def markdown_report(run: RunReport) -> str:
@@ -152,9 +169,17 @@ def markdown_report(run: RunReport) -> str:
     config, channels, environment = run.config, run.channels, run.environment
     result, artifacts, error = run.result, run.artifacts, run.error
     status = run.status
+    trial = run.trial
     lines = [
-        f"# {config.name} on {config.cloud}: {status}",
+        f"# {config.name} on {config.cloud}"
+        + (f", {trial.label}" if trial else "")
+        + f": {status}",
         "",
+    ]
+    if trial is not None:
+        values = ", ".join(f"`{name}={value}`" for name, value in trial.values.items())
+        lines += [f"Sweep trial {trial.number} of {trial.trials}: {values}.", ""]
+    lines += [
         "## Config",
         "",
         "| setting | value |",

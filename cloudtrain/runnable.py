@@ -61,6 +61,30 @@ def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
     problems.raise_if_any()
 
 
+def check_trials(config: PipelineConfig, backend: _Validates) -> None:
+    """A sweep's trials judged as the runs they are (their hyperparameters on the cloud's
+    limits), each problem once with the first trial that has it."""
+    from cloudtrain.sweep import trial_config
+    from cloudtrain.trials import make_trials
+
+    if config.sweep is None:
+        return
+    found: dict[Problem, int] = {}
+    for trial in make_trials(config.sweep):
+        try:
+            check_runnable(trial_config(config, trial), backend)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                found.setdefault(problem, trial.number)
+    if found:
+        raise ConfigError(
+            problems=[
+                Problem(problem.field, f"{problem.message} (sweep trial {number})")
+                for problem, number in found.items()
+            ]
+        )
+
+
 def _on_leg(error: ConfigError, cloud: str, config: PipelineConfig) -> ConfigError:
     """With an instance type per cloud, a problem with one names its cloud's entry."""
     if not config.compute.instance_types or all(

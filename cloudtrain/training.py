@@ -61,6 +61,7 @@ def run_training(
     checkpoint_uri: str | None = None,
     prepare: Preparer | None = None,
     clock: Callable[[], float] = time.time,
+    trial: int | None = None,
 ) -> TrainingResult:
     """Run attempts until one succeeds or the run stops; raise TrainingError if none did.
 
@@ -68,7 +69,8 @@ def run_training(
     stages already run; ``prepare`` readies a later leg of a route (stages 1 to 3 through
     its backend when not given). ``checkpoint_uri`` replaces the first leg's checkpoint
     location: a run that resumes one whose orchestrator crashed keeps its checkpoints
-    where the crashed run left them. ``clock`` is the budget's (seconds since the epoch)."""
+    where the crashed run left them. ``clock`` is the budget's (seconds since the epoch).
+    ``trial``: the number of the sweep's trial this run is (it names the jobs)."""
     secrets = secrets or ResolvedSecrets()
     redact = redactor_for(secrets.values, config.hyperparameters)
     log, script_log = redact.wrap(log), redact.wrap(script_log or log)
@@ -96,7 +98,7 @@ def run_training(
             )
         return ready[index]
 
-    loop = _Loop(config, run_id, log, script_log, redact, clock)
+    loop = _Loop(config, run_id, log, script_log, redact, clock, trial)
     return loop.run(reach)
 
 
@@ -111,8 +113,9 @@ class _Loop:
         script_log: LogSink,
         redact: Redactor,
         clock: Callable[[], float],
+        trial: int | None = None,
     ) -> None:
-        self.config, self.run_id = config, run_id
+        self.config, self.run_id, self.trial = config, run_id, trial
         self.log, self.script_log, self.redact = log, script_log, redact
         self.started = clock()
         self.clock = clock
@@ -211,6 +214,7 @@ class _Loop:
             compute=leg.compute,
             environment=leg.environment,
             secrets=leg.secrets,
+            trial=self.trial,
         )
         self.log(
             f"attempt {spec.number}/{self.config.retry.max_attempts} ({step.capacity}"

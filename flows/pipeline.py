@@ -10,11 +10,11 @@ succeeds or not: a failed run shows its attempts and why each ended.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
-from prefect import Flow, flow, get_run_logger, tags
+from prefect import Flow, Task, flow, get_run_logger, tags
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
@@ -39,6 +39,8 @@ from cloudtrain.secrets import (
     resolve,
     secret_hyperparameter_warning,
 )
+from cloudtrain.sweep import records_name
+from cloudtrain.trials import TrialContext
 from tasks.artifacts import collect_artifacts, publish_report
 from tasks.changes import check_for_changes
 from tasks.compute import ensure_compute
@@ -50,9 +52,13 @@ from tasks.training import train
 FLOW_NOTES = (
     "``dataframes`` adds channels from pandas DataFrames (stored as parquet) when the flow "
     "is called from Python. Training is skipped, and the last successful run's model "
-    "reused, when data, code and config are unchanged, unless ``force``."
+    "reused, when data, code and config are unchanged, unless ``force``. With a ``sweep`` in "
+    "the config, the run is the sweep: each trial runs this flow as a child flow run "
+    "(``trial`` set), at most ``sweep.max_parallel`` at once, and the run reports the ranking."
 )
 
+
+T = TypeVar("T", bound=Task[Any, Any])
 
 #: One flow per cloud and backend class: a cloud registered anew gets a new flow.
 _FLOWS: dict[tuple[str, type[Any]], Flow[..., dict[str, Any]]] = {}
@@ -72,8 +78,9 @@ def _make_flow(cloud: str, backend: type[Any]) -> Flow[..., dict[str, Any]]:
         config: PipelineConfig,
         dataframes: Mapping[str, Any] | None = None,
         force: bool = False,
+        trial: TrialContext | None = None,
     ) -> dict[str, Any]:
-        return run_pipeline(config, cloud, dataframes, force)
+        return run_pipeline(config, cloud, dataframes, force, trial)
 
     pipeline.__name__ = pipeline.__qualname__ = f"{cloud}_training"
     return flow(
@@ -85,10 +92,15 @@ def _make_flow(cloud: str, backend: type[Any]) -> Flow[..., dict[str, Any]]:
 
 
 def run_name(cloud: str) -> str:
-    """``digits-sgd/local/2026-11-29T03:00``: pipeline, cloud and scheduled start."""
+    """``digits-sgd/local/2026-11-29T03:00``: pipeline, cloud and scheduled start; a
+    sweep's trial is ``digits-sgd/local/trial-3``."""
     parameters = flow_run.get_parameters() or {}
     config = parameters.get("config")
     name = config.get("name") if isinstance(config, dict) else getattr(config, "name", "?")
+    trial = parameters.get("trial")
+    number = trial.get("number") if isinstance(trial, dict) else getattr(trial, "number", None)
+    if number is not None:
+        return f"{name}/{cloud}/trial-{number}"
     started = flow_run.scheduled_start_time
     return f"{name}/{cloud}/{started.strftime('%Y-%m-%dT%H:%M')}"
 
@@ -104,10 +116,17 @@ def run_pipeline(
     cloud: str,
     dataframes: Mapping[str, Any] | None = None,
     force: bool = False,
+    trial: TrialContext | None = None,
 ) -> dict[str, Any]:
-    """Run the five stages for ``cloud``; returns the run summary (``RunReport.summary``)."""
+    """Run the five stages for ``cloud``; returns the run summary (``RunReport.summary``).
+    A config with a sweep runs its trials (``flows.sweep``), each back through here with
+    ``trial`` set."""
     if config.cloud != cloud:  # the flow of another cloud runs there alone
         config = config.on_cloud(cloud)
+    if config.sweep is not None and trial is None:
+        from flows.sweep import run_sweep
+
+        return run_sweep(config, cloud, dataframes, force)
     backend = build_backend(config)
     check_runnable(config, backend)  # refuse bad input, on every cloud of the route, first
     legs = route_legs(config, first=backend)
@@ -121,7 +140,7 @@ def run_pipeline(
             verify_job_secrets(leg.config)
     values = {name: value for leg in secrets.values() for name, value in leg.values.items()}
     with redacting_logs(redactor_for(values, config.hyperparameters)):
-        return _run_stages(config, cloud, legs, secrets, dataframes, force)
+        return _run_stages(config, cloud, legs, secrets, dataframes, force, trial)
 
 
 def _run_stages(
@@ -131,6 +150,7 @@ def _run_stages(
     secrets: Mapping[str, ResolvedSecrets],
     dataframes: Mapping[str, Any] | None,
     force: bool,
+    trial: TrialContext | None = None,
 ) -> dict[str, Any]:
     _make_work_dir(config)
     logger = get_run_logger()
@@ -138,14 +158,21 @@ def _run_stages(
     if secret_looking:
         logger.warning(secret_hyperparameter_warning(secret_looking))
     run_id = flow_run.get_id() or uuid.uuid4().hex
-    _tag_flow_run(pipeline_tags(config))
+    _tag_flow_run([*pipeline_tags(config), *([f"trial:{trial.number}"] if trial else [])])
     where = " -> ".join(leg.label for leg in legs) if len(legs) > 1 else cloud
-    logger.info("pipeline %s on %s, run %s", config.name, where, run_id)
-    leases = RunLeases(config.work_dir, config.name, cloud)
+    logger.info(
+        "pipeline %s on %s, run %s%s",
+        config.name,
+        where,
+        run_id,
+        f", {trial.label} of sweep run {trial.sweep_run_id}: {_values(trial)}" if trial else "",
+    )
+    # A trial's leases are its own: a concurrent trial is not a crash to mark or resume.
+    leases = RunLeases(config.work_dir, records_name(config, trial), cloud)
     crashed = leases.crashed()
     _mark_crashed(crashed)
     try:
-        return _stages(config, legs, secrets, run_id, dataframes, force, leases, crashed)
+        return _stages(config, legs, secrets, run_id, dataframes, force, leases, crashed, trial)
     finally:
         leases.release(run_id)
 
@@ -159,24 +186,27 @@ def _stages(
     force: bool,
     leases: RunLeases,
     crashed: list[Lease],
+    trial: TrialContext | None = None,
 ) -> dict[str, Any]:
     cloud = config.cloud
     logger = get_run_logger()
     lease = leases.take(run_id)
-    run = RunReport(config)
+    run = RunReport(config, trial=trial)
     first = legs[0]
     backend, leg_config = first.backend, first.config
+    named = _trial_named(trial)
     with tags(*pipeline_tags(config)):
         _refuse_unaffordable(run, first, run_id)  # before any data moves or compute exists
-        run.channels = upload_data(backend, leg_config, dataframes)
-        decision, current = check_for_changes(config, run.channels, force)
+        run.channels = named(upload_data)(backend, leg_config, dataframes)
+        records = records_name(config, trial)
+        decision, current = named(check_for_changes)(config, run.channels, force, records)
         run.decision = decision.reason
         if not decision.train and decision.previous is not None:
             run.reused = decision.previous
-            publish_report(run)
+            named(publish_report)(run)
             return run.summary()
-        run.compute = ensure_compute(backend, leg_config)
-        run.environment = resolve_environment(backend, leg_config, run.compute)
+        run.compute = named(ensure_compute)(backend, leg_config)
+        run.environment = named(resolve_environment)(backend, leg_config, run.compute)
         uris = {name: data.uri for name, data in run.channels.items()}
         fingerprint = current.digest if current is not None else None
         resumed = leases.resumable(crashed, fingerprint)
@@ -192,7 +222,7 @@ def _stages(
             )
         leases.update(lease, fingerprint=fingerprint, checkpoint_uri=checkpoint_uri)
         try:
-            timed = train.with_options(timeout_seconds=training_budget_seconds(config))
+            timed = named(train).with_options(timeout_seconds=training_budget_seconds(config))
             run.result = timed(
                 backend,
                 config,
@@ -203,19 +233,38 @@ def _stages(
                 secrets[cloud],
                 checkpoint_uri,
                 _leg_preparer(run, run_id, secrets, dataframes),
+                trial.number if trial else None,
+                run.key,
             )
         except TrainingError as exc:
             run.result, run.error = exc.result, str(exc)
-            publish_report(run)
+            named(publish_report)(run)
             exc.summary = run.summary()
             raise
         final = legs[run.result.attempts[-1].leg]
-        run.artifacts = collect_artifacts(final.backend, final.config, run.result)
-        publish_report(run)
+        run.artifacts = named(collect_artifacts)(final.backend, final.config, run.result)
+        named(publish_report)(run)
     summary = run.summary()
     if current is not None:
-        RunRecords(config.work_dir).save_success(config.name, cloud, current, summary)
+        RunRecords(config.work_dir).save_success(records, cloud, current, summary)
     return summary
+
+
+def _values(trial: TrialContext) -> str:
+    return ", ".join(f"{name}={value}" for name, value in trial.values.items())
+
+
+def _trial_named(trial: TrialContext | None) -> Callable[[T], T]:
+    """A stage task as this run calls it: in a trial, its task runs are named
+    ``<task>-trial-<N>``, so every log line on the terminal says which trial it is."""
+
+    def named(stage: T) -> T:
+        if trial is None:
+            return stage
+        renamed = stage.with_options(task_run_name=f"{stage.name}-trial-{trial.number}")
+        return cast(T, renamed)
+
+    return named
 
 
 def _refuse_unaffordable(run: RunReport, first: Leg, run_id: str) -> None:

@@ -44,16 +44,16 @@ def collect_artifacts(
 def publish_report(run: RunReport) -> str:
     """The markdown report and the attempts table, keyed by pipeline so runs line up, and
     last the outcome table that ``cloudtrain trigger`` reads the status from."""
-    config, report = run.config, run.markdown()
+    config, report, key = run.config, run.markdown(), run.key
     create_markdown_artifact(
-        key=f"{config.name}{REPORT_SUFFIX}",
+        key=f"{key}{REPORT_SUFFIX}",
         markdown=report,
         description=f"{config.name} on {config.cloud}",
     )
     for name, link in (run.artifacts.links if run.artifacts else {}).items():
         if link.startswith("https://"):
             create_link_artifact(
-                key=f"{config.name}-{_slug(name)}",
+                key=f"{key}-{_slug(name)}",
                 link=link,
                 link_text=name,
                 description=f"{config.name}: {name}",
@@ -61,19 +61,19 @@ def publish_report(run: RunReport) -> str:
     if run.result is not None and run.result.attempts:
         rows = attempts_table(run.result)
         create_table_artifact(
-            key=f"{config.name}{ATTEMPTS_SUFFIX}",
+            key=f"{key}{ATTEMPTS_SUFFIX}",
             table=finite(rows),
             description="one row per training attempt",
         )
         for row in rows:  # and one table per attempt, to follow a single attempt over runs
             create_table_artifact(
-                key=f"{config.name}-attempt-{row['attempt']}",
+                key=f"{key}-attempt-{row['attempt']}",
                 table=finite([{"field": name, "value": value} for name, value in row.items()]),
                 description=f"attempt {row['attempt']}: {row['outcome']}",
             )
     outcome = run.outcome()
     create_table_artifact(
-        key=f"{config.name}{OUTCOME_SUFFIX}",
+        key=f"{key}{OUTCOME_SUFFIX}",
         table=finite([outcome]),
         description=f"{config.name} on {config.cloud}: {outcome['status']}",
     )

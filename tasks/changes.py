@@ -14,11 +14,15 @@ from cloudtrain.results import ChannelData
 
 @task(name="check-for-changes", cache_policy=NO_CACHE)
 def check_for_changes(
-    config: PipelineConfig, channels: Mapping[str, ChannelData], force: bool
+    config: PipelineConfig,
+    channels: Mapping[str, ChannelData],
+    force: bool,
+    records: str | None = None,
 ) -> tuple[Decision, Fingerprint | None]:
-    """Compare data, code and config digests with the last successful run's."""
+    """Compare data, code and config digests with the last successful run's; ``records``
+    names the record (the pipeline's, or a sweep trial's)."""
     current = fingerprint(config, channels)
-    previous = RunRecords(config.work_dir).last_success(config.name, config.cloud)
+    previous = RunRecords(config.work_dir).last_success(records or config.name, config.cloud)
     decision = decide(current, previous, force=force)
     get_run_logger().info("%s: %s", "training" if decision.train else "skipping", decision.reason)
     return decision, current

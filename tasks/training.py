@@ -33,13 +33,17 @@ def train(
     secrets: ResolvedSecrets | None = None,
     checkpoint_uri: str | None = None,
     prepare: Preparer | None = None,
+    trial: int | None = None,
+    artifact_key: str | None = None,
 ) -> TrainingResult:
     """Retries live in the recovery strategy, not in Prefect: a script error is final.
     ``secrets`` hold values: Prefect keeps no task parameters, and their repr names them.
     ``checkpoint_uri``: a crashed run's, when this run resumes it. ``prepare`` readies a
-    later leg of a failover route (the flow's stage tasks)."""
+    later leg of a failover route (the flow's stage tasks). ``trial``: the sweep's trial
+    this run is; ``artifact_key``: the run's artifact key prefix (the pipeline name, or
+    the trial's)."""
     logger = get_run_logger()
-    progress = _Progress(config)
+    progress = _Progress(config, artifact_key or config.name)
 
     def script_log(line: str) -> None:
         logger.info("| %s", line)
@@ -57,6 +61,7 @@ def train(
         secrets=secrets,
         checkpoint_uri=checkpoint_uri,
         prepare=prepare,
+        trial=trial,
     )
     progress.done()
     return result
@@ -65,13 +70,13 @@ def train(
 class _Progress:
     """A Prefect progress artifact fed by the script's output, while it trains."""
 
-    def __init__(self, config: PipelineConfig) -> None:
+    def __init__(self, config: PipelineConfig, key: str) -> None:
         epochs = config.hyperparameters.get("epochs")
         self.parser = ProgressParser(epochs if isinstance(epochs, int) else None)
         self.artifact: UUID | Any = create_progress_artifact(
             progress=0.0,
-            key=f"{config.name}-progress",
-            description=f"{config.name}: training progress of the running attempt",
+            key=f"{key}-progress",
+            description=f"{key}: training progress of the running attempt",
         )
         self.last_sent = 0.0
         self.value = 0.0

@@ -12,7 +12,7 @@ from typing import Any
 
 from cloudtrain.config import apply_override, validate_config
 from cloudtrain.errors import ConfigError, Problem, quote
-from cloudtrain.runnable import check_runnable
+from cloudtrain.runnable import check_runnable, check_trials
 
 
 def build_parameters(
@@ -74,7 +74,9 @@ def _check(values: dict[str, Any], base: Path, stand_in: Path) -> list[str]:
     while True:
         try:
             config = validate_config(values, base_dir=base)
-            check_runnable(config, build_backend(config))
+            backend = build_backend(config)
+            check_runnable(config, backend)
+            check_trials(config, backend)  # a sweep's: each trial's hyperparameters
             return notes
         except ConfigError as exc:
             raw_data = values.get("data")
