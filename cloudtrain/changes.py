@@ -37,6 +37,8 @@ NOT_IN_FINGERPRINT: dict[str, Any] = {
     # same data (the cloud it starts on and its instance type stay in).
     "clouds": True,
     "budget": True,
+    # Where the run is logged (MLflow) is not what it learns.
+    "tracking": True,
 }
 #: Fields added after digests were first stored, left out while they hold their empty
 #: default, so a config that does not use them keeps its digest: (section or "", path).

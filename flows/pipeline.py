@@ -18,6 +18,7 @@ from prefect import Flow, flow, get_run_logger, tags
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
+from cloudtrain import tracking
 from cloudtrain.backend import build_backend
 from cloudtrain.backends import backend_class
 from cloudtrain.budget import first_attempt_refusal
@@ -191,6 +192,7 @@ def _stages(
                 checkpoint_uri,
             )
         leases.update(lease, fingerprint=fingerprint, checkpoint_uri=checkpoint_uri)
+        tracker = tracking.start(config, run_id, tags=_prefect_tags(), log=_tracking_log)
         try:
             timed = train.with_options(timeout_seconds=training_budget_seconds(config))
             run.result = timed(
@@ -203,19 +205,51 @@ def _stages(
                 secrets[cloud],
                 checkpoint_uri,
                 _leg_preparer(run, run_id, secrets, dataframes),
+                tracker,
             )
         except TrainingError as exc:
             run.result, run.error = exc.result, str(exc)
+            _finish_tracking(run, tracker)
             publish_report(run)
             exc.summary = run.summary()
             raise
+        except BaseException:
+            if tracker is not None:  # cancelled, timed out: the MLflow run ends KILLED
+                tracker.close()
+            raise
         final = legs[run.result.attempts[-1].leg]
-        run.artifacts = collect_artifacts(final.backend, final.config, run.result)
+        try:
+            run.artifacts = collect_artifacts(final.backend, final.config, run.result)
+        finally:
+            _finish_tracking(run, tracker)
         publish_report(run)
     summary = run.summary()
     if current is not None:
         RunRecords(config.work_dir).save_success(config.name, cloud, current, summary)
     return summary
+
+
+def _finish_tracking(run: RunReport, tracker: tracking.RunTracker | None) -> None:
+    """Final metrics, model and outcome to the MLflow run; the report links it."""
+    if tracker is None:
+        return
+    tracker.finish(run.status, run.result, run.artifacts)
+    run.tracking = tracker.info
+
+
+def _prefect_tags() -> dict[str, str]:
+    """The MLflow run's way back to the Prefect flow run."""
+    tags = {"prefect.flow_run_id": str(flow_run.get_id() or "")}
+    url = flow_run.ui_url
+    if url:
+        tags["prefect.flow_run_url"] = url
+        tags["mlflow.note.content"] = f"Prefect flow run: {url}"
+    return {key: value for key, value in tags.items() if value}
+
+
+def _tracking_log(line: str) -> None:
+    logger = get_run_logger()
+    (logger.warning if line.startswith("warning: ") else logger.info)(line)
 
 
 def _refuse_unaffordable(run: RunReport, first: Leg, run_id: str) -> None:

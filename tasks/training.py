@@ -16,6 +16,7 @@ from cloudtrain.contract import ProgressParser
 from cloudtrain.results import ComputeTarget, ResolvedEnvironment, TrainingResult
 from cloudtrain.route import Preparer
 from cloudtrain.secrets import ResolvedSecrets
+from cloudtrain.tracking import RunTracker
 from cloudtrain.training import run_training
 
 #: The progress artifact is updated at most this often (each update is an API call).
@@ -33,11 +34,13 @@ def train(
     secrets: ResolvedSecrets | None = None,
     checkpoint_uri: str | None = None,
     prepare: Preparer | None = None,
+    tracker: RunTracker | None = None,
 ) -> TrainingResult:
     """Retries live in the recovery strategy, not in Prefect: a script error is final.
     ``secrets`` hold values: Prefect keeps no task parameters, and their repr names them.
     ``checkpoint_uri``: a crashed run's, when this run resumes it. ``prepare`` readies a
-    later leg of a failover route (the flow's stage tasks)."""
+    later leg of a failover route (the flow's stage tasks). ``tracker``: the run's MLflow
+    run, fed each attempt and the script's metrics as they are printed."""
     logger = get_run_logger()
     progress = _Progress(config)
 
@@ -57,6 +60,7 @@ def train(
         secrets=secrets,
         checkpoint_uri=checkpoint_uri,
         prepare=prepare,
+        tracker=tracker,
     )
     progress.done()
     return result
