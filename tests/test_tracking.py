@@ -35,6 +35,12 @@ RESUMING = """
 """
 
 
+AZUREML = (
+    "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/s/resourceGroups/g/"
+    "providers/Microsoft.MachineLearningServices/workspaces/w"
+)
+
+
 def mlflow_client(uri: str) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"The ``noload`` loader strategy")
@@ -181,8 +187,7 @@ def test_a_dead_tracking_server_does_not_fail_the_run(
     ("uri", "message"),
     [
         (
-            "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/s/resourceGroups/g/"
-            "providers/Microsoft.MachineLearningServices/workspaces/w",
+            AZUREML,
             "tracking.mlflow_uri: azureml: URIs need MLflow's azureml-mlflow plugin, which is "
             "not installed: pip install azureml-mlflow",
         ),
@@ -206,6 +211,21 @@ def test_a_bad_tracking_uri_is_a_config_error_before_anything_is_made(
     assert message in err
     assert "tracking.mlflow_uri" in err
     assert not (tmp_path / ".cloudtrain").exists()
+
+
+def test_cloudtrain_trigger_notes_a_plugin_not_installed_here(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The worker's interpreter is the one that logs: on the CI machine it is a note."""
+    import yaml
+
+    from cloudtrain.trigger import check_config
+
+    raw = yaml.safe_load(write_config("print(1)\n", tracking={"mlflow_uri": AZUREML}).read_text())
+    assert check_config(raw, "local-training", tmp_path) == [
+        "config.tracking.mlflow_uri: azureml: URIs need MLflow's azureml-mlflow plugin, not "
+        "installed here; the worker's interpreter must have it"
+    ]
 
 
 def test_plan_stays_offline_with_tracking_and_never_imports_mlflow(

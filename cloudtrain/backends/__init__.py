@@ -37,7 +37,7 @@ CLOUD_NAME = re.compile(r"[a-z][a-z0-9]{1,30}")
 #: (tests/test_config.py keeps this equal to PipelineConfig's fields).
 RESERVED_NAMES = frozenset(
     {"name", "cloud", "code", "hyperparameters", "data", "metrics", "environment"}
-    | {"compute", "retry", "work_dir", "secrets", "clouds", "budget"}
+    | {"compute", "retry", "work_dir", "secrets", "clouds", "budget", "tracking"}
 )
 #: Installed packages add backends under this entry-point group (name = "module:Class").
 ENTRY_POINT_GROUP = "cloudtrain.backends"
