@@ -20,6 +20,7 @@ starts: never by ``cloudtrain --help``, ``plan`` or an untracked run.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -47,12 +48,15 @@ BATCH_POINTS = 1000
 #: ...or when the oldest has waited this long (checked as lines arrive), and at the end
 #: of every attempt.
 FLUSH_SECONDS = 2.0
-#: MLflow's HTTP client retries 7 times with backoff by default (minutes against a dead
-#: server); cloudtrain's own calls use these unless the user set them. About 2 s, 3 tries.
-HTTP_LIMITS = {
+#: MLflow settings for cloudtrain's own calls, where the user did not set them: its HTTP
+#: client retries 7 times with backoff by default (minutes against a dead server; these
+#: make it 3 tries in about 2 s), and it prints "View run ..." to stdout when a run on a
+#: server ends (which would break ``cloudtrain run --json``).
+CALL_SETTINGS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 #: MLflow keeps tag values up to 8,000 characters; an attempt's reason can be longer.
 TAG_CHARS = 5000
@@ -366,9 +370,15 @@ class RunTracker:
         with warnings.catch_warnings():
             # MLflow 3.17's SQL store uses a loader SQLAlchemy 2.1 deprecates (at import).
             warnings.filterwarnings("ignore", message=r"The ``noload`` loader strategy")
-            from mlflow import MlflowClient
+            import mlflow
 
-            return MlflowClient(tracking_uri=self.info.uri)
+            client = mlflow.MlflowClient(tracking_uri=self.info.uri)
+        _quiet_sagemaker_headers()
+        if self.info.uri.startswith("arn:"):
+            # sagemaker-mlflow routes each request by the process-wide tracking URI (its
+            # header provider reads mlflow.get_tracking_uri(), not the client's).
+            mlflow.set_tracking_uri(self.info.uri)
+        return client
 
     def _experiment(self) -> str:
         name = self.info.experiment
@@ -408,7 +418,7 @@ class RunTracker:
         Broad on purpose: MLflow, requests, SQLAlchemy and the plugins each raise their
         own, and none of them may fail a training run."""
         try:
-            with _http_limits():
+            with _call_settings():
                 yield
         except Exception as exc:  # broad: see the docstring
             message = " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -425,17 +435,36 @@ class RunTracker:
 
 
 @contextmanager
-def _http_limits() -> Iterator[None]:
-    """MLflow reads these at each request; set only around cloudtrain's own calls, and
-    only where the user did not set them, so the script's environment is untouched."""
-    added = [name for name in HTTP_LIMITS if name not in os.environ]
+def _call_settings() -> Iterator[None]:
+    """MLflow reads these at each call; set only around cloudtrain's own calls, and only
+    where the user did not set them, so the script's environment is untouched."""
+    added = [name for name in CALL_SETTINGS if name not in os.environ]
     for name in added:
-        os.environ[name] = HTTP_LIMITS[name]
+        os.environ[name] = CALL_SETTINGS[name]
     try:
         yield
     finally:
         for name in added:
             os.environ.pop(name, None)
+
+
+class _SageMakerHeaderNoise(logging.Filter):
+    """sagemaker-mlflow (installed with the SageMaker SDK) adds a request-header provider
+    to every MLflow request, which fails with IndexError unless the process-wide URI is a
+    SageMaker ARN; MLflow logs that as a warning per request and sends the request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("Encountered unexpected error during resolving request headers")
+            and message.endswith("list index out of range")
+        )
+
+
+def _quiet_sagemaker_headers() -> None:
+    logger = logging.getLogger("mlflow.tracking.request_header.registry")
+    if not any(isinstance(f, _SageMakerHeaderNoise) for f in logger.filters):
+        logger.addFilter(_SageMakerHeaderNoise())
 
 
 def _run_url(uri: str, experiment_id: str, run_id: str) -> str | None:

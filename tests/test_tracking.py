@@ -7,6 +7,7 @@ it with a fake clock against the same kind of store.
 
 from __future__ import annotations
 
+import json
 import socket
 import warnings
 from collections.abc import Callable, Iterator
@@ -393,3 +394,75 @@ def test_a_sweep_can_nest_trials_under_a_parent_run(write_config: Callable[..., 
     assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert run.data.tags["sweep.trial"] == "1"
     assert trial.info.experiment_id == parent.info.experiment_id
+
+
+# -- a tracking server over HTTP (tests/mlflow_server.py) ---------------------------------
+
+
+@pytest.fixture
+def mlflow_server() -> Iterator[Any]:
+    from mlflow_server import MlflowServer
+
+    server = MlflowServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.prefect
+def test_a_run_on_a_tracking_server_is_linked_and_json_stays_json(
+    prefect_server: str, write_config: Callable[..., Path], mlflow_server: Any
+) -> None:
+    from test_cli import cli
+
+    path = write_config(
+        RESUMING,
+        name="served",
+        hyperparameters={"epochs": 3},
+        metrics=["val_accuracy"],
+        tracking={"mlflow_uri": mlflow_server.url, "experiment": "team"},
+    )
+    done = cli("run", str(path), "--json", api_url=prefect_server)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)  # MLflow prints "View run ..." unless told not to
+    tracking = summary["tracking"]
+    run_id = tracking["run_id"]
+    assert tracking["url"] == f"{mlflow_server.url}/#/experiments/1/runs/{run_id}"
+    assert mlflow_server.runs[run_id]["info"]["status"] == "FINISHED"
+    points = [m for batch in mlflow_server.batches() for m in batch.get("metrics", [])]
+    curve = [(int(m["step"]), m["value"]) for m in points if m["key"] == "val_accuracy"]
+    assert curve == [(0, 0.01), (1, 0.02), (2, 0.03)]
+    assert f"1/{run_id}/artifacts/model/model.tar.gz" in mlflow_server.artifacts
+    assert "Encountered unexpected error during resolving request headers" not in done.stderr
+
+    from test_flow import read_run
+
+    _, artifacts, _ = read_run(summary["run_id"])
+    assert f"MLflow run [{run_id}]({tracking['url']})" in artifacts["served-report"].data
+
+
+def test_a_server_that_dies_mid_run_stops_tracking_not_training(
+    write_config: Callable[..., Path], mlflow_server: Any
+) -> None:
+    from cloudtrain import tracking
+
+    config = load_config(
+        write_config("print(1)\n", metrics=["loss"], tracking={"mlflow_uri": mlflow_server.url})
+    )
+    clock, lines = Clock(), []
+    tracker = tracking.start(config, "run-1", clock=clock, log=lines.append)
+    assert tracker is not None and tracker.info.run_id is not None
+    tracker.attempt_started(1, True, "local")
+    tracker.line("loss=1")
+    clock.now += 5
+    tracker.line("loss=2")  # sent
+    mlflow_server.stop()
+    clock.now += 5
+    tracker.line("loss=3")
+    tracker.attempt_ended(record(1))  # its flush finds nobody there
+    tracker.line("loss=4")  # quiet now: no more waiting on retries
+    tracker.finish("succeeded", None, None)
+    (warning,) = tracker.info.warnings
+    assert warning.startswith(f"MLflow tracking stopped: logging failed at {mlflow_server.url}")
+    assert "Connection refused" in warning or "Max retries exceeded" in warning
+    points = [m for batch in mlflow_server.batches() for m in batch.get("metrics", [])]
+    assert [m["value"] for m in points if m["key"] == "loss"] == [1.0, 2.0]
