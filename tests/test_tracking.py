@@ -343,7 +343,7 @@ def test_points_wait_at_most_the_flush_interval(tracked: Callable[..., Any]) -> 
     tracker, client, clock, _ = tracked()
     tracker.attempt_started(1, True, "local")
     tracker.line("loss=1")
-    tracker.line("[cloudtrain] simulated spot reclaim: the output matched '^loss=1'")
+    tracker.line("[cloudtrain] simulated spot reclaim: the output matched '^loss=9 '")
     assert len(client.batches) == 2  # the params, the capacity tag: the points wait
     clock.now += 2.0
     tracker.line("loss=2")
@@ -356,6 +356,27 @@ def test_points_wait_at_most_the_flush_interval(tracked: Callable[..., Any]) -> 
     assert [(p.step, p.value) for p in history] == [(0, 1.0), (1, 2.0), (2, 3.0)]
     marks = client.get_metric_history(tracker.info.run_id, "cloudtrain/attempt")
     assert sorted((p.step, p.value) for p in marks) == [(0, 1.0), (1, 1.0), (2, 2.0)]
+
+
+def test_final_metrics_the_stream_missed_and_a_remote_model_are_logged(
+    tracked: Callable[..., Any],
+) -> None:
+    """On a cloud the final metrics come from the job (SageMaker's FinalMetricDataList), and
+    the model may be only a URI: both reach the run, and no point is logged twice."""
+    from cloudtrain.results import ModelArtifacts
+
+    tracker, client, _, _ = tracked()
+    tracker.attempt_started(1, False, "aws")
+    tracker.line("loss=0.5")
+    tracker.attempt_ended(record(1))
+    model = ModelArtifacts("s3://bucket/model.tar.gz", None, None, {"loss": 0.5, "acc": 0.9})
+    tracker.finish("succeeded", None, model)
+    run = client.get_run(tracker.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["acc"] == 0.9
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 1
+    assert run.data.tags["cloudtrain.model_uri"] == "s3://bucket/model.tar.gz"
+    assert client.list_artifacts(run.info.run_id, "model") == []
 
 
 def test_a_store_that_fails_mid_run_stops_tracking_not_training(
