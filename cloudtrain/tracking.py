@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -434,18 +435,35 @@ class RunTracker:
         self.log(f"warning: {warning}")
 
 
-@contextmanager
-def _call_settings() -> Iterator[None]:
-    """MLflow reads these at each call; set only around cloudtrain's own calls, and only
-    where the user did not set them, so the script's environment is untouched."""
-    added = [name for name in CALL_SETTINGS if name not in os.environ]
-    for name in added:
-        os.environ[name] = CALL_SETTINGS[name]
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
+class _CallSettings:
+    """MLflow reads CALL_SETTINGS from the environment at each call: they are set only
+    while cloudtrain's own calls run (where the user did not set them), so a script
+    started meanwhile does not inherit them; counted, as a sweep's trials call from
+    several threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.added: list[str] = []
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self.lock:
+            if self.users == 0:
+                self.added = [name for name in CALL_SETTINGS if name not in os.environ]
+                os.environ.update({name: CALL_SETTINGS[name] for name in self.added})
+            self.users += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.users -= 1
+                if self.users == 0:
+                    for name in self.added:
+                        os.environ.pop(name, None)
+
+
+_call_settings = _CallSettings()
 
 
 class _SageMakerHeaderNoise(logging.Filter):

@@ -487,3 +487,32 @@ def test_a_server_that_dies_mid_run_stops_tracking_not_training(
     assert "Connection refused" in warning or "Max retries exceeded" in warning
     points = [m for batch in mlflow_server.batches() for m in batch.get("metrics", [])]
     assert [m["value"] for m in points if m["key"] == "loss"] == [1.0, 2.0]
+
+
+def test_mlflow_call_settings_hold_only_during_cloudtrains_calls(
+    tracked: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Short retries and no "View run" on stdout for cloudtrain's calls; the user's own
+    values win, and nothing is left in the environment a script would inherit."""
+    import os
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "33")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    tracker, client, _, _ = tracked()
+    seen: list[tuple[str | None, str | None]] = []
+    real = client.log_batch
+
+    def log_batch(run_id: str, **kwargs: Any) -> Any:
+        seen.append(
+            (
+                os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES"),
+                os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"],
+            )
+        )
+        return real(run_id, **kwargs)
+
+    client.log_batch = log_batch
+    tracker.attempt_started(1, True, "local")
+    assert seen == [("2", "33")]
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "33"
