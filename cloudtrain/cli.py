@@ -213,6 +213,10 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
         print(f"  {name} = {value:g}")
     if summary["model"]:
         print(f"  model: {summary['model']['model_archive'] or summary['model']['model_uri']}")
+    tracked = summary.get("tracking") or {}
+    if tracked.get("run_id"):
+        where = tracked.get("url") or f"{tracked['uri']}, experiment {tracked['experiment']}"
+        print(f"  mlflow run: {tracked['run_id']} ({where})")
     if error:
         print(f"  error: {error}")
 

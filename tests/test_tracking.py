@@ -229,6 +229,25 @@ def test_cloudtrain_trigger_notes_a_plugin_not_installed_here(
     ]
 
 
+def test_the_cli_names_the_mlflow_run(capsys: pytest.CaptureFixture[str]) -> None:
+    from cloudtrain.cli import _print_human
+
+    summary = {
+        "status": "succeeded",
+        "pipeline": "p",
+        "cloud": "local",
+        "attempts": [],
+        "metrics": {},
+        "model": None,
+        "tracking": {"run_id": "abc", "uri": "sqlite:///w/mlflow.db", "experiment": "p"},
+    }
+    _print_human(summary, None)
+    assert "  mlflow run: abc (sqlite:///w/mlflow.db, experiment p)\n" in capsys.readouterr().out
+    summary["tracking"] = {**summary["tracking"], "url": "http://h/#/experiments/1/runs/abc"}
+    _print_human(summary, None)
+    assert "  mlflow run: abc (http://h/#/experiments/1/runs/abc)\n" in capsys.readouterr().out
+
+
 def test_plan_stays_offline_with_tracking_and_never_imports_mlflow(
     write_config: Callable[..., Path],
 ) -> None:
