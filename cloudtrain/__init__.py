@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from cloudtrain.backend import Backend, StagePlan, build_backend, use_backend
 from cloudtrain.backends import cloud_names, register
-from cloudtrain.config import PipelineConfig, Section, load_config, validate_config
+from cloudtrain.config import (
+    PipelineConfig,
+    Section,
+    TrackingConfig,
+    load_config,
+    validate_config,
+)
 from cloudtrain.errors import (
     BackendError,
     CloudtrainError,
@@ -52,6 +58,7 @@ __all__ = [
     "ResolvedEnvironment",
     "Section",
     "StagePlan",
+    "TrackingConfig",
     "TrainingError",
     "TrainingResult",
     "TransientError",

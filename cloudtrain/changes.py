@@ -41,6 +41,8 @@ NOT_IN_FINGERPRINT: dict[str, Any] = {
     "budget": True,
     # Which trials a sweep makes: each trial's own hyperparameters are in its digest.
     "sweep": True,
+    # Where the run is logged (MLflow) is not what it learns.
+    "tracking": True,
 }
 #: Fields added after digests were first stored, left out while they hold their empty
 #: default, so a config that does not use them keeps its digest: (section or "", path).

@@ -218,8 +218,17 @@ def _print_human(summary: dict[str, Any] | None, error: str | None) -> None:
         print(f"  {name} = {value:g}")
     if summary["model"]:
         print(f"  model: {summary['model']['model_archive'] or summary['model']['model_uri']}")
+    _print_tracking(summary)
     if error:
         print(f"  error: {error}")
+
+
+def _print_tracking(summary: dict[str, Any]) -> None:
+    """The MLflow run (a sweep's: the parent of its trials' runs), when tracking is on."""
+    tracked = summary.get("tracking") or {}
+    if tracked.get("run_id"):
+        where = tracked.get("url") or f"{tracked['uri']}, experiment {tracked['experiment']}"
+        print(f"  mlflow run: {tracked['run_id']} ({where})")
 
 
 def _print_sweep(summary: dict[str, Any]) -> None:
@@ -254,6 +263,7 @@ def _print_sweep(summary: dict[str, Any]) -> None:
     if best is not None:
         print(f"  best: trial {best['trial']}, {objective} = {best['objective']:g}")
         print(f"  model: {best['model']}")
+    _print_tracking(summary)
     if summary.get("error"):
         print(f"  error: {summary['error']}")
 

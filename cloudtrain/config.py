@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -386,6 +387,96 @@ class BudgetConfig(_Strict):
     )
 
 
+#: MLflow tracking URIs cloudtrain logs to, by scheme; ``None``: the local store.
+#: The plugins are the packages that register the scheme with MLflow (its
+#: ``mlflow.tracking_store`` entry points), checked before a run starts.
+TRACKING_PLUGINS: dict[str, str | None] = {
+    "http": None,
+    "https": None,
+    "azureml": "azureml-mlflow",  # the Azure ML workspace's MLflow endpoint
+    "arn": "sagemaker-mlflow",  # a SageMaker managed MLflow server
+}
+_SAGEMAKER_MLFLOW_ARN = re.compile(
+    r"arn:aws(?:-us-gov)?:sagemaker:[a-z0-9-]+:[0-9]{12}:mlflow-[a-z-]+/[A-Za-z0-9-]+"
+    r"(?:#arn:aws(?:-us-gov)?:iam::[0-9]{12}:role/[\w+=,.@/-]+)?"
+)
+_TRACKING_URI_FORMS = (
+    "http(s)://host[:port] for an MLflow server, the Azure ML workspace's azureml://... "
+    "tracking URI, or a SageMaker managed MLflow server's ARN "
+    "(arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name>); leave it out "
+    "for the local store in work_dir"
+)
+
+
+class TrackingConfig(_Strict):
+    """Experiment tracking with MLflow: each training run is one MLflow run (parameters,
+    tags, metric curves, final metrics, the model)."""
+
+    enabled: bool = Field(
+        True, description="Log training runs to MLflow; false turns it off, settings kept."
+    )
+    mlflow_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI: http(s)://host for a server, the Azure ML "
+        "workspace's azureml://... URI (needs azureml-mlflow), or a SageMaker managed MLflow "
+        "server's ARN (needs sagemaker-mlflow). Default: a SQLite store in "
+        "work_dir/mlflow, no server needed.",
+    )
+    experiment: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description="MLflow experiment the runs go to (created when missing); defaults to "
+        "the pipeline name.",
+    )
+    log_model: bool = Field(
+        True,
+        description="Upload the model archive to the run's artifacts when it is on this "
+        "machine; false records only where the model is.",
+    )
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _tracking_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.partition(":")[0].lower()
+        if scheme not in TRACKING_PLUGINS:
+            raise ValueError(
+                f"{quote(value)} is not a tracking URI cloudtrain logs to: give "
+                f"{_TRACKING_URI_FORMS}"
+            )
+        if scheme == "arn":
+            if not _SAGEMAKER_MLFLOW_ARN.fullmatch(value):
+                raise ValueError(
+                    f"{quote(value)} is not a SageMaker MLflow server's ARN "
+                    "(arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name>)"
+                )
+            return value
+        parsed = urlsplit(value)
+        if not value.lower().startswith(f"{scheme}://") or not parsed.hostname:
+            raise ValueError(f"{quote(value)} names no host: give {_TRACKING_URI_FORMS}")
+        if scheme == "azureml" and "/workspaces/" not in parsed.path:
+            raise ValueError(
+                f"{quote(value)} is not a workspace's tracking URI (azureml://<region>"
+                ".api.azureml.ms/mlflow/v1.0/subscriptions/.../workspaces/<name>; "
+                "az ml workspace show --query mlflow_tracking_uri prints it)"
+            )
+        if parsed.username or parsed.password:
+            raise ValueError(
+                "holds a user name or password, which would be stored with the config: use "
+                "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or _TOKEN) instead"
+            )
+        return value
+
+    @property
+    def plugin(self) -> str | None:
+        """The package MLflow needs for ``mlflow_uri``'s scheme, if any."""
+        if self.mlflow_uri is None:
+            return None
+        return TRACKING_PLUGINS[self.mlflow_uri.partition(":")[0].lower()]
+
+
 #: The most clouds a failover route may name.
 MAX_ROUTE = 8
 
@@ -459,6 +550,11 @@ class PipelineConfig(_Strict):
         description="Environment variable the script reads -> where its value lives "
         "({env: NAME}, {prefect_secret: block}, {aws_secrets_manager: name or ARN}, "
         "{azure_key_vault: {vault, name}}); only the references are stored.",
+    )
+    tracking: TrackingConfig | None = Field(
+        None,
+        description="Experiment tracking with MLflow ({} logs to a local store in work_dir); "
+        "left out: no tracking.",
     )
 
     sweep: SweepConfig | None = Field(

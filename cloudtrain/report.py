@@ -25,6 +25,7 @@ from cloudtrain.results import (
 from cloudtrain.route import ReadyLeg
 from cloudtrain.secrets import masked
 from cloudtrain.sync import human_size
+from cloudtrain.tracking import TrackingInfo
 from cloudtrain.trials import TrialContext
 
 #: The run's artifacts are keyed ``<pipeline><suffix>``, so runs of a pipeline line up in
@@ -83,6 +84,8 @@ class RunReport:
         for a sweep's trial (one set per trial; the sweep has the pipeline's)."""
         name = self.config.name
         return name if self.trial is None else f"{name}-trial-{self.trial.number}"
+
+    tracking: TrackingInfo | None = None  # the MLflow run, when tracking is on
 
     @property
     def status(self) -> str:
@@ -149,13 +152,17 @@ class RunReport:
             "checkpoint_copies": [copy.to_dict() for copy in result.copies] if result else [],
             "cost_usd": result.cost_usd if result else None,
             "cost_per_cloud": result.cost_per_cloud() if result else {},
-            "warnings": list(result.warnings) if result else [],
+            "warnings": [
+                *(result.warnings if result else []),
+                *(self.tracking.warnings if self.tracking else []),
+            ],
             "stop_reason": (result.stop_reason or None) if result else None,
             "started_from_scratch": result.started_from_scratch if result else 0,
             "metrics": dict(artifacts.metrics) if artifacts else (result.metrics if result else {}),
             "model": artifacts.to_dict() if artifacts else None,
             "decision": self.decision,
             **trial,
+            "tracking": self.tracking.to_dict() if self.tracking else None,
         }
 
     def _trial(self) -> dict[str, Any]:
@@ -334,9 +341,30 @@ def markdown_report(run: RunReport) -> str:
                 f"| {name.replace('_', ' ')} | {value} |" for name, value in artifacts.cost.items()
             ]
             lines.append("")
+    if run.tracking is not None:
+        lines += tracking_section(run.tracking)
     if error:
         lines += ["## Error", "", error, ""]
     return "\n".join(lines)
+
+
+def tracking_section(info: TrackingInfo) -> list[str]:
+    """Where the MLflow run is: a link when the store has a UI at a known address."""
+    lines = ["## Tracking", ""]
+    if info.run_id is not None:
+        run = f"[{info.run_id}]({info.url})" if info.url else f"`{info.run_id}`"
+        lines.append(
+            f"MLflow run {run} in experiment `{info.experiment}` "
+            f"(id {info.experiment_id}) at `{info.uri}`"
+        )
+        if info.uri.startswith("sqlite:///"):
+            lines.append(f"(browse it with `mlflow ui --backend-store-uri {info.uri}`)")
+    else:
+        lines.append(f"Not logged to MLflow at `{info.uri}`.")
+    lines.append("")
+    lines += [f"> warning: {warning}" for warning in info.warnings]
+    lines += [""] if info.warnings else []
+    return lines
 
 
 def _progress(start: float | None, end: float | None) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cloudtrain import secrets as secret_refs
+from cloudtrain import tracking
 from cloudtrain.backend import build_backend
 from cloudtrain.config import (
     PipelineConfig,
@@ -51,6 +52,8 @@ def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
             if error.problems not in seen:  # a cloud's problem once, however often it recurs
                 seen.append(error.problems)
                 problems.add(error)
+    with problems.check():  # the MLflow plugin its tracking URI needs, installed here
+        tracking.check_plugin(config)
     with problems.check():
         # The symlink policy and the empty-channel rule, as every backend reads a channel.
         check_channels({c: Path(p) for c, p in config.data.items() if not is_uri(p)})

@@ -18,6 +18,7 @@ from cloudtrain.budget import usd
 from cloudtrain.config import PipelineConfig
 from cloudtrain.report import SUCCESS_STATUSES
 from cloudtrain.secrets import masked
+from cloudtrain.tracking import TrackingInfo
 from cloudtrain.trials import Trial
 
 
@@ -47,6 +48,7 @@ def trial_row(trial: Trial, summary: Mapping[str, Any], objective: str) -> dict[
         "run_id": summary.get("run_id"),
         "reused_run_id": summary.get("reused_run_id") if skipped else None,
         "model": model.get("model_archive") or model.get("model_uri"),
+        "tracking_run_id": (summary.get("tracking") or {}).get("run_id"),
         "error": None if status in SUCCESS_STATUSES else (error or "the trial failed"),
     }
 
@@ -72,6 +74,7 @@ class SweepReport:
     trials: Sequence[Trial]
     summaries: Sequence[Mapping[str, Any]]
     run_id: str | None = None
+    tracking: TrackingInfo | None = None  # the sweep's MLflow run, the trials' parent
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -131,6 +134,7 @@ class SweepReport:
             "best": best,
             "trials": rows,
             "cost_usd": round(sum(costs), 6) if costs else None,
+            "tracking": self.tracking.to_dict() if self.tracking else None,
             "warnings": warnings,
         }
 
@@ -189,6 +193,15 @@ class SweepReport:
                 f"Trial {best['trial']} ({values}): {sweep.objective} = {best['objective']:g}.",
                 "",
                 f"- model: `{best['model']}`",
+                "",
+            ]
+        if self.tracking is not None and self.tracking.run_id:
+            where = self.tracking.url or self.tracking.uri
+            lines += [
+                "## Tracking",
+                "",
+                f"MLflow run `{self.tracking.run_id}` in experiment "
+                f"`{self.tracking.experiment}` ({where}); each trial's run is nested under it.",
                 "",
             ]
         failures = [row for row in rows if row["error"]]

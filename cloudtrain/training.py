@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from cloudtrain.backend import Backend, LogSink
 from cloudtrain.budget import BudgetPolicy
@@ -46,6 +47,9 @@ from cloudtrain.resumes import AttemptProgress, ResumeCheck
 from cloudtrain.route import Preparer, ReadyLeg, prepare_leg, route_legs
 from cloudtrain.secrets import Redactor, ResolvedSecrets, redactor_for
 
+if TYPE_CHECKING:
+    from cloudtrain.tracking import RunTracker
+
 
 def run_training(
     backend: Backend,
@@ -62,6 +66,7 @@ def run_training(
     prepare: Preparer | None = None,
     clock: Callable[[], float] = time.time,
     trial: int | None = None,
+    tracker: RunTracker | None = None,
 ) -> TrainingResult:
     """Run attempts until one succeeds or the run stops; raise TrainingError if none did.
 
@@ -70,7 +75,8 @@ def run_training(
     its backend when not given). ``checkpoint_uri`` replaces the first leg's checkpoint
     location: a run that resumes one whose orchestrator crashed keeps its checkpoints
     where the crashed run left them. ``clock`` is the budget's (seconds since the epoch).
-    ``trial``: the number of the sweep's trial this run is (it names the jobs)."""
+    ``trial``: the number of the sweep's trial this run is (it names the jobs).
+    ``tracker`` (``cloudtrain.tracking``) is told of each attempt and each output line."""
     secrets = secrets or ResolvedSecrets()
     redact = redactor_for(secrets.values, config.hyperparameters)
     log, script_log = redact.wrap(log), redact.wrap(script_log or log)
@@ -98,7 +104,7 @@ def run_training(
             )
         return ready[index]
 
-    loop = _Loop(config, run_id, log, script_log, redact, clock, trial)
+    loop = _Loop(config, run_id, log, script_log, redact, clock, trial, tracker)
     return loop.run(reach)
 
 
@@ -114,6 +120,7 @@ class _Loop:
         redact: Redactor,
         clock: Callable[[], float],
         trial: int | None = None,
+        tracker: RunTracker | None = None,
     ) -> None:
         self.config, self.run_id, self.trial = config, run_id, trial
         self.log, self.script_log, self.redact = log, script_log, redact
@@ -121,6 +128,7 @@ class _Loop:
         self.clock = clock
         self.budget = BudgetPolicy.from_config(config, started=self.started)
         self.resumes = ResumeCheck(config)
+        self.tracker = tracker
 
     def run(self, reach: Callable[[int], ReadyLeg]) -> TrainingResult:
         config, log = self.config, self.log
@@ -146,6 +154,8 @@ class _Loop:
             record = self._attempt(following, current, result, files_before)
             record.budget_note = decision.reason
             result.attempts.append(record)
+            if self.tracker is not None:
+                self.tracker.attempt_ended(record)
             log(f"attempt {record.number} {record.outcome.value}: {record.reason}")
             verdict = self.resumes.after(record, result)  # the final attempt's too
             for warning in verdict.warnings:
@@ -222,13 +232,22 @@ class _Loop:
             f"{spec.job_name}, checkpoints in {spec.checkpoint_uri}"
         )
         progress = AttemptProgress(config)
+        on_line = progress.feed
+        if self.tracker is not None:
+            tracker = self.tracker
+            tracker.attempt_started(spec.number, spec.spot, leg.leg.cloud)
+
+            def on_line(line: str) -> None:
+                progress.feed(line)
+                tracker.line(line)
+
         started = self.clock()
         status = _follow(
             leg.leg.backend,
             config,
             spec,
             self.script_log,
-            progress.feed,
+            on_line,
             lambda: self.budget.stop_now(step, leg.leg, result, self.clock() - started),
         )
         assert status.outcome is not None

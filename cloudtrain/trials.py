@@ -298,6 +298,11 @@ class TrialContext(BaseModel):
     sweep_run_id: str | None = Field(
         None, description="The sweep's (parent) flow run id; None outside Prefect."
     )
+    tracking_parent: str | None = Field(
+        None,
+        description="The sweep's MLflow run id, under which the trial's MLflow run is "
+        "nested (with tracking on).",
+    )
 
     @property
     def key(self) -> str:

@@ -18,6 +18,7 @@ from prefect import Flow, Task, flow, get_run_logger, tags
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
+from cloudtrain import tracking
 from cloudtrain.backend import build_backend
 from cloudtrain.backends import backend_class
 from cloudtrain.budget import first_attempt_refusal
@@ -221,6 +222,14 @@ def _stages(
                 checkpoint_uri,
             )
         leases.update(lease, fingerprint=fingerprint, checkpoint_uri=checkpoint_uri)
+        tracker = tracking.start(
+            config,
+            run_id,
+            parent_run_id=trial.tracking_parent if trial else None,
+            tags={**_prefect_tags(), **_trial_tags(trial)},
+            run_name=f"{config.name}/{config.cloud}/trial-{trial.number}" if trial else None,
+            log=_tracking_log,
+        )
         try:
             timed = named(train).with_options(timeout_seconds=training_budget_seconds(config))
             run.result = timed(
@@ -235,14 +244,23 @@ def _stages(
                 _leg_preparer(run, run_id, secrets, dataframes),
                 trial.number if trial else None,
                 run.key,
+                tracker,
             )
         except TrainingError as exc:
             run.result, run.error = exc.result, str(exc)
+            _finish_tracking(run, tracker)
             named(publish_report)(run)
             exc.summary = run.summary()
             raise
+        except BaseException:
+            if tracker is not None:  # cancelled, timed out: the MLflow run ends KILLED
+                tracker.close()
+            raise
         final = legs[run.result.attempts[-1].leg]
-        run.artifacts = named(collect_artifacts)(final.backend, final.config, run.result)
+        try:
+            run.artifacts = named(collect_artifacts)(final.backend, final.config, run.result)
+        finally:
+            _finish_tracking(run, tracker)
         named(publish_report)(run)
     summary = run.summary()
     if current is not None:
@@ -265,6 +283,40 @@ def _trial_named(trial: TrialContext | None) -> Callable[[T], T]:
         return cast(T, renamed)
 
     return named
+
+
+def _finish_tracking(run: RunReport, tracker: tracking.RunTracker | None) -> None:
+    """Final metrics, model and outcome to the MLflow run; the report links it."""
+    if tracker is None:
+        return
+    tracker.finish(run.status, run.result, run.artifacts)
+    run.tracking = tracker.info
+
+
+def _trial_tags(trial: TrialContext | None) -> dict[str, str]:
+    """A trial's MLflow run says which trial of which sweep it is, and its swept values."""
+    if trial is None:
+        return {}
+    return {
+        "cloudtrain.trial": str(trial.number),
+        "cloudtrain.sweep_run_id": trial.sweep_run_id or "",
+        **{f"cloudtrain.swept.{name}": str(value) for name, value in trial.values.items()},
+    }
+
+
+def _prefect_tags() -> dict[str, str]:
+    """The MLflow run's way back to the Prefect flow run."""
+    tags = {"prefect.flow_run_id": str(flow_run.get_id() or "")}
+    url = flow_run.ui_url
+    if url:
+        tags["prefect.flow_run_url"] = url
+        tags["mlflow.note.content"] = f"Prefect flow run: {url}"
+    return {key: value for key, value in tags.items() if value}
+
+
+def _tracking_log(line: str) -> None:
+    logger = get_run_logger()
+    (logger.warning if line.startswith("warning: ") else logger.info)(line)
 
 
 def _refuse_unaffordable(run: RunReport, first: Leg, run_id: str) -> None:

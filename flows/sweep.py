@@ -29,6 +29,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from cloudtrain import tracking
 from cloudtrain.backend import build_backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.errors import TrainingError
@@ -122,6 +123,19 @@ def run_sweep(
     for old in crashed:
         leases.release(old.run_id)
     leases.take(run_id)
+    parent = tracking.start(  # the trials' MLflow runs nest under it
+        config,
+        run_id,
+        tags={
+            "cloudtrain.sweep": "true",
+            "cloudtrain.sweep.strategy": sweep.strategy,
+            "cloudtrain.sweep.objective": sweep.objective,
+            "cloudtrain.sweep.goal": sweep.goal,
+            "cloudtrain.sweep.trials": str(len(trials)),
+        },
+        run_name=f"{config.name}/{cloud}/sweep",
+        log=_tracking_log,
+    )
     try:
         with tags(*pipeline_tags(config), "sweep"):
             first = config.on_cloud(config.cloud)
@@ -141,6 +155,7 @@ def run_sweep(
                                 trials=len(trials),
                                 values=dict(trial.values),
                                 sweep_run_id=run_id,
+                                tracking_parent=parent.info.run_id if parent else None,
                             ),
                         },
                     )
@@ -153,8 +168,11 @@ def run_sweep(
                     logger.warning("sweep interrupted: stopping %d running trial(s)", stopped)
                     raise
         report = SweepReport(config, trials, summaries, run_id)
+        _finish_parent(parent, report)
         publish_sweep_report(report)
     finally:
+        if parent is not None:
+            parent.close()  # interrupted or failed before the ranking: KILLED
         leases.release(run_id)
     summary = report.summary()
     best = summary["best"]
@@ -172,6 +190,31 @@ def run_sweep(
         error.summary = summary
         raise error
     return summary
+
+
+def _finish_parent(parent: tracking.RunTracker | None, report: SweepReport) -> None:
+    """The sweep's MLflow run ends with its best trial: the objective as
+    ``best_<objective>``, which trial and its MLflow run as tags."""
+    if parent is None:
+        return
+    best = report.summary()["best"]
+    sweep = report.config.sweep
+    assert sweep is not None
+    metrics, run_tags = {}, {}
+    if best is not None:
+        if best["objective"] is not None:
+            metrics[f"best_{sweep.objective}"] = float(best["objective"])
+        run_tags = {"cloudtrain.best_trial": str(best["trial"])}
+        best_run = best.get("tracking_run_id")
+        if best_run:
+            run_tags["cloudtrain.best_run_id"] = best_run
+    parent.finish(report.status, None, None, metrics=metrics, tags=run_tags)
+    report.tracking = parent.info
+
+
+def _tracking_log(line: str) -> None:
+    logger = get_run_logger()
+    (logger.warning if line.startswith("warning: ") else logger.info)(line)
 
 
 @task(name="trial", cache_policy=NO_CACHE)

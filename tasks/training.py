@@ -16,6 +16,7 @@ from cloudtrain.contract import ProgressParser
 from cloudtrain.results import ComputeTarget, ResolvedEnvironment, TrainingResult
 from cloudtrain.route import Preparer
 from cloudtrain.secrets import ResolvedSecrets
+from cloudtrain.tracking import RunTracker
 from cloudtrain.training import run_training
 
 #: The progress artifact is updated at most this often (each update is an API call).
@@ -35,13 +36,15 @@ def train(
     prepare: Preparer | None = None,
     trial: int | None = None,
     artifact_key: str | None = None,
+    tracker: RunTracker | None = None,
 ) -> TrainingResult:
     """Retries live in the recovery strategy, not in Prefect: a script error is final.
     ``secrets`` hold values: Prefect keeps no task parameters, and their repr names them.
     ``checkpoint_uri``: a crashed run's, when this run resumes it. ``prepare`` readies a
     later leg of a failover route (the flow's stage tasks). ``trial``: the sweep's trial
     this run is; ``artifact_key``: the run's artifact key prefix (the pipeline name, or
-    the trial's)."""
+    the trial's). ``tracker``: the run's MLflow run, fed each attempt and the script's
+    metrics as they are printed."""
     logger = get_run_logger()
     progress = _Progress(config, artifact_key or config.name)
 
@@ -62,6 +65,7 @@ def train(
         checkpoint_uri=checkpoint_uri,
         prepare=prepare,
         trial=trial,
+        tracker=tracker,
     )
     progress.done()
     return result

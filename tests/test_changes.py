@@ -165,3 +165,15 @@ def test_a_config_keeps_its_digest_across_the_upgrade(tmp_path: Path, text: str)
     (tmp_path / "cloudtrain.yaml").write_text(textwrap.dedent(text))
     config = load_config(tmp_path / "cloudtrain.yaml")
     assert config_digest(config) == DIGESTS_BEFORE_REGISTERED_CLOUDS[text]
+
+
+@pytest.mark.parametrize("text", list(DIGESTS_BEFORE_REGISTERED_CLOUDS))
+def test_tracking_settings_do_not_change_the_digest(tmp_path: Path, text: str) -> None:
+    """Where a run is logged is not what it learns: turning MLflow on does not retrain."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text("print(1)\n")
+    tracked = textwrap.dedent(text) + "tracking: {mlflow_uri: 'https://mlflow.example.com'}\n"
+    (tmp_path / "cloudtrain.yaml").write_text(tracked)
+    config = load_config(tmp_path / "cloudtrain.yaml")
+    assert config.tracking is not None
+    assert config_digest(config) == DIGESTS_BEFORE_REGISTERED_CLOUDS[text]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -396,3 +397,36 @@ def test_a_section_replaced_by_model_copy_is_validated_when_read(tmp_path: Path)
     with pytest.raises(ConfigError) as caught:
         broken.section("aws", AwsConfig)
     assert caught.value.field == "aws.bucket"
+
+
+def test_tracking_round_trips_through_prefect_parameters(tmp_path: Path) -> None:
+    """The flow run validates its config from the JSON Prefect stored: tracking survives."""
+    uri = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"
+    config = load_config(
+        _write(tmp_path, {"tracking": {"mlflow_uri": uri, "experiment": "e", "log_model": False}})
+    )
+    data = json.loads(json.dumps(config.model_dump(mode="json")))
+    again = PipelineConfig.model_validate(data)
+    assert again == config and again.tracking is not None
+    assert (again.tracking.mlflow_uri, again.tracking.experiment) == (uri, "e")
+    assert again.tracking.plugin == "sagemaker-mlflow"
+    assert load_config(_write(tmp_path, {"tracking": {}})).tracking.enabled is True
+    assert load_config(_write(tmp_path, {})).tracking is None
+
+
+@pytest.mark.parametrize(
+    ("tracking", "message"),
+    [
+        ({"mlflow_uri": "mlruns"}, "tracking.mlflow_uri: 'mlruns' is not a tracking URI"),
+        ({"mlflow_uri": "file:///tmp/mlruns"}, "tracking.mlflow_uri: 'file:///tmp/mlruns' is not"),
+        ({"mlflow_uri": "http://"}, "tracking.mlflow_uri: 'http://' names no host"),
+        ({"experiment": ""}, "tracking.experiment:"),
+        ({"uri": "http://x"}, "tracking.uri:"),
+    ],
+)
+def test_bad_tracking_settings_name_the_field(
+    tmp_path: Path, tracking: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, {"tracking": tracking}))
+    assert message in str(caught.value)

@@ -60,3 +60,55 @@ def test_a_circle_would_be_found() -> None:
     graph["cloudtrain.results"].add("cloudtrain.training")  # training imports results
     with pytest.raises(graphlib.CycleError):
         list(graphlib.TopologicalSorter(graph).static_order())
+
+
+#: Heavy SDKs that must be imported inside the functions that use them: never at a
+#: module's top, so ``cloudtrain --help``, ``plan`` and an untracked run do not pay for
+#: them (MLflow: ~2 s and SQLAlchemy's ORM).
+LAZY_ONLY = ("mlflow",)
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The top-level package of every import at module level (not inside a function or a
+    class body; ``if TYPE_CHECKING:`` blocks are not run, so they do not count)."""
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+                visit(node.body + node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body + node.orelse + node.finalbody)
+                for handler in node.handlers:
+                    visit(handler.body)
+            elif isinstance(node, ast.With):
+                visit(node.body)
+
+    visit(ast.parse(path.read_text()).body)
+    return found
+
+
+def test_heavy_sdks_are_imported_only_where_they_are_used() -> None:
+    sources = [
+        path
+        for folder in ("cloudtrain", "tasks", "flows")
+        for path in (ROOT / folder).rglob("*.py")
+    ]
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(top_level_imports(path) & set(LAZY_ONLY))
+        for path in sources
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}
+    assert "cloudtrain.tracking" in import_graph()["cloudtrain.report"]  # the graph sees it
+
+
+def test_the_lazy_import_check_can_fail(tmp_path: Path) -> None:
+    module = tmp_path / "eager.py"
+    module.write_text("try:\n    import mlflow\nexcept ImportError:\n    pass\n")
+    assert "mlflow" in top_level_imports(module)
+    module.write_text("def f():\n    import mlflow\n")
+    assert "mlflow" not in top_level_imports(module)

@@ -57,6 +57,36 @@ def artifacts_of(flow_run_id: Any) -> dict[str, Any]:
     return {artifact.key: artifact for artifact in found}
 
 
+def assert_trials_in_mlflow(
+    summary: dict[str, Any], rows: list[dict[str, Any]], best: dict[str, Any]
+) -> None:
+    from test_tracking import mlflow_client
+
+    tracked = summary["tracking"]
+    client = mlflow_client(tracked["uri"])
+    parent = client.get_run(tracked["run_id"])
+    assert parent.data.tags["cloudtrain.sweep"] == "true"
+    assert parent.data.tags["cloudtrain.best_trial"] == str(best["trial"])
+    assert parent.data.metrics["best_val_accuracy"] == best["objective"]
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs(
+        [tracked["experiment_id"]],
+        filter_string=f"tags.mlflow.parentRunId = '{tracked['run_id']}'",
+    )
+    by_trial = {int(run.data.tags["cloudtrain.trial"]): run for run in children}
+    assert sorted(by_trial) == [1, 2, 3, 4, 5, 6]
+    for row in rows:
+        run = by_trial[row["trial"]]
+        assert run.info.run_id == row["tracking_run_id"]
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["val_accuracy"] == row["objective"]
+        for name, value in row["values"].items():
+            assert run.data.params[name] == str(value)  # the trial's own, not the shared
+        curve = client.get_metric_history(run.info.run_id, "cloudtrain/attempt")
+        assert {point.value for point in curve} == {1, 2}  # both attempts on one curve
+    assert parent.data.tags["cloudtrain.best_run_id"] == by_trial[best["trial"]].info.run_id
+
+
 def most_at_once(runs: list[Any]) -> int:
     """The most runs that were running at the same moment (from their start and end)."""
     events = sorted(
@@ -80,6 +110,7 @@ def test_a_six_trial_local_sweep_with_a_reclaim_each_ranks_its_trials(
             hyperparameters={"epochs": 6},
             local={"spot_interruptions": ["^epoch=3 "]},
             sweep=SIX_TRIALS,
+            tracking={},
         )
     )
     state = local_training(config=config, return_state=True)
@@ -127,6 +158,9 @@ def test_a_six_trial_local_sweep_with_a_reclaim_each_ranks_its_trials(
     read = report_from_artifacts(list(mine.values()), "digits-sgd")  # what trigger reads
     assert read is not None and read["status"] == "succeeded"
     assert read["outcome"]["best_trial"] == best["trial"]
+
+    # Every trial in MLflow, nested under the sweep's run, its curve over both attempts.
+    assert_trials_in_mlflow(summary, rows, best)
 
     # The same sweep again: every trial's inputs are unchanged, so each reuses its model.
     again = local_training(config=config)

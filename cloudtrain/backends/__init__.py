@@ -37,7 +37,17 @@ CLOUD_NAME = re.compile(r"[a-z][a-z0-9]{1,30}")
 #: (tests/test_config.py keeps this equal to PipelineConfig's fields).
 RESERVED_NAMES = frozenset(
     {"name", "cloud", "code", "hyperparameters", "data", "metrics", "environment"}
-    | {"compute", "retry", "work_dir", "secrets", "clouds", "budget", "input_modes", "sweep"}
+    | {
+        "compute",
+        "retry",
+        "work_dir",
+        "secrets",
+        "clouds",
+        "budget",
+        "input_modes",
+        "sweep",
+        "tracking",
+    }
 )
 #: Installed packages add backends under this entry-point group (name = "module:Class").
 ENTRY_POINT_GROUP = "cloudtrain.backends"

@@ -50,9 +50,10 @@ def check_config(raw: Mapping[str, Any], flow_name: str, root: Path) -> list[str
     note instead. Data is often generated or mounted there (the digits deployments
     prepare theirs in a pull step), so a data path missing here is a note and the rest
     is still checked, with a one-file folder standing in for it (not the checkout: its
-    walk would read a virtualenv's thousands of files). Whether the framework
-    is installed is the worker's interpreter's business (it is the backend's last
-    check). Code is in the repository: a missing script is an error.
+    walk would read a virtualenv's thousands of files). Whether the framework (or the
+    MLflow plugin a tracking URI needs) is installed is the worker's interpreter's
+    business (it is the backend's last check). Code is in the repository: a missing
+    script is an error.
     """
     from cloudtrain.backends import is_cloud
 
@@ -91,7 +92,8 @@ def _check(values: dict[str, Any], base: Path, stand_in: Path) -> list[str]:
             not_here = [
                 p
                 for p in exc.problems
-                if p.field == "environment.framework" and "is not installed" in p.message
+                if p.field in ("environment.framework", "tracking.mlflow_uri")
+                and "is not installed" in p.message
             ]
             refused = [p for p in exc.problems if p not in missing and p not in not_here]
             if refused:
@@ -111,8 +113,11 @@ def _check(values: dict[str, Any], base: Path, stand_in: Path) -> list[str]:
             if missing:
                 continue
             notes += [
-                f"config.environment.framework: {p.message.partition(' for ')[0]} here; "
+                f"config.{p.field}: {p.message.partition(' for ')[0]} here; "
                 "the worker's interpreter must have it"
+                if p.field == "environment.framework"
+                else f"config.{p.field}: {p.message.partition(', which')[0]}, not installed "
+                "here; the worker's interpreter must have it"
                 for p in not_here
             ]
             return notes
