@@ -1,120 +1,94 @@
-"""A small MLflow tracking server on loopback: the REST calls cloudtrain's tracker makes,
-answered as MLflow's server answers them, and every request kept for the test to read.
+"""MLflow's own tracking server on loopback, in a process of its own.
 
-The real ``mlflow server`` needs the full mlflow package and took over a minute to
-start on a 2-core machine; the client under test (MlflowClient, its REST store and
-``mlflow-artifacts:`` repository) is the real one either way.
+It is the server ``mlflow server`` runs (``mlflow.server.app``, MLflow's REST handlers
+over a SQLite store, artifacts served by the server), started under werkzeug instead of
+``mlflow server``'s uvicorn and job workers, which took over a minute to start on a
+2-core machine; this starts in about 5 s. The client under test (MlflowClient, its REST
+store, the ``mlflow-artifacts:`` repository) talks to it over HTTP, and tests read back
+what it stored through MlflowClient, as a user would.
+
+Run as a script, it serves until killed: ``python tests/mlflow_server.py <folder>``
+prints the port it listens on.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-API = "/api/2.0/mlflow/"
-ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts/"
+#: How long the server may take to print its port (it imports MLflow's server first).
+START_TIMEOUT_SECONDS = 120
 
 
 class MlflowServer:
-    """``start()``, then ``url``; ``requests`` holds (method, path, JSON body or bytes)."""
+    """``start()``, then ``url`` and ``client()``; ``stop()`` makes the port refuse."""
 
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str, Any]] = []
-        self.experiments: dict[str, dict[str, Any]] = {}
-        self.runs: dict[str, dict[str, Any]] = {}
-        self.artifacts: dict[str, bytes] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._process: subprocess.Popen[str] | None = None
+        self.port = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> MlflowServer:
-        self._thread.start()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, str(self.folder)],
+            stdout=subprocess.PIPE,
+            stderr=(self.folder / "server.log").open("w"),
+            text=True,
+        )
+        assert self._process.stdout is not None
+        line = _read_line(self._process, START_TIMEOUT_SECONDS)
+        if not line.strip().isdigit():
+            self.stop()
+            log = (self.folder / "server.log").read_text()[-2000:]
+            raise RuntimeError(f"the MLflow server did not start: {line!r}\n{log}")
+        self.port = int(line)
         return self
 
     def stop(self) -> None:
         """Gone: the port refuses connections from now on."""
-        self._server.shutdown()
-        self._server.server_close()
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
 
-    def batches(self) -> list[dict[str, Any]]:
-        return [body for method, path, body in self.requests if path.endswith("runs/log-batch")]
+    def client(self) -> Any:
+        from test_tracking import mlflow_client
 
-    def _answer(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
-        call = path.removeprefix(API)
-        if path.startswith(ARTIFACTS):
-            self.artifacts[path.removeprefix(ARTIFACTS)] = body
-            return {}
-        if call == "experiments/get-by-name":
-            found = [e for e in self.experiments.values() if e["name"] == query["experiment_name"]]
-            if not found:
-                return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no experiment"}
-            return {"experiment": found[0]}
-        if call == "experiments/create":
-            experiment_id = str(len(self.experiments) + 1)
-            self.experiments[experiment_id] = {
-                "experiment_id": experiment_id,
-                "name": body["name"],
-                "artifact_location": f"mlflow-artifacts:/{experiment_id}",
-                "lifecycle_stage": "active",
-            }
-            return {"experiment_id": experiment_id}
-        if call == "runs/create":
-            run_id = uuid.uuid4().hex
-            experiment_id = body["experiment_id"]
-            self.runs[run_id] = {
-                "info": {
-                    "run_id": run_id,
-                    "run_uuid": run_id,
-                    "experiment_id": experiment_id,
-                    "run_name": body.get("run_name", ""),
-                    "status": "RUNNING",
-                    "start_time": body.get("start_time", 0),
-                    "artifact_uri": f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts",
-                    "lifecycle_stage": "active",
-                },
-                "data": {"tags": body.get("tags", [])},
-            }
-            return {"run": self.runs[run_id]}
-        if call == "runs/get":
-            return {"run": self.runs[query["run_id"]]}
-        if call == "runs/update":
-            self.runs[body["run_id"]]["info"]["status"] = body["status"]
-            return {"run_info": self.runs[body["run_id"]]["info"]}
-        if call == "runs/log-batch":
-            return {}
-        return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": path}
+        return mlflow_client(self.url)
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                parts = urlsplit(self.path)
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                is_json = "json" in (self.headers.get("Content-Type") or "")
-                body = json.loads(raw) if raw and is_json else raw
-                server.requests.append((self.command, parts.path, body))
-                answer = server._answer(self.command, parts.path, query, body)
-                status, payload = answer if isinstance(answer, tuple) else (200, answer)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    import selectors
 
-            do_GET = do_POST = do_PUT = do_PATCH = _serve
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return process.stdout.readline()
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
 
-        return Handler
+def _serve(folder: Path) -> None:
+    # What ``mlflow server --backend-store-uri ... --serve-artifacts`` hands its app
+    # (mlflow/server/constants.py); set before the app is imported, which reads them.
+    os.environ["_MLFLOW_SERVER_FILE_STORE"] = f"sqlite:///{folder / 'mlflow.db'}"
+    os.environ["_MLFLOW_SERVER_ARTIFACT_ROOT"] = "mlflow-artifacts:/"
+    os.environ["_MLFLOW_SERVER_SERVE_ARTIFACTS"] = "true"
+    os.environ["_MLFLOW_SERVER_ARTIFACT_DESTINATION"] = str(folder / "artifacts")
+    from mlflow.server import app
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    _serve(Path(sys.argv[1]))

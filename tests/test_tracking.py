@@ -440,10 +440,10 @@ def test_a_sweep_can_nest_trials_under_a_parent_run(write_config: Callable[..., 
 
 
 @pytest.fixture
-def mlflow_server() -> Iterator[Any]:
+def mlflow_server(tmp_path: Path) -> Iterator[Any]:
     from mlflow_server import MlflowServer
 
-    server = MlflowServer().start()
+    server = MlflowServer(tmp_path / "mlflow-server").start()
     yield server
     server.stop()
 
@@ -467,11 +467,12 @@ def test_a_run_on_a_tracking_server_is_linked_and_json_stays_json(
     tracking = summary["tracking"]
     run_id = tracking["run_id"]
     assert tracking["url"] == f"{mlflow_server.url}/#/experiments/1/runs/{run_id}"
-    assert mlflow_server.runs[run_id]["info"]["status"] == "FINISHED"
-    points = [m for batch in mlflow_server.batches() for m in batch.get("metrics", [])]
-    curve = [(int(m["step"]), m["value"]) for m in points if m["key"] == "val_accuracy"]
+    client = mlflow_server.client()  # what the server stored, read back over its REST API
+    assert client.get_run(run_id).info.status == "FINISHED"
+    history = client.get_metric_history(run_id, "val_accuracy")
+    curve = sorted((point.step, point.value) for point in history)
     assert curve == [(0, 0.01), (1, 0.02), (2, 0.03)]
-    assert f"1/{run_id}/artifacts/model/model.tar.gz" in mlflow_server.artifacts
+    assert [f.path for f in client.list_artifacts(run_id, "model")] == ["model/model.tar.gz"]
     assert "Encountered unexpected error during resolving request headers" not in done.stderr
 
     from test_flow import read_run
@@ -504,8 +505,14 @@ def test_a_server_that_dies_mid_run_stops_tracking_not_training(
     (warning,) = tracker.info.warnings
     assert warning.startswith(f"MLflow tracking stopped: logging failed at {mlflow_server.url}")
     assert "Connection refused" in warning or "Max retries exceeded" in warning
-    points = [m for batch in mlflow_server.batches() for m in batch.get("metrics", [])]
-    assert [m["value"] for m in points if m["key"] == "loss"] == [1.0, 2.0]
+    from mlflow_server import MlflowServer
+
+    again = MlflowServer(mlflow_server.folder).start()  # the same store, served again
+    try:
+        history = again.client().get_metric_history(tracker.info.run_id, "loss")
+    finally:
+        again.stop()
+    assert sorted(point.value for point in history) == [1.0, 2.0]
 
 
 def test_mlflow_call_settings_hold_only_during_cloudtrains_calls(
