@@ -74,6 +74,10 @@ class RangeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _bounds(self) -> RangeSpec:
+        for end in ("min", "max"):
+            # An int past float's range cannot be gridded or drawn (OverflowError).
+            if not math.isfinite(_as_float(getattr(self, end))):
+                raise ValueError(f"{end} is too large: a range's bounds must be finite floats")
         if not self.min < self.max:
             raise ValueError(f"min ({self.min}) must be < max ({self.max})")
         if self.log and self.min <= 0:
@@ -106,6 +110,13 @@ class RangeSpec(BaseModel):
         if self.integer:
             return rng.randint(int(self.min), int(self.max))
         return float(f"{rng.uniform(float(self.min), float(self.max)):.12g}")
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 ParameterSpec = list[SweptValue] | RangeSpec

@@ -227,6 +227,24 @@ def test_a_sweep_leaves_out_of_the_digest_so_old_configs_keep_theirs(tmp_path: P
             {"parameters": {"lr": [0.1]}, "objective": "acc", "goal": "max", "tuner": "x"},
             "sweep.tuner: unknown key",
         ),
+        (  # a bound no float holds: one line, not an OverflowError from the grid
+            {
+                "parameters": {"epochs": {"min": 1, "max": 10**400, "steps": 3}},
+                "objective": "acc",
+                "goal": "max",
+            },
+            "sweep.parameters.epochs: max is too large",
+        ),
+        (
+            {
+                "parameters": {"epochs": {"min": -(10**400), "max": 1}},
+                "strategy": "random",
+                "trials": 2,
+                "objective": "acc",
+                "goal": "max",
+            },
+            "sweep.parameters.epochs: min is too large",
+        ),
     ],
 )
 def test_a_bad_sweep_is_one_line_naming_its_field(
