@@ -89,7 +89,8 @@ class RangeSpec(BaseModel):
         return isinstance(self.min, int) and isinstance(self.max, int)
 
     def grid(self) -> list[SweptValue]:
-        """``steps`` values from min to max; integers rounded, repeats dropped."""
+        """``steps`` values from min to max; integers rounded, floats to 12 digits,
+        repeats dropped (two trials with the same values would share a run record)."""
         steps = self.steps or 2
         low, high = float(self.min), float(self.max)
         if self.log:
@@ -99,7 +100,7 @@ class RangeSpec(BaseModel):
         values[0], values[-1] = float(self.min), float(self.max)  # exact ends
         if self.integer:
             return list(dict.fromkeys(int(round(v)) for v in values))
-        return [float(f"{v:.12g}") for v in values]
+        return list(dict.fromkeys(float(f"{v:.12g}") for v in values))
 
     def draw(self, rng: random.Random) -> SweptValue:
         if self.log:

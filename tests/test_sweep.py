@@ -73,6 +73,16 @@ def test_a_range_is_gridded_by_steps_integers_by_their_bounds_types() -> None:
     assert [t.values["lr"] for t in logs] == [0.001, 0.01, 0.1]
 
 
+def test_a_float_range_finer_than_its_printed_values_grids_no_trial_twice() -> None:
+    # 1000 steps across 1e-16 round to one value at 12 significant digits: one trial, not
+    # 1000 trials with the same hyperparameters (and the same run records and lease).
+    trials = make_trials(
+        sweep(parameters={"lr": {"min": 0.001, "max": 0.0010000000000001, "steps": 1000}})
+    )
+    values = [json.dumps(dict(t.values)) for t in trials]
+    assert len(values) == len(set(values)) == 1
+
+
 def test_random_draws_are_the_same_for_the_same_seed_and_stay_in_range() -> None:
     section = {
         "strategy": "random",
