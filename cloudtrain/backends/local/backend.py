@@ -11,6 +11,7 @@ with the variables a distributed script reads; one host without one runs it alon
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -308,19 +309,29 @@ class LocalBackend:
 
     def _planned_folder(self, config: PipelineConfig, channel: str, source: Path) -> Path:
         """Where ``_mount_folder`` will point the channel; pure."""
-        return source if source.is_dir() else self.root / "mounts" / config.name / channel
+        if source.is_dir():
+            return source
+        # One folder per file linked: runs of one pipeline at once (a sweep's trials)
+        # share it, and a different file never lands beside an older one.
+        digest = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
+        return self.root / "mounts" / config.name / f"{channel}-{digest}"
 
     def _mount_folder(self, config: PipelineConfig, channel: str, source: Path) -> Path:
         """The folder SM_CHANNEL_<NAME> names for a channel read in place: the source
         folder itself, or for a single file a folder under work_dir holding one link to
-        it (the contract's channel is a folder). Nothing is copied either way."""
-        if source.is_dir():
+        it (the contract's channel is a folder). Nothing is copied either way. Made once
+        and never removed: another run of the pipeline may be reading it now."""
+        folder = self._planned_folder(config, channel, source)
+        if folder == source:
             return source
-        folder = self.root / "mounts" / config.name / channel
-        if folder.is_dir():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        (folder / source.name).symlink_to(source.resolve())
+        target = str(source.resolve())
+        folder.mkdir(parents=True, exist_ok=True)
+        link = folder / source.name
+        if not (link.is_symlink() and os.readlink(link) == target):
+            temporary = folder / f".{source.name}.{os.getpid()}.{threading.get_ident()}"
+            temporary.unlink(missing_ok=True)
+            temporary.symlink_to(target)
+            os.replace(temporary, link)  # atomic: a reader sees the old link or the new
         return folder
 
     def use_data_uri(self, config: PipelineConfig, channel: str, uri: str) -> ChannelData:
