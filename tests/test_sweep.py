@@ -406,6 +406,24 @@ def test_trials_rank_by_the_objective_failures_last_and_the_best_is_named(
     assert result["cost_usd"] == 2.5  # the skipped trial spent nothing
 
 
+@pytest.mark.parametrize("goal", ["max", "min"])
+def test_an_infinite_objective_never_wins_the_sweep(tmp_path: Path, goal: str) -> None:
+    """A diverged trial printing acc=inf (or -inf) has no objective, as NaN has none: it
+    must not be named the best trial with its model."""
+    result = report(
+        tmp_path,
+        goal,
+        [
+            summary("succeeded", 0.8),
+            summary("succeeded", float("inf")),
+            summary("succeeded", float("-inf")),
+        ],
+    ).summary()
+    assert result["best"]["trial"] == 1
+    assert [row["trial"] for row in result["trials"]] == [1, 2, 3]
+    assert [row["objective"] for row in result["trials"]] == [0.8, None, None]
+
+
 def test_goal_min_ranks_the_lowest_first(tmp_path: Path) -> None:
     rows = ranked(
         [
