@@ -44,6 +44,7 @@ from cloudtrain.results import (
 )
 from cloudtrain.secrets import KINDS, is_secret_name, redactor_for
 from cloudtrain.store import SKIPPED_LINK, ContentStore, extract_archive, tar_folder
+from cloudtrain.trials import make_trials
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -206,6 +207,16 @@ class LocalBackend:
                 f"processes_per_host {per_host} = {hosts * per_host}); use cloud aws or "
                 "azure for more",
             )
+        if config.sweep is not None:  # a sweep's trials run here together
+            at_once = min(config.sweep.max_parallel, len(make_trials(config.sweep)))
+            if at_once * hosts * per_host > MAX_LOCAL_PROCESSES:
+                raise UnsupportedError(
+                    "sweep.max_parallel",
+                    f"the local backend runs the trials of a sweep on this machine, at most "
+                    f"{MAX_LOCAL_PROCESSES} processes (got {at_once} trials at once x "
+                    f"{hosts * per_host} processes = {at_once * hosts * per_host}); lower "
+                    "sweep.max_parallel, or use cloud aws or azure",
+                )
 
     def plan_stages(self, config: PipelineConfig) -> StagePlan:
         channels = {
