@@ -484,3 +484,23 @@ def test_plan_on_azure_gives_each_trial_its_own_checkpoints_output(
         assert job["name"].endswith(f"-t{trial['trial']}-a1")
         outputs.append(checkpoints["uri"])
     assert len(set(outputs)) == 2
+
+
+def test_a_swept_value_over_sagemakers_limit_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hyperparameters are checked against CreateTrainingJob's limits offline; a swept
+    value is a hyperparameter of its trial's jobs, so it is checked too (else the job is
+    refused by SageMaker after the data upload, in every trial)."""
+    path = write(
+        tmp_path,
+        cloud="aws",
+        data={"train": "s3://shared-bucket/train/"},
+        compute={"instance_type": "ml.m5.large", "max_run": 100},
+        aws={"role": ROLE, "bucket": "my-bucket"},
+        local=None,
+        sweep={"parameters": {"note": ["short", "x" * 3000]}, "objective": "acc", "goal": "max"},
+    )
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid config: sweep.parameters.note: is 3,002 characters in HyperParameters" in err
