@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain import contract, jsonout, launcher
+from cloudtrain import contract, jsonout, launcher, tracking
 from cloudtrain.backend import LogSink, StagePlan
 from cloudtrain.backends.local.folder_store import FolderStore
 from cloudtrain.backends.local.process import LocalAttempt
@@ -415,7 +415,7 @@ class LocalBackend:
             command=request["command"],
             cwd=config.code.source_dir,
             env={
-                **os.environ,
+                **tracking.script_environment(),  # not another trial's MLflow settings
                 **request["environment_variables"],
                 **spec.secrets,
                 "PYTHONUNBUFFERED": "1",
