@@ -453,7 +453,17 @@ class TrackingConfig(_Strict):
                     "(arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name>)"
                 )
             return value
+        if any(char.isspace() for char in value):
+            # urlsplit drops tabs and newlines before it parses: the check would pass a
+            # URI that is not the one MLflow is given.
+            raise ValueError(f"{quote(value)} holds white space, which no URI does")
         parsed = urlsplit(value)
+        try:
+            _ = parsed.port  # urlsplit parses the port only when it is read
+        except ValueError:
+            raise ValueError(
+                f"{quote(value)} has a port that is not a number from 0 to 65535"
+            ) from None
         if not value.lower().startswith(f"{scheme}://") or not parsed.hostname:
             raise ValueError(f"{quote(value)} names no host: give {_TRACKING_URI_FORMS}")
         if scheme == "azureml" and "/workspaces/" not in parsed.path:

@@ -80,9 +80,16 @@ def check_trials(config: PipelineConfig, backend: _Validates) -> None:
             for problem in exc.problems:
                 found.setdefault(problem, trial.number)
     if found:
+        swept = {f"hyperparameters.{name}": name for name in config.sweep.parameters}
         raise ConfigError(
             problems=[
-                Problem(problem.field, f"{problem.message} (sweep trial {number})")
+                Problem(
+                    # a swept value is fixed in sweep.parameters, not in hyperparameters
+                    f"sweep.parameters.{swept[problem.field]}"
+                    if problem.field in swept
+                    else problem.field,
+                    f"{problem.message} (sweep trial {number})",
+                )
                 for problem, number in found.items()
             ]
         )

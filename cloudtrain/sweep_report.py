@@ -23,11 +23,12 @@ from cloudtrain.trials import Trial
 
 
 def objective_value(summary: Mapping[str, Any], objective: str) -> float | None:
-    """The trial's final objective, or None when it has none (or NaN: it ranks last)."""
+    """The trial's final objective, or None when it has none (or NaN or an infinity, a
+    diverged trial's: it ranks after every trial with a value, never first)."""
     value = (summary.get("metrics") or {}).get(objective)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return None if math.isnan(value) else float(value)
+    return float(value) if math.isfinite(value) else None
 
 
 def trial_row(trial: Trial, summary: Mapping[str, Any], objective: str) -> dict[str, Any]:

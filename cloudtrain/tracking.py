@@ -477,8 +477,20 @@ class _CallSettings:
                     for name in self.added:
                         os.environ.pop(name, None)
 
+    def environ(self) -> dict[str, str]:
+        """The environment without the settings cloudtrain's running calls added."""
+        with self.lock:
+            hidden = set(self.added) if self.users else set()
+            return {name: value for name, value in os.environ.items() if name not in hidden}
+
 
 _call_settings = _CallSettings()
+
+
+def script_environment() -> dict[str, str]:
+    """``os.environ`` as a script started now inherits it: a sweep's trials share this
+    process, so another trial's MLflow call may be running, its settings set."""
+    return _call_settings.environ()
 
 
 class _SageMakerHeaderNoise(logging.Filter):
@@ -519,6 +531,7 @@ __all__ = [
     "experiment_name",
     "is_enabled",
     "local_store",
+    "script_environment",
     "start",
     "store_uri",
 ]

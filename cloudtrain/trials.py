@@ -74,6 +74,10 @@ class RangeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _bounds(self) -> RangeSpec:
+        for end in ("min", "max"):
+            # An int past float's range cannot be gridded or drawn (OverflowError).
+            if not math.isfinite(_as_float(getattr(self, end))):
+                raise ValueError(f"{end} is too large: a range's bounds must be finite floats")
         if not self.min < self.max:
             raise ValueError(f"min ({self.min}) must be < max ({self.max})")
         if self.log and self.min <= 0:
@@ -85,7 +89,8 @@ class RangeSpec(BaseModel):
         return isinstance(self.min, int) and isinstance(self.max, int)
 
     def grid(self) -> list[SweptValue]:
-        """``steps`` values from min to max; integers rounded, repeats dropped."""
+        """``steps`` values from min to max; integers rounded, floats to 12 digits,
+        repeats dropped (two trials with the same values would share a run record)."""
         steps = self.steps or 2
         low, high = float(self.min), float(self.max)
         if self.log:
@@ -95,7 +100,7 @@ class RangeSpec(BaseModel):
         values[0], values[-1] = float(self.min), float(self.max)  # exact ends
         if self.integer:
             return list(dict.fromkeys(int(round(v)) for v in values))
-        return [float(f"{v:.12g}") for v in values]
+        return list(dict.fromkeys(float(f"{v:.12g}") for v in values))
 
     def draw(self, rng: random.Random) -> SweptValue:
         if self.log:
@@ -106,6 +111,13 @@ class RangeSpec(BaseModel):
         if self.integer:
             return rng.randint(int(self.min), int(self.max))
         return float(f"{rng.uniform(float(self.min), float(self.max)):.12g}")
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 ParameterSpec = list[SweptValue] | RangeSpec

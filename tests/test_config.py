@@ -420,6 +420,11 @@ def test_tracking_round_trips_through_prefect_parameters(tmp_path: Path) -> None
         ({"mlflow_uri": "mlruns"}, "tracking.mlflow_uri: 'mlruns' is not a tracking URI"),
         ({"mlflow_uri": "file:///tmp/mlruns"}, "tracking.mlflow_uri: 'file:///tmp/mlruns' is not"),
         ({"mlflow_uri": "http://"}, "tracking.mlflow_uri: 'http://' names no host"),
+        # urlsplit reads the port only when asked, and drops newlines and tabs silently:
+        ({"mlflow_uri": "http://mlflow:99999"}, "tracking.mlflow_uri: 'http://mlflow:99999' has"),
+        ({"mlflow_uri": "http://mlflow:abc"}, "tracking.mlflow_uri: 'http://mlflow:abc' has"),
+        ({"mlflow_uri": "http://mlflow\n"}, "tracking.mlflow_uri: 'http://mlflow\\n' holds"),
+        ({"mlflow_uri": "http://ml\tflow"}, "tracking.mlflow_uri: 'http://ml\\tflow' holds"),
         ({"experiment": ""}, "tracking.experiment:"),
         ({"uri": "http://x"}, "tracking.uri:"),
     ],

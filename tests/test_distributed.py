@@ -125,6 +125,26 @@ def test_the_local_backend_runs_at_most_32_processes(tmp_path: Path) -> None:
     assert caught.value.field == "compute.distribution.processes_per_host"
 
 
+def test_a_local_sweep_counts_the_processes_of_its_trials_at_once(tmp_path: Path) -> None:
+    """A sweep's trials run on this machine together: 10 trials at once of a 2 x 16 job
+    are 320 processes, not the 32 a job is held to."""
+    backend = LocalBackend(tmp_path / ".cloudtrain")
+    wide = {"instance_count": 2, "distribution": {"type": "torchrun", "processes_per_host": 8}}
+    sweep = {
+        "parameters": {"lr": [0.1 * n for n in range(1, 11)]},
+        "max_parallel": 10,
+        "objective": "loss",
+        "goal": "min",
+    }
+    with pytest.raises(UnsupportedError) as caught:
+        backend.validate(load_config(write(tmp_path, compute=wide, sweep=sweep, metrics=["loss"])))
+    assert caught.value.field == "sweep.max_parallel"
+    assert "10 trials at once x 16 processes = 160" in str(caught.value)
+    # two at once fit (2 x 16 = 32); max_parallel beyond the trials counts the trials only
+    for fits in ({**sweep, "max_parallel": 2}, {**sweep, "parameters": {"lr": [0.1, 0.2]}}):
+        backend.validate(load_config(write(tmp_path, compute=wide, sweep=fits, metrics=["loss"])))
+
+
 # -- local: the plan and the ranks --------------------------------------------------------
 
 

@@ -667,3 +667,30 @@ def test_the_azure_plan_shows_each_inputs_mode(folder_config: Callable[..., Path
     }
     assert inputs["test"]["mode"] == "Download"
     assert "train" not in planned["data"]  # used where it is: nothing uploaded
+
+
+def test_a_mounted_file_channel_survives_concurrent_runs_of_one_pipeline(
+    folder_config: Callable[..., Path],
+) -> None:
+    """A sweep's trials (one pipeline name) mount the same file channel at once: none
+    fails (the folder was removed and made again per run: FileExistsError) and none
+    pulls the folder from under another's running script."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cloudtrain.backends.local.backend import LocalBackend
+
+    config = load_config(folder_config(input_modes={"test": "mount"}))
+    backend = LocalBackend(config.work_dir)
+    first = backend.upload_channel(config, "test", Path(config.data["test"]), print)
+    held = Path(first.uri) / "test.csv"
+    assert held.read_text() == "x,y\n3,4\n"
+
+    def mount(_: int) -> str:
+        folder = backend.upload_channel(config, "test", Path(config.data["test"]), print).uri
+        assert held.read_text() == "x,y\n3,4\n"  # the first run's script still reads it
+        return folder
+
+    with ThreadPoolExecutor(8) as pool:
+        folders = set(pool.map(mount, range(64)))
+    assert folders == {first.uri}
+    assert [p.name for p in Path(first.uri).iterdir()] == ["test.csv"]

@@ -73,6 +73,16 @@ def test_a_range_is_gridded_by_steps_integers_by_their_bounds_types() -> None:
     assert [t.values["lr"] for t in logs] == [0.001, 0.01, 0.1]
 
 
+def test_a_float_range_finer_than_its_printed_values_grids_no_trial_twice() -> None:
+    # 1000 steps across 1e-16 round to one value at 12 significant digits: one trial, not
+    # 1000 trials with the same hyperparameters (and the same run records and lease).
+    trials = make_trials(
+        sweep(parameters={"lr": {"min": 0.001, "max": 0.0010000000000001, "steps": 1000}})
+    )
+    values = [json.dumps(dict(t.values)) for t in trials]
+    assert len(values) == len(set(values)) == 1
+
+
 def test_random_draws_are_the_same_for_the_same_seed_and_stay_in_range() -> None:
     section = {
         "strategy": "random",
@@ -227,6 +237,24 @@ def test_a_sweep_leaves_out_of_the_digest_so_old_configs_keep_theirs(tmp_path: P
             {"parameters": {"lr": [0.1]}, "objective": "acc", "goal": "max", "tuner": "x"},
             "sweep.tuner: unknown key",
         ),
+        (  # a bound no float holds: one line, not an OverflowError from the grid
+            {
+                "parameters": {"epochs": {"min": 1, "max": 10**400, "steps": 3}},
+                "objective": "acc",
+                "goal": "max",
+            },
+            "sweep.parameters.epochs: max is too large",
+        ),
+        (
+            {
+                "parameters": {"epochs": {"min": -(10**400), "max": 1}},
+                "strategy": "random",
+                "trials": 2,
+                "objective": "acc",
+                "goal": "max",
+            },
+            "sweep.parameters.epochs: min is too large",
+        ),
     ],
 )
 def test_a_bad_sweep_is_one_line_naming_its_field(
@@ -378,6 +406,24 @@ def test_trials_rank_by_the_objective_failures_last_and_the_best_is_named(
     assert result["cost_usd"] == 2.5  # the skipped trial spent nothing
 
 
+@pytest.mark.parametrize("goal", ["max", "min"])
+def test_an_infinite_objective_never_wins_the_sweep(tmp_path: Path, goal: str) -> None:
+    """A diverged trial printing acc=inf (or -inf) has no objective, as NaN has none: it
+    must not be named the best trial with its model."""
+    result = report(
+        tmp_path,
+        goal,
+        [
+            summary("succeeded", 0.8),
+            summary("succeeded", float("inf")),
+            summary("succeeded", float("-inf")),
+        ],
+    ).summary()
+    assert result["best"]["trial"] == 1
+    assert [row["trial"] for row in result["trials"]] == [1, 2, 3]
+    assert [row["objective"] for row in result["trials"]] == [0.8, None, None]
+
+
 def test_goal_min_ranks_the_lowest_first(tmp_path: Path) -> None:
     rows = ranked(
         [
@@ -438,3 +484,56 @@ def test_plan_on_azure_gives_each_trial_its_own_checkpoints_output(
         assert job["name"].endswith(f"-t{trial['trial']}-a1")
         outputs.append(checkpoints["uri"])
     assert len(set(outputs)) == 2
+
+
+def test_a_swept_value_over_sagemakers_limit_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hyperparameters are checked against CreateTrainingJob's limits offline; a swept
+    value is a hyperparameter of its trial's jobs, so it is checked too (else the job is
+    refused by SageMaker after the data upload, in every trial)."""
+    path = write(
+        tmp_path,
+        cloud="aws",
+        data={"train": "s3://shared-bucket/train/"},
+        compute={"instance_type": "ml.m5.large", "max_run": 100},
+        aws={"role": ROLE, "bucket": "my-bucket"},
+        local=None,
+        sweep={"parameters": {"note": ["short", "x" * 3000]}, "objective": "acc", "goal": "max"},
+    )
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid config: sweep.parameters.note: is 3,002 characters in HyperParameters" in err
+
+
+def test_an_aws_sweep_plan_reads_botocores_sagemaker_model_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each trial's requests are checked and validated offline against botocore's model;
+    reading its JSON per request (~0.1 s) made a 1,000-trial plan take over 5 minutes."""
+    import botocore.session
+
+    loads: list[str] = []
+    real = botocore.session.Session.get_service_model
+
+    def counted(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        loads.append(name)
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(botocore.session.Session, "get_service_model", counted)
+    path = write(
+        tmp_path,
+        cloud="aws",
+        data={"train": "s3://shared-bucket/train/"},
+        compute={"instance_type": "ml.m5.large", "max_run": 100},
+        aws={"role": ROLE, "bucket": "my-bucket"},
+        local=None,
+        sweep={
+            "parameters": {"lr": {"min": 0.001, "max": 0.1, "steps": 20}},
+            "objective": "acc",
+            "goal": "max",
+        },
+    )
+    assert main(["plan", str(path), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["trials"]) == 20
+    assert loads.count("sagemaker") <= 1

@@ -542,3 +542,31 @@ def test_mlflow_call_settings_hold_only_during_cloudtrains_calls(
     assert seen == [("2", "33")]
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "33"
+
+
+def test_a_script_started_during_another_trials_mlflow_call_inherits_none_of_its_settings(
+    tracked: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep's trials share the process: while trial A's tracker calls MLflow, trial B's
+    attempt may start, and the local backend hands its script this environment."""
+    import os
+
+    from cloudtrain import tracking
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "33")  # the user's own: inherited
+    tracker, client, _, _ = tracked()
+    inherited: list[dict[str, str]] = []
+    real = client.log_batch
+
+    def log_batch(run_id: str, **kwargs: Any) -> Any:
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"  # cloudtrain's call
+        inherited.append(tracking.script_environment())
+        return real(run_id, **kwargs)
+
+    client.log_batch = log_batch
+    tracker.attempt_started(1, True, "local")
+    assert inherited and "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in inherited[0]
+    assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT" not in inherited[0]
+    assert inherited[0]["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "33"
+    assert tracking.script_environment() == dict(os.environ)

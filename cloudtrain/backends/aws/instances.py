@@ -25,10 +25,10 @@ SMALL_TRAINING_TYPE = "ml.m5.large"
 def training_instance_types() -> frozenset[str]:
     """Every instance type CreateTrainingJob accepts (botocore's service model) that
     cloudtrain trains on: all but the notebook families."""
-    import botocore.session
+    from cloudtrain.backends.aws.limits import sagemaker_model
 
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    resource = model.operation_model("CreateTrainingJob").input_shape.members["ResourceConfig"]
+    request = sagemaker_model().operation_model("CreateTrainingJob").input_shape
+    resource = request.members["ResourceConfig"]
     return frozenset(
         name
         for name in resource.members["InstanceType"].enum

@@ -11,18 +11,25 @@ a request over a maximum is refused by SageMaker after the data was uploaded.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from functools import lru_cache
 from typing import Any
 
 from cloudtrain.errors import ConfigError, Problem
 
 
+@lru_cache(maxsize=1)
+def sagemaker_model() -> Any:
+    """botocore's SageMaker service model, read once: parsing its JSON takes ~0.1 s, and
+    a sweep's plan checks and validates two requests per trial against it."""
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("sagemaker")
+
+
 def check_request_limits(request: Mapping[str, Any], field_of: Callable[[str], str]) -> None:
     """Refuse every value of ``request`` over SageMaker's maximum, each problem naming
     the config field ``field_of(request path)`` with the limit."""
-    import botocore.session
-
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    shape = model.operation_model("CreateTrainingJob").input_shape
+    shape = sagemaker_model().operation_model("CreateTrainingJob").input_shape
     problems = [Problem(field_of(path), message) for path, message in _over(request, shape, "")]
     if problems:
         raise ConfigError(problems=problems)

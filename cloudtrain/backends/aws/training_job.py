@@ -283,12 +283,12 @@ def _channel(config: PipelineConfig, channel: str, uri: str) -> dict[str, Any]:
 
 def validate_request(request: Mapping[str, Any]) -> None:
     """botocore's own parameter validation for CreateTrainingJob, offline."""
-    import botocore.session
     from botocore.exceptions import ParamValidationError
     from botocore.validate import validate_parameters
 
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    shape = model.operation_model("CreateTrainingJob").input_shape
+    from cloudtrain.backends.aws.limits import sagemaker_model
+
+    shape = sagemaker_model().operation_model("CreateTrainingJob").input_shape
     try:
         validate_parameters(dict(request), shape)
     except ParamValidationError as exc:

@@ -11,6 +11,7 @@ with the variables a distributed script reads; one host without one runs it alon
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain import contract, jsonout, launcher
+from cloudtrain import contract, jsonout, launcher, tracking
 from cloudtrain.backend import LogSink, StagePlan
 from cloudtrain.backends.local.folder_store import FolderStore
 from cloudtrain.backends.local.process import LocalAttempt
@@ -43,6 +44,7 @@ from cloudtrain.results import (
 )
 from cloudtrain.secrets import KINDS, is_secret_name, redactor_for
 from cloudtrain.store import SKIPPED_LINK, ContentStore, extract_archive, tar_folder
+from cloudtrain.trials import make_trials
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -205,6 +207,16 @@ class LocalBackend:
                 f"processes_per_host {per_host} = {hosts * per_host}); use cloud aws or "
                 "azure for more",
             )
+        if config.sweep is not None:  # a sweep's trials run here together
+            at_once = min(config.sweep.max_parallel, len(make_trials(config.sweep)))
+            if at_once * hosts * per_host > MAX_LOCAL_PROCESSES:
+                raise UnsupportedError(
+                    "sweep.max_parallel",
+                    f"the local backend runs the trials of a sweep on this machine, at most "
+                    f"{MAX_LOCAL_PROCESSES} processes (got {at_once} trials at once x "
+                    f"{hosts * per_host} processes = {at_once * hosts * per_host}); lower "
+                    "sweep.max_parallel, or use cloud aws or azure",
+                )
 
     def plan_stages(self, config: PipelineConfig) -> StagePlan:
         channels = {
@@ -308,19 +320,29 @@ class LocalBackend:
 
     def _planned_folder(self, config: PipelineConfig, channel: str, source: Path) -> Path:
         """Where ``_mount_folder`` will point the channel; pure."""
-        return source if source.is_dir() else self.root / "mounts" / config.name / channel
+        if source.is_dir():
+            return source
+        # One folder per file linked: runs of one pipeline at once (a sweep's trials)
+        # share it, and a different file never lands beside an older one.
+        digest = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
+        return self.root / "mounts" / config.name / f"{channel}-{digest}"
 
     def _mount_folder(self, config: PipelineConfig, channel: str, source: Path) -> Path:
         """The folder SM_CHANNEL_<NAME> names for a channel read in place: the source
         folder itself, or for a single file a folder under work_dir holding one link to
-        it (the contract's channel is a folder). Nothing is copied either way."""
-        if source.is_dir():
+        it (the contract's channel is a folder). Nothing is copied either way. Made once
+        and never removed: another run of the pipeline may be reading it now."""
+        folder = self._planned_folder(config, channel, source)
+        if folder == source:
             return source
-        folder = self.root / "mounts" / config.name / channel
-        if folder.is_dir():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        (folder / source.name).symlink_to(source.resolve())
+        target = str(source.resolve())
+        folder.mkdir(parents=True, exist_ok=True)
+        link = folder / source.name
+        if not (link.is_symlink() and os.readlink(link) == target):
+            temporary = folder / f".{source.name}.{os.getpid()}.{threading.get_ident()}"
+            temporary.unlink(missing_ok=True)
+            temporary.symlink_to(target)
+            os.replace(temporary, link)  # atomic: a reader sees the old link or the new
         return folder
 
     def use_data_uri(self, config: PipelineConfig, channel: str, uri: str) -> ChannelData:
@@ -393,7 +415,7 @@ class LocalBackend:
             command=request["command"],
             cwd=config.code.source_dir,
             env={
-                **os.environ,
+                **tracking.script_environment(),  # not another trial's MLflow settings
                 **request["environment_variables"],
                 **spec.secrets,
                 "PYTHONUNBUFFERED": "1",
