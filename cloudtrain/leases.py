@@ -28,6 +28,9 @@ class Lease:
     started: float  # the process's start time, as psutil reports it
     fingerprint: str | None = None  # the run's inputs (cloudtrain.changes); None: unknown
     checkpoint_uri: str | None = None  # set once training starts
+    #: The run's MLflow run and its store (tracking on): ended KILLED when the run crashed.
+    tracking_run_id: str | None = None
+    tracking_uri: str | None = None
 
     @property
     def alive(self) -> bool:

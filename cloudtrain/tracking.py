@@ -153,6 +153,39 @@ def start(
     return tracker
 
 
+def _mlflow_client(uri: str) -> Any:
+    """MLflow's client for ``uri``; MLflow is imported here, on first use."""
+    with warnings.catch_warnings():
+        # MLflow 3.17's SQL store uses a loader SQLAlchemy 2.1 deprecates (at import).
+        warnings.filterwarnings("ignore", message=r"The ``noload`` loader strategy")
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=uri)
+    _quiet_sagemaker_headers()
+    if uri.startswith("arn:"):
+        # sagemaker-mlflow routes each request by the process-wide tracking URI (its
+        # header provider reads mlflow.get_tracking_uri(), not the client's).
+        mlflow.set_tracking_uri(uri)
+    return client
+
+
+def end_crashed(uri: str, run_id: str, reason: str, *, log: Callable[[str], None] = print) -> None:
+    """End the MLflow run of a run whose orchestrator died (still RUNNING) as KILLED,
+    saying why. A store that cannot be reached gives one warning: it never stops the run
+    that found the crash."""
+    try:
+        with _call_settings():
+            client = _mlflow_client(uri)
+            if client.get_run(run_id).info.status != "RUNNING":
+                return
+            client.set_tag(run_id, "cloudtrain.crash", reason)
+            client.set_terminated(run_id, "KILLED")
+    except Exception as exc:  # broad, as in RunTracker._guard: never fails the new run
+        log(f"warning: the crashed run's MLflow run {run_id} could not be ended: {exc}")
+        return
+    log(f"MLflow run {run_id} ended KILLED: {reason}")
+
+
 class RunTracker:
     """One training run's MLflow run; every call is a no-op once the store failed."""
 
@@ -383,18 +416,7 @@ class RunTracker:
     def _client(self) -> Any:
         if self.settings.mlflow_uri is None:
             (local_store(self.config) / "artifacts").mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            # MLflow 3.17's SQL store uses a loader SQLAlchemy 2.1 deprecates (at import).
-            warnings.filterwarnings("ignore", message=r"The ``noload`` loader strategy")
-            import mlflow
-
-            client = mlflow.MlflowClient(tracking_uri=self.info.uri)
-        _quiet_sagemaker_headers()
-        if self.info.uri.startswith("arn:"):
-            # sagemaker-mlflow routes each request by the process-wide tracking URI (its
-            # header provider reads mlflow.get_tracking_uri(), not the client's).
-            mlflow.set_tracking_uri(self.info.uri)
-        return client
+        return _mlflow_client(self.info.uri)
 
     def _experiment(self) -> str:
         name = self.info.experiment

@@ -221,7 +221,7 @@ def _stages(
                 resumed.pid,
                 checkpoint_uri,
             )
-        leases.update(lease, fingerprint=fingerprint, checkpoint_uri=checkpoint_uri)
+        lease = leases.update(lease, fingerprint=fingerprint, checkpoint_uri=checkpoint_uri)
         tracker = tracking.start(
             config,
             run_id,
@@ -230,6 +230,8 @@ def _stages(
             run_name=f"{config.name}/{config.cloud}/trial-{trial.number}" if trial else None,
             log=_tracking_log,
         )
+        if tracker is not None and tracker.info.run_id:  # a crash ends it KILLED, next run
+            leases.update(lease, tracking_run_id=tracker.info.run_id, tracking_uri=tracker.info.uri)
         try:
             timed = named(train).with_options(timeout_seconds=training_budget_seconds(config))
             run.result = timed(
@@ -392,9 +394,18 @@ def _make_work_dir(config: PipelineConfig) -> None:
 
 
 def _mark_crashed(crashed: list[Lease]) -> None:
-    """Flow runs whose orchestrator died stay RUNNING in Prefect: say they crashed."""
+    """Flow runs whose orchestrator died stay RUNNING in Prefect (and their MLflow runs
+    in MLflow): say they crashed."""
     if not crashed:
         return
+    for lease in crashed:
+        if lease.tracking_run_id and lease.tracking_uri:
+            tracking.end_crashed(
+                lease.tracking_uri,
+                lease.tracking_run_id,
+                f"its orchestrator (pid {lease.pid}) died without ending the run",
+                log=_tracking_log,
+            )
     from prefect.exceptions import ObjectNotFound
     from prefect.states import Crashed
 

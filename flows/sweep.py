@@ -122,7 +122,7 @@ def run_sweep(
     _mark_crashed(crashed)
     for old in crashed:
         leases.release(old.run_id)
-    leases.take(run_id)
+    lease = leases.take(run_id)
     parent = tracking.start(  # the trials' MLflow runs nest under it
         config,
         run_id,
@@ -136,6 +136,8 @@ def run_sweep(
         run_name=f"{config.name}/{cloud}/sweep",
         log=_tracking_log,
     )
+    if parent is not None and parent.info.run_id:  # a crash ends it KILLED, next sweep
+        leases.update(lease, tracking_run_id=parent.info.run_id, tracking_uri=parent.info.uri)
     try:
         with tags(*pipeline_tags(config), "sweep"):
             first = config.on_cloud(config.cloud)

@@ -216,7 +216,7 @@ def test_kill_9_of_the_cli_leaves_nothing_behind_and_the_rerun_resumes(
 ) -> None:
     folder = tmp_path / "pids"
     folder.mkdir()
-    path = write_config(SLOW.format(folder=str(folder)), metrics=["acc"])
+    path = write_config(SLOW.format(folder=str(folder)), metrics=["acc"], tracking={})
     env = cli_env(tmp_path / "prefect-home")
     command = [sys.executable, "-m", "cloudtrain.cli", "run", str(path), "--json"]
     output = (tmp_path / "cli.out").open("wb")  # a pipe would wait for whatever survives
@@ -256,6 +256,17 @@ def test_kill_9_of_the_cli_leaves_nothing_behind_and_the_rerun_resumes(
         timeout=300,
     )
     assert state.stdout.strip() == "CRASHED", state.stderr[-3000:]
+
+    # Its MLflow run, left RUNNING by the kill, was ended KILLED by the rerun, saying why.
+    from test_tracking import mlflow_client
+
+    client = mlflow_client(summary["tracking"]["uri"])
+    (crashed,) = client.search_runs(
+        [summary["tracking"]["experiment_id"]], f"tags.`cloudtrain.run_id` = '{first_run}'"
+    )
+    assert crashed.info.status == "KILLED"
+    assert f"orchestrator (pid {cli.pid}) died" in crashed.data.tags["cloudtrain.crash"]
+    assert client.get_run(summary["tracking"]["run_id"]).info.status == "FINISHED"
 
 
 READ_STATE = """
