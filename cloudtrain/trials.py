@@ -336,8 +336,9 @@ class TrialContext(BaseModel):
 
 
 def _distinct(values: list[SweptValue]) -> list[str]:
-    """Values as the script sees them, once each (1 and 1.0 and true differ as text)."""
-    return list(dict.fromkeys(json.dumps(value) for value in values))
+    """Values as the script sees them (``--name value``, as ``contract.hyperparameter_value``
+    renders them), once each: 1 and "1" are one value to it; 1 and 1.0 are not."""
+    return list(dict.fromkeys(value if isinstance(value, str) else str(value) for value in values))
 
 
 def _choices(spec: ParameterSpec) -> list[SweptValue]:

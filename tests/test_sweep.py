@@ -201,6 +201,14 @@ def test_a_sweep_leaves_out_of_the_digest_so_old_configs_keep_theirs(tmp_path: P
             {"parameters": {"lr": [0.1, 0.1]}, "objective": "acc", "goal": "max"},
             "sweep.parameters.lr: lists a value twice",
         ),
+        (  # the script reads --lr 1 either way
+            {"parameters": {"lr": [1, "1"]}, "objective": "acc", "goal": "max"},
+            "sweep.parameters.lr: lists a value twice",
+        ),
+        (
+            {"parameters": {"flag": [True, "True"]}, "objective": "acc", "goal": "max"},
+            "sweep.parameters.flag: lists a value twice",
+        ),
         (
             {"parameters": {"lr": []}, "objective": "acc", "goal": "max"},
             "sweep.parameters.lr: lists no values",
