@@ -221,10 +221,20 @@ class ContentStore:
         )
 
     def _materialize(self, digest: str, entries: dict[str, dict[str, Any]]) -> Path:
-        """The folder the script reads, hard-linked from the objects (copied across devices)."""
+        """The folder the script reads, hard-linked from the objects (copied across devices).
+        One a script changed (a file added, removed, truncated: a script may write where it
+        reads) is made again, so every run reads what the manifest says, as on the clouds,
+        where each job gets its own copy."""
         folder = self.channels / digest
         if folder.is_dir():
-            return folder
+            if _holds_exactly(folder, entries):
+                return folder
+            stale = Path(tempfile.mkdtemp(dir=self.channels, prefix=".tmp-stale-"))
+            try:
+                os.replace(folder, stale / "folder")
+            except OSError:  # another process moved it first
+                pass
+            shutil.rmtree(stale, ignore_errors=True)
         self.channels.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.channels, prefix=".tmp-"))
         for relative, entry in entries.items():
@@ -240,6 +250,23 @@ class ContentStore:
         except OSError:  # another process materialized it first
             shutil.rmtree(staging, ignore_errors=True)
         return folder
+
+
+def _holds_exactly(folder: Path, entries: dict[str, dict[str, Any]]) -> bool:
+    """Whether a channel folder still holds the manifest's files, at their sizes, and
+    nothing else (a stat per file; contents are the objects', read-only)."""
+    found: dict[str, int] = {}
+    for root, folders, files in os.walk(folder):
+        for name in files:
+            path = Path(root, name)
+            mode = path.lstat()
+            if not stat.S_ISREG(mode.st_mode):
+                return False
+            found[path.relative_to(folder).as_posix()] = mode.st_size
+        for name in folders:
+            if Path(root, name).is_symlink():
+                return False
+    return found == {name: int(entry["size"]) for name, entry in entries.items()}
 
 
 def atomic_write(path: Path, text: str) -> None:

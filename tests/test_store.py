@@ -40,6 +40,21 @@ def test_unchanged_channel_is_not_copied_again(tmp_path: Path, folder: Path) -> 
     ]
 
 
+def test_a_channel_folder_a_script_changed_is_made_again(tmp_path: Path, folder: Path) -> None:
+    """A script that writes where it reads (a cache beside the data, a file it removes)
+    must not change what the next run of the same data reads."""
+    store = ContentStore(tmp_path / "root")
+    first = store.put_path("p/train", folder)
+    (first.path / "cache.npy").write_bytes(b"from the last run")
+    (first.path / "part-0.csv").unlink()
+    (first.path / "sub" / "notes").mkdir()
+    second = store.put_path("p/train", folder)
+    assert second.path == first.path and second.unchanged
+    found = sorted(p.relative_to(second.path).as_posix() for p in second.path.rglob("*"))
+    assert found == [*(f"part-{n}.csv" for n in range(5)), "sub", "sub/labels.json"]
+    assert (second.path / "part-0.csv").read_text() == (folder / "part-0.csv").read_text()
+
+
 def test_a_changed_file_is_the_only_one_copied(tmp_path: Path, folder: Path) -> None:
     store = ContentStore(tmp_path / "root")
     first = store.put_path("p/train", folder)
