@@ -44,15 +44,11 @@ NOT_IN_FINGERPRINT: dict[str, Any] = {
     # Where the run is logged (MLflow) is not what it learns.
     "tracking": True,
 }
-#: Fields added after digests were first stored, left out while they hold their empty
-#: default, so a config that does not use them keeps its digest: (section or "", path).
-LATER_FIELDS: tuple[tuple[str, str], ...] = (
-    ("compute", "instance_types"),
-    ("local", "capacity_outages"),
-    ("compute", "distribution"),
-)
-#: A later field's default when it is not empty: left out while it holds this.
-LATER_DEFAULTS: dict[tuple[str, str], Any] = {
+#: Fields added after digests were first stored, left out while they hold their default,
+#: so a config that does not use them keeps its digest: (section, field) -> that default.
+LATER_FIELDS: dict[tuple[str, str], Any] = {
+    ("compute", "instance_types"): {},
+    ("local", "capacity_outages"): [],
     ("compute", "distribution"): {"type": "none", "processes_per_host": 1},
 }
 #: The same, inside the clouds' sections. Simulated reclaims stay in: a changed
@@ -105,11 +101,10 @@ def config_digest(config: PipelineConfig) -> str:
             section = model() if model is not None else None
         exclude = SECTION_FIELDS_NOT_IN_FINGERPRINT.get(name)
         data[name] = section.model_dump(mode="json", exclude=exclude) if section else None
-    for where, key in LATER_FIELDS:
+    for (where, key), default in LATER_FIELDS.items():
         part = data.get(where)
-        if isinstance(part, dict) and key in part:
-            if part[key] in ([], {}) or part[key] == LATER_DEFAULTS.get((where, key)):
-                del part[key]
+        if isinstance(part, dict) and key in part and part[key] == default:
+            del part[key]
     return hashlib.sha256(to_json(data)).hexdigest()
 
 

@@ -77,15 +77,11 @@ class RunReport:
     reused: Mapping[str, Any] | None = None  # the earlier run's summary, when it did not
     legs: list[ReadyLeg] = field(default_factory=list)  # later legs of a route, as reached
     trial: TrialContext | None = None  # the sweep's trial this run is
+    tracking: TrackingInfo | None = None  # the MLflow run, when tracking is on
 
     @property
     def key(self) -> str:
-        """The prefix of the run's artifact keys: the pipeline's, ``<pipeline>-trial-<N>``
-        for a sweep's trial (one set per trial; the sweep has the pipeline's)."""
-        name = self.config.name
-        return name if self.trial is None else f"{name}-trial-{self.trial.number}"
-
-    tracking: TrackingInfo | None = None  # the MLflow run, when tracking is on
+        return artifact_key(self.config, self.trial.number if self.trial else None)
 
     @property
     def status(self) -> str:
@@ -169,6 +165,12 @@ class RunReport:
         if self.trial is None:
             return {}
         return {"trial": {"number": self.trial.number, "values": dict(self.trial.values)}}
+
+
+def artifact_key(config: PipelineConfig, trial: int | None) -> str:
+    """The prefix of a run's artifact keys: the pipeline's, ``<pipeline>-trial-<N>`` for a
+    sweep's trial (one set per trial; the sweep has the pipeline's)."""
+    return config.name if trial is None else f"{config.name}-trial-{trial}"
 
 
 def markdown_report(run: RunReport) -> str:

@@ -21,11 +21,9 @@ from cloudtrain.contract import ProgressParser
 from cloudtrain.launcher import rank_zero_text
 from cloudtrain.recovery import Outcome
 from cloudtrain.results import AttemptRecord, TrainingResult
+from cloudtrain.supervisor import NOTE
 
 _EPOCH = re.compile(r"(?<![\w.-])epoch=([0-9]+)")
-#: How cloudtrain's own lines in an attempt's log begin (a simulated reclaim quoting its
-#: pattern, '^epoch=1[0-9] '): not the script's progress.
-_OWN_NOTE = "[cloudtrain] "
 
 
 class AttemptProgress:
@@ -43,7 +41,9 @@ class AttemptProgress:
 
     def feed(self, line: str) -> None:
         text = rank_zero_text(line)  # a multi-process job's progress is rank 0's
-        if text is None or text.startswith(_OWN_NOTE):
+        # cloudtrain's own lines (a reclaim quoting its pattern '^epoch=1[0-9] ') are not
+        # the script's progress
+        if text is None or text.startswith(NOTE):
             return
         line = text
         value = self.parser.feed(line)

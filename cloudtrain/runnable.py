@@ -33,6 +33,22 @@ def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
     route are built here), then what the sections of clouds off the route forbid."""
     from cloudtrain.channel_files import check_channels
 
+    problems = _route_problems(config, backend)
+    with problems.check():  # the MLflow plugin its tracking URI needs, installed here
+        tracking.check_plugin(config)
+    with problems.check():
+        # The symlink policy and the empty-channel rule, as every backend reads a channel.
+        check_channels({c: Path(p) for c, p in config.data.items() if not is_uri(p)})
+    for name, section in config.sections().items():
+        if name not in config.route and isinstance(section, Section):
+            with problems.check():
+                section.check_other_cloud(config)
+    problems.raise_if_any()
+
+
+def _route_problems(config: PipelineConfig, backend: _Validates) -> Problems:
+    """What the hyperparameters and each cloud of the route judge: the parameters' size,
+    every leg's backend checks and the secret kinds it resolves."""
     problems = Problems()
     with problems.check():
         check_parameter_size(config)
@@ -52,21 +68,14 @@ def check_runnable(config: PipelineConfig, backend: _Validates) -> None:
             if error.problems not in seen:  # a cloud's problem once, however often it recurs
                 seen.append(error.problems)
                 problems.add(error)
-    with problems.check():  # the MLflow plugin its tracking URI needs, installed here
-        tracking.check_plugin(config)
-    with problems.check():
-        # The symlink policy and the empty-channel rule, as every backend reads a channel.
-        check_channels({c: Path(p) for c, p in config.data.items() if not is_uri(p)})
-    for name, section in config.sections().items():
-        if name not in config.route and isinstance(section, Section):
-            with problems.check():
-                section.check_other_cloud(config)
-    problems.raise_if_any()
+    return problems
 
 
 def check_trials(config: PipelineConfig, backend: _Validates) -> None:
     """A sweep's trials judged as the runs they are (their hyperparameters on the cloud's
-    limits), each problem once with the first trial that has it."""
+    limits), each problem once with the first trial that has it. Only what a trial's
+    hyperparameters can change is judged again: the channels, the tracking plugin and the
+    other sections were judged once, for the sweep, by ``check_runnable``."""
     from cloudtrain.sweep import trial_config
     from cloudtrain.trials import make_trials
 
@@ -75,7 +84,7 @@ def check_trials(config: PipelineConfig, backend: _Validates) -> None:
     found: dict[Problem, int] = {}
     for trial in make_trials(config.sweep):
         try:
-            check_runnable(trial_config(config, trial), backend)
+            _route_problems(trial_config(config, trial), backend).raise_if_any()
         except ConfigError as exc:
             for problem in exc.problems:
                 found.setdefault(problem, trial.number)

@@ -38,6 +38,7 @@ from cloudtrain.errors import ConfigError
 from cloudtrain.recovery import capacity_label
 from cloudtrain.results import AttemptRecord, ModelArtifacts, TrainingResult
 from cloudtrain.secrets import masked
+from cloudtrain.supervisor import NOTE
 
 #: A metric point costs one token; the bucket holds a burst and refills at this rate, so
 #: a loud script sends at most ~POINTS_PER_SECOND points to the store, however much it
@@ -61,8 +62,6 @@ CALL_SETTINGS = {
 }
 #: MLflow keeps tag values up to 8,000 characters; an attempt's reason can be longer.
 TAG_CHARS = 5000
-#: The line prefix of cloudtrain's own notes in a script's output (not the script's).
-_OWN_NOTE = "[cloudtrain] "
 
 
 def store_uri(config: PipelineConfig) -> str:
@@ -255,7 +254,7 @@ class RunTracker:
 
     def line(self, text: str) -> None:
         """One line of the script's output: its declared metrics become points."""
-        if not self.active or text.startswith(_OWN_NOTE):
+        if not self.active or text.startswith(NOTE):  # cloudtrain's own, not the script's
             return
         found = self.parser.feed(text)
         if not found:
@@ -550,6 +549,7 @@ __all__ = [
     "RunTracker",
     "TrackingInfo",
     "check_plugin",
+    "end_crashed",
     "experiment_name",
     "is_enabled",
     "local_store",

@@ -245,7 +245,6 @@ def _stages(
                 checkpoint_uri,
                 _leg_preparer(run, run_id, secrets, dataframes),
                 trial.number if trial else None,
-                run.key,
                 tracker,
             )
         except TrainingError as exc:

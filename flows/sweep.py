@@ -93,7 +93,13 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run every trial of ``config.sweep``, at most ``max_parallel`` at once; returns the
     sweep summary (``SweepReport.summary``)."""
-    from flows.pipeline import _make_work_dir, _mark_crashed, _tag_flow_run, pipeline_tags
+    from flows.pipeline import (
+        _make_work_dir,
+        _mark_crashed,
+        _tag_flow_run,
+        _tracking_log,
+        pipeline_tags,
+    )
 
     sweep = config.sweep
     assert sweep is not None
@@ -212,11 +218,6 @@ def _finish_parent(parent: tracking.RunTracker | None, report: SweepReport) -> N
             run_tags["cloudtrain.best_run_id"] = best_run
     parent.finish(report.status, None, None, metrics=metrics, tags=run_tags)
     report.tracking = parent.info
-
-
-def _tracking_log(line: str) -> None:
-    logger = get_run_logger()
-    (logger.warning if line.startswith("warning: ") else logger.info)(line)
 
 
 @task(name="trial", cache_policy=NO_CACHE)

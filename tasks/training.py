@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from cloudtrain.backend import Backend
 from cloudtrain.config import PipelineConfig
 from cloudtrain.contract import ProgressParser
+from cloudtrain.report import artifact_key
 from cloudtrain.results import ComputeTarget, ResolvedEnvironment, TrainingResult
 from cloudtrain.route import Preparer
 from cloudtrain.secrets import ResolvedSecrets
@@ -35,18 +36,16 @@ def train(
     checkpoint_uri: str | None = None,
     prepare: Preparer | None = None,
     trial: int | None = None,
-    artifact_key: str | None = None,
     tracker: RunTracker | None = None,
 ) -> TrainingResult:
     """Retries live in the recovery strategy, not in Prefect: a script error is final.
     ``secrets`` hold values: Prefect keeps no task parameters, and their repr names them.
     ``checkpoint_uri``: a crashed run's, when this run resumes it. ``prepare`` readies a
-    later leg of a failover route (the flow's stage tasks). ``trial``: the sweep's trial
-    this run is; ``artifact_key``: the run's artifact key prefix (the pipeline name, or
-    the trial's). ``tracker``: the run's MLflow run, fed each attempt and the script's
-    metrics as they are printed."""
+    later leg of a failover route (the flow's stage tasks). ``trial``: the number of the
+    sweep's trial this run is (its jobs and artifacts say so). ``tracker``: the run's
+    MLflow run, fed each attempt and the script's metrics as they are printed."""
     logger = get_run_logger()
-    progress = _Progress(config, artifact_key or config.name)
+    progress = _Progress(config, artifact_key(config, trial))
 
     def script_log(line: str) -> None:
         logger.info("| %s", line)

@@ -267,7 +267,7 @@ class LocalAttempt:
             pass
 
     def _note(self, text: str) -> None:
-        line = f"[cloudtrain] {text}"
+        line = f"{supervisor.NOTE}{text}"
         with self._lock:
             self._log.write(line.encode() + b"\n")
             self._pending.append(line)
