@@ -170,9 +170,7 @@ class ContentStore:
             entries[relative] = {"sha256": self.hashes.sha256(path, stat), "size": stat.st_size}
         self.hashes.save()
         digest = hashlib.sha256(manifest_json(entries).encode()).hexdigest()
-        latest = self.latest / f"{key}.digest"
-        previous = latest.read_text().strip() if latest.exists() else None
-        atomic_write(latest, digest)
+        unchanged = self._record_latest(key, digest)
         return StoredChannel(
             digest=digest,
             path=source,
@@ -180,7 +178,7 @@ class ContentStore:
             bytes=sum(int(entry["size"]) for entry in entries.values()),
             copied_files=0,
             copied_bytes=0,
-            unchanged=previous == digest,
+            unchanged=unchanged,
         )
 
     def put_dataframe(self, key: str, frame: pd.DataFrame) -> StoredChannel:
@@ -207,9 +205,7 @@ class ContentStore:
         if not manifest_path.exists():
             atomic_write(manifest_path, manifest)
         folder = self._materialize(digest, entries)
-        latest = self.latest / f"{key}.digest"
-        previous = latest.read_text().strip() if latest.exists() else None
-        atomic_write(latest, digest)
+        unchanged = self._record_latest(key, digest)
         return StoredChannel(
             digest=digest,
             path=folder,
@@ -217,8 +213,15 @@ class ContentStore:
             bytes=sum(int(entry["size"]) for entry in entries.values()),
             copied_files=copied_files,
             copied_bytes=copied_bytes,
-            unchanged=previous == digest,
+            unchanged=unchanged,
         )
+
+    def _record_latest(self, key: str, digest: str) -> bool:
+        """Record ``digest`` as the channel's latest; whether it was already."""
+        latest = self.latest / f"{key}.digest"
+        previous = latest.read_text().strip() if latest.exists() else None
+        atomic_write(latest, digest)
+        return previous == digest
 
     def _materialize(self, digest: str, entries: dict[str, dict[str, Any]]) -> Path:
         """The folder the script reads, hard-linked from the objects (copied across devices).
