@@ -41,7 +41,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from cloudtrain import backends, recovery
+from cloudtrain import backends, launcher, recovery
 from cloudtrain import secrets as secret_refs
 from cloudtrain.errors import ConfigError, Problem, Problems, quote
 from cloudtrain.quantities import Count, Duration, Finite, Seconds
@@ -172,7 +172,7 @@ class EnvironmentConfig(_Strict):
 #: How the processes of a job find each other: none (the script once per host), torchrun
 #: (torchrun's variables: RANK, WORLD_SIZE, MASTER_ADDR...) or mpi (Open MPI's, with the
 #: torch ones too).
-DISTRIBUTION_TYPES: tuple[str, ...] = ("none", "torchrun", "mpi")
+DISTRIBUTION_TYPES: tuple[str, ...] = launcher.TYPES
 #: The most processes one host may run: the largest training instances have 192 vCPUs
 #: (one MPI process per core) and 8 to 32 accelerators (one torchrun process each).
 MAX_PROCESSES_PER_HOST = 192

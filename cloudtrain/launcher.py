@@ -251,7 +251,7 @@ class Group:
                 host = host_names(self.hosts)[rank // self.per_host]
                 self.stop(
                     f"rank {rank} ({host}) "
-                    f"{_ended(code)}: stopping the other ranks (SIGTERM now, SIGKILL in "
+                    f"{ended(code)}: stopping the other ranks (SIGTERM now, SIGKILL in "
                     f"{self.grace:g} s)"
                 )
                 return
@@ -280,7 +280,8 @@ class Group:
         return code if code >= 0 else 128 - code
 
 
-def _ended(code: int) -> str:
+def ended(code: int) -> str:
+    """How a rank ended, from its exit code (negative: the signal), as the reason says it."""
     if code < 0:
         return f"was killed by {signal.Signals(-code).name}"
     return f"exited with code {code}"

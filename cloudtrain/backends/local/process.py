@@ -33,7 +33,7 @@ import psutil
 
 from cloudtrain import contract, supervisor
 from cloudtrain.errors import BackendError
-from cloudtrain.launcher import RANK_PREFIX
+from cloudtrain.launcher import RANK_PREFIX, ended
 from cloudtrain.logshare import LogShare
 from cloudtrain.recovery import Outcome
 from cloudtrain.results import AttemptStatus
@@ -320,13 +320,10 @@ class LocalAttempt:
         try:
             record = json.loads(self.status_path.read_text())
             rank, host, local = int(record["rank"]), str(record["host"]), record["local_rank"]
-            code = int(record["exit_code"])
+            how = ended(int(record["exit_code"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        ended = f"was killed by {record.get('signal')}" if code < 0 else f"exited with code {code}"
-        return (
-            f"rank {rank} on {host} (local rank {local}) {ended}, and the other ranks were stopped"
-        )
+        return f"rank {rank} on {host} (local rank {local}) {how}, and the other ranks were stopped"
 
     def status(self) -> AttemptStatus:
         with self._lock:
