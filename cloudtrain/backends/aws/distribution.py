@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 
+from cloudtrain.backends.aws.images import version_numbers
 from cloudtrain.config import PipelineConfig
 from cloudtrain.errors import UnsupportedError
 
@@ -66,8 +67,8 @@ def check_distribution(config: PipelineConfig) -> None:
             "container runs the script once per host and has no "
             f"{'torchrun' if kind == 'torchrun' else 'MPI'} launcher",
         )
-    version = _release(environment.framework_version)
-    if kind == "torchrun" and version is not None and version < TORCHRUN_MIN_PYTORCH:
+    version = version_numbers(environment.framework_version or "")[:2]
+    if kind == "torchrun" and len(version) == 2 and version < TORCHRUN_MIN_PYTORCH:
         raise UnsupportedError(
             "environment.framework_version",
             f"torchrun on SageMaker needs a PyTorch {'.'.join(map(str, TORCHRUN_MIN_PYTORCH))} "
@@ -87,10 +88,3 @@ def distribution_hyperparameters(config: PipelineConfig) -> dict[str, str]:
         values[MPI_ENABLED] = True
         values[MPI_CUSTOM_OPTIONS] = ""
     return {name: json.dumps(value) for name, value in values.items()}
-
-
-def _release(version: str | None) -> tuple[int, int] | None:
-    parts = (version or "").split(".")
-    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
-        return None
-    return int(parts[0]), int(parts[1])

@@ -147,7 +147,7 @@ def _framework(
     processors = training.get("processors") or version_config.get("processors")
     processor = _processor(processors, device, framework, key, instance_type)
     py_versions = version_config.get("py_versions") or []
-    py_version = max(py_versions, key=_numbers) if py_versions else None
+    py_version = max(py_versions, key=version_numbers) if py_versions else None
     extra: dict[str, str] = {}
     if base is not None:
         name = "pytorch" if base.startswith("pytorch") else "tensorflow"
@@ -191,7 +191,7 @@ def _pick_version(
     plain = [v for v in versions if _PLAIN_VERSION.fullmatch(v)]
     if requested is None:
         here = [v for v in plain if region in _registries(versions[v])] or plain
-        latest = max(here, key=_numbers)
+        latest = max(here, key=version_numbers)
         warning = (
             f"{field}: not set, so {label} {latest} (the newest this sagemaker SDK knows) "
             "is used; pin it for repeatable runs"
@@ -203,7 +203,7 @@ def _pick_version(
         return aliases[requested], requested, []
     revisions = [v for v in plain if v.startswith((requested + "-", requested + "."))]
     if revisions:
-        newest = max(revisions, key=_numbers)
+        newest = max(revisions, key=version_numbers)
         return newest, newest, []
     # List what a user would type: the aliases, and the versions no alias points at.
     valid = set(aliases).union(v for v in versions if v not in aliases.values())
@@ -214,7 +214,7 @@ def _huggingface_base(version_config: dict[str, Any]) -> str:
     """The newest PyTorch base of a transformers version (TensorFlow if it has no PyTorch)."""
     bases = [key for key in version_config if re.fullmatch(r"(pytorch|tensorflow)\d.*", key)]
     torch = [key for key in bases if key.startswith("pytorch")]
-    return max(torch or bases, key=_numbers)
+    return max(torch or bases, key=version_numbers)
 
 
 def _processor(
@@ -283,7 +283,7 @@ def _builtin(value: str, region: str, instance_type: str) -> ResolvedImage:
         version = next(iter(versions))
     else:
         plain = [v for v in versions if _PLAIN_VERSION.fullmatch(v) and "-" in v]
-        version = max(plain, key=_numbers)
+        version = max(plain, key=version_numbers)
         warnings.append(
             f"{field}: no version given, so {name} {version} (the newest this sagemaker SDK "
             f"knows) is used; pin it as {name}:{version} for repeatable runs"
@@ -452,8 +452,8 @@ def _check_region(registries: dict[str, str], region: str, what: str) -> None:
 
 def _unknown_version(what: str, value: str, valid: Iterable[str]) -> str:
     """Like ``unknown_name_message``, in version order, suggesting the same major.minor."""
-    names = sorted(valid, key=lambda v: (_numbers(v), v))
-    same_minor = [v for v in names if _numbers(v)[:2] == _numbers(value)[:2]]
+    names = sorted(valid, key=lambda v: (version_numbers(v), v))
+    same_minor = [v for v in names if version_numbers(v)[:2] == version_numbers(value)[:2]]
     close = same_minor[-1:] or difflib.get_close_matches(value, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown {what} {quote(value)}; valid: {', '.join(names)}{hint}"
@@ -476,6 +476,6 @@ def _registries(version_config: dict[str, Any]) -> set[str]:
     return set().union(*(_registries(v) for v in nested))
 
 
-def _numbers(version: str) -> tuple[int, ...]:
+def version_numbers(version: str) -> tuple[int, ...]:
     """Compare the digit runs as numbers: 2.10.0 > 2.9.1, py312 > py39."""
     return tuple(int(part) for part in re.findall(r"\d+", version))
