@@ -193,6 +193,9 @@ def test_plan_on_aws_does_not_import_the_heavy_sagemaker_modules(
     modules = plan_modules(tmp_path, environment)
     assert "cloudtrain.backends.aws.images" in modules  # the AWS plan did run
     assert heavy(modules) == []
+    # botocore's service model is read with its loader: no session, client or boto3
+    assert "botocore.model" in modules
+    assert not {"botocore.session", "botocore.client", "boto3"} & modules
 
 
 def test_the_heavy_module_check_can_fail(tmp_path: Path) -> None:
