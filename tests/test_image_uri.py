@@ -21,7 +21,7 @@ import pytest
 from cloudtrain.backends.aws import image_uri
 from cloudtrain.backends.aws.images import ResolvedImage, builtin_algorithms, resolve_image
 from cloudtrain.backends.aws.instances import instance_family, training_instance_types
-from cloudtrain.backends.aws.sdk import image_uri_config
+from cloudtrain.backends.aws.sdk import image_uri_config, image_uri_config_names
 from cloudtrain.config import FRAMEWORKS, EnvironmentConfig
 from cloudtrain.errors import CloudtrainError
 
@@ -172,6 +172,31 @@ def test_builtin_algorithms_are_the_ones_the_sdks_own_listing_gives() -> None:
 
     expected = {"xgboost"} | {name for name in image_uris.list_frameworks() if algorithm(name)}
     assert builtin_algorithms() == expected
+
+
+def test_ecr_hostnames_are_what_botocores_endpoint_resolver_gives() -> None:
+    """The SDK's way (``EndpointResolver`` over endpoints.json, and its il-central-1
+    fallback) for every region any of sagemaker's tables publishes an image in."""
+    from botocore.regions import EndpointResolver
+
+    resolver = EndpointResolver(botocore.loaders.create_loader().load_data("endpoints"))
+    regions: set[str] = set()
+
+    def collect(table: Any) -> None:
+        if isinstance(table, dict):
+            regions.update(table.get("registries", {}) if "repository" in table else ())
+            for value in table.values():
+                collect(value)
+
+    for name in image_uri_config_names():
+        collect(image_uri_config(name))
+    assert {"us-east-1", "cn-north-1", "us-gov-west-1", "us-iso-east-1", "il-central-1"} <= regions
+    for region in sorted(regions):
+        endpoint = resolver.construct_endpoint("ecr", region)
+        if not endpoint and region == "il-central-1":
+            endpoint = {"hostname": f"ecr.{region}.amazonaws.com"}
+        assert image_uri.ecr_hostname(region) == (endpoint or {}).get("hostname"), region
+    assert image_uri.ecr_hostname("xx-nowhere-1") is None
 
 
 def test_the_plain_path_answers_the_common_cases_alone() -> None:

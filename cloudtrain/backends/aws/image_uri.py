@@ -6,7 +6,7 @@ module's own imports pull JumpStart, the API shapes, processing and pandas), mos
 ``cloudtrain plan --cloud aws``. For the common case the SDK's answer is a plain join over its
 bundled tables: ``{registry}.dkr.{ECR hostname}/{repository}:{tag prefix}-{cpu|gpu}-{py}``.
 ``plain_uri`` composes that from the same tables (read by ``sdk.image_uri_config``) and the
-same ECR hostname (botocore's endpoint data), and answers None for anything else: a table
+same ECR hostname (from botocore's partition data), and answers None for anything else: a table
 key it does not know, a container version, Hugging Face, AWS Neuron, p2/p4d (the SDK
 special-cases those), a region or version the table lacks. Then the SDK itself is imported
 and asked, so its rules, messages and errors stay the answer. tests/test_image_uri.py
@@ -15,6 +15,7 @@ compares both paths over every framework version and built-in algorithm cloudtra
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -131,20 +132,26 @@ def plain_uri(
 
 @lru_cache(maxsize=64)
 def ecr_hostname(region: str) -> str | None:
-    """ECR's hostname in ``region`` from botocore's endpoint data, as the SDK asks it
-    (``ecr.us-east-1.amazonaws.com``, ``ecr.cn-north-1.amazonaws.com.cn``)."""
-    endpoint = _endpoint_resolver().construct_endpoint("ecr", region)
-    if not endpoint and region == "il-central-1":  # the SDK's own fallback
-        return f"ecr.{region}.amazonaws.com"
-    return str(endpoint["hostname"]) if endpoint else None
+    """ECR's hostname in ``region`` (``ecr.us-east-1.amazonaws.com``,
+    ``ecr.cn-north-1.amazonaws.com.cn``), or None for a region of no known partition.
+
+    The SDK asks botocore's ``EndpointResolver`` over ``endpoints.json`` (1.2 MB, ~30 ms to
+    parse); ECR there is ``{service}.{region}.{dnsSuffix}`` in every partition, so the
+    partition's DNS suffix from botocore's ``partitions.json`` (7 KB) gives the same name.
+    tests/test_image_uri.py compares both for every region of sagemaker's tables.
+    """
+    for partition in _partitions():
+        if region in partition["regions"] or re.fullmatch(partition["regionRegex"], region):
+            return f"ecr.{region}.{partition['outputs']['dnsSuffix']}"
+    return None
 
 
 @lru_cache(maxsize=1)
-def _endpoint_resolver() -> Any:
-    """botocore's resolver over its bundled ``endpoints`` data, the one the SDK builds."""
+def _partitions() -> list[dict[str, Any]]:
+    """botocore's partitions (id, region pattern, DNS suffix), from its bundled data."""
     import botocore.loaders
-    import botocore.regions
 
-    return botocore.regions.EndpointResolver(
-        botocore.loaders.create_loader().load_data("endpoints")
-    )
+    partitions: list[dict[str, Any]] = botocore.loaders.create_loader().load_data("partitions")[
+        "partitions"
+    ]
+    return partitions
