@@ -244,30 +244,36 @@ def _processor(
 
 @lru_cache(maxsize=1)
 def builtin_algorithms() -> frozenset[str]:
-    """SageMaker's built-in training algorithms, as sagemaker's bundled configs list them.
+    """SageMaker's built-in training algorithms, as sagemaker's bundled configs list them
+    (all of them read: for messages and tests; ``is_builtin_algorithm`` reads one)."""
+    return frozenset(name for name in image_uri_config_names() if is_builtin_algorithm(name))
+
+
+def is_builtin_algorithm(name: str) -> bool:
+    """Whether sagemaker's bundled config ``name`` is a built-in training algorithm.
 
     A built-in algorithm's config serves training and inference with one image and names
     no Python version (it runs no user script); that leaves out the script-mode and RL
     toolkits (chainer, vw, ...). xgboost is both an algorithm and a script-mode
     framework, and its config is framework-shaped, so it is named here.
     """
-    names = {"xgboost"}
-    for name in image_uri_config_names():
-        config = image_uri_config(name)
-        if (
-            "versions" in config
-            and {"training", "inference"} <= set(config.get("scope", ()))
-            and not any("py_versions" in version for version in config["versions"].values())
-        ):
-            names.add(name)
-    return frozenset(names)
+    if name == "xgboost":
+        return True
+    if name not in image_uri_config_names():
+        return False
+    config = image_uri_config(name)
+    return (
+        "versions" in config
+        and {"training", "inference"} <= set(config.get("scope", ()))
+        and not any("py_versions" in version for version in config["versions"].values())
+    )
 
 
 def _builtin(value: str, region: str, instance_type: str) -> ResolvedImage:
     """``kmeans``, or ``xgboost:1.7-1`` to pin the version of a multi-version algorithm."""
     field = "environment.builtin"
     name, _, requested = value.partition(":")
-    if name not in builtin_algorithms():
+    if not is_builtin_algorithm(name):
         if name in FRAMEWORKS:
             raise ConfigError(
                 field, f"{name} is a script-mode framework: set environment.framework: {name}"
