@@ -93,11 +93,11 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+def run_once(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one new process; CPU time is what other load on a
     shared machine changes least."""
     cpu, started = children_cpu(), time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=cwd)
     elapsed, used = time.perf_counter() - started, children_cpu() - cpu
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr[-2000:]}")
@@ -122,14 +122,16 @@ def main() -> None:
             "PREFECT_HOME": home,  # never the user's ~/.prefect
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
-        todo = {name: (argv, env) for name, argv in commands().items()}
+        todo = {name: (argv, env, ROOT) for name, argv in commands().items()}
         if args.baseline:
-            # the baseline's code first on the path; `-m cloudtrain.cli` so its copy runs
-            other = {**env, "PYTHONPATH": str(args.baseline.resolve())}
+            # `-m cloudtrain.cli` run in the baseline's folder puts its copy first on the
+            # path (the folder a module is run from comes before PYTHONPATH)
+            other = args.baseline.resolve()
             for name in ("plan aws framework", "plan aws builtin"):
                 argv = todo[name][0]
                 module = [sys.executable, "-m", "cloudtrain.cli", *argv[argv.index("plan") :]]
-                todo[f"{name} (baseline)"] = (module, other)
+                baseline_env = {**env, "PYTHONPATH": str(other), "PYTHONDONTWRITEBYTECODE": "1"}
+                todo[f"{name} (baseline)"] = (module, baseline_env, other)
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in todo}
         names = list(todo)
         run_once(*todo["plan aws framework"])  # warm the file cache once, not measured
@@ -150,11 +152,12 @@ def report(samples: dict[str, list[tuple[float, float]]], rounds: int) -> None:
         f"Python {platform.python_version()}, median of {rounds} new processes per command, "
         f"alternating (load average at the end {load:.1f})"
     )
-    print(f"  {'command':22} {'wall':>8} {'min':>7} {'max':>7} {'x python':>9} {'cpu':>7}")
+    width = max(map(len, samples))
+    print(f"  {'command':{width}} {'wall':>8} {'min':>7} {'max':>7} {'x python':>9} {'cpu':>7}")
     for name, values in samples.items():
         walls = [w for w, _ in values]
         print(
-            f"  {name:22} {wall[name]:7.3f}s {min(walls):6.3f}s {max(walls):6.3f}s "
+            f"  {name:{width}} {wall[name]:7.3f}s {min(walls):6.3f}s {max(walls):6.3f}s "
             f"{wall[name] / bare:8.1f}x {cpu[name]:6.3f}s"
         )
     for name in [name for name in wall if name.endswith(" (baseline)")]:
