@@ -61,6 +61,7 @@ test: lint $(NODE_STAMP)
 bench: setup
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/loud_script.py
+	$(BIN)/python bench/plan_speed.py
 
 clean:
 	rm -rf $(VENV) node_modules examples/digits/.cloudtrain examples/digits/data examples/sweep/.cloudtrain .pytest_cache .mypy_cache .ruff_cache

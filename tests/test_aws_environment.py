@@ -183,6 +183,14 @@ def test_framework_uri_is_what_image_uris_returns() -> None:
     )
 
 
+def test_a_version_split_by_python_version_takes_the_newest_python() -> None:
+    """tensorflow 1.13's table holds a py2 and a py3 image; it was a KeyError."""
+    image = resolve(framework="tensorflow", framework_version="1.13")
+    assert (
+        image.uri == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-training:1.13-cpu-py3"
+    )
+
+
 def test_missing_framework_version_picks_the_newest_and_warns() -> None:
     image = resolve(framework="sklearn")
     assert image.version == "1.9-0"

@@ -92,3 +92,19 @@ def test_botocore_validation_refuses_a_malformed_request() -> None:
         validate_request(
             {"TrainingJobName": "x", "AlgorithmSpecification": {"TrainingInputMode": "File"}}
         )
+
+
+def test_the_service_model_is_the_one_a_botocore_session_reads() -> None:
+    """limits.sagemaker_model reads it with botocore's loader, without a session."""
+    import botocore.session
+
+    from cloudtrain.backends.aws.limits import sagemaker_model
+
+    session_model = botocore.session.get_session().get_service_model("sagemaker")
+    ours = sagemaker_model()
+    assert ours.metadata == session_model.metadata
+    assert ours.operation_names == session_model.operation_names
+    request = ours.operation_model("CreateTrainingJob").input_shape
+    assert request.members.keys() == (
+        session_model.operation_model("CreateTrainingJob").input_shape.members.keys()
+    )

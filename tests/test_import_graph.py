@@ -112,3 +112,95 @@ def test_the_lazy_import_check_can_fail(tmp_path: Path) -> None:
     assert "mlflow" in top_level_imports(module)
     module.write_text("def f():\n    import mlflow\n")
     assert "mlflow" not in top_level_imports(module)
+
+
+# --- what `cloudtrain plan --cloud aws` imports, in a new interpreter ----------------------
+
+#: The SageMaker SDK's heavy modules (~1.9 s, ~200 MB: the API shapes, resources, JumpStart,
+#: processing with pandas): `plan --cloud aws` reads the SDK's image tables without them.
+HEAVY_SAGEMAKER = (
+    "sagemaker.core.image_uris",
+    "sagemaker.core.resources",
+    "sagemaker.core.shapes",
+    "sagemaker.core.processing",
+    "sagemaker.core.jumpstart",
+    "sagemaker.train",
+    "pandas",
+)
+
+PLAN_AND_LIST_MODULES = """
+import contextlib, io, json, sys
+from cloudtrain.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(sys.argv[1:])
+print(json.dumps({"exit": code, "out": out.getvalue()[-2000:], "modules": sorted(sys.modules)}))
+"""
+
+
+def plan_modules(
+    tmp_path: Path, environment: dict[str, str], instance_type: str = "ml.m5.large"
+) -> set[str]:
+    """The modules a new interpreter holds after ``cloudtrain plan CONFIG --cloud aws``."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    (tmp_path / "src").mkdir(exist_ok=True)
+    (tmp_path / "src" / "train.py").write_text("print('acc=1')\n")
+    config = {
+        "name": "imports",
+        "cloud": "aws",
+        "code": {"source_dir": "src", "entry_point": "train.py"},
+        "data": {"train": "s3://shared-bucket/datasets/train/"},
+        "metrics": ["acc"],
+        "environment": environment,
+        "compute": {"instance_type": instance_type, "spot": True, "max_run": 100},
+        "aws": {"role": "arn:aws:iam::123456789012:role/R", "bucket": "my-bucket"},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-c", PLAN_AND_LIST_MODULES, "plan", str(tmp_path / "c.yaml")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    answer = json.loads(result.stdout)
+    assert answer["exit"] == 0, answer["out"] + result.stderr
+    assert "TrainingImage:" in answer["out"]
+    return set(answer["modules"])
+
+
+def heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.startswith(HEAVY_SAGEMAKER))
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {"framework": "sklearn", "framework_version": "1.2"},
+        {"framework": "pytorch", "framework_version": "2.3"},
+        {"builtin": "kmeans"},
+        {"image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1.0"},
+    ],
+    ids=["sklearn", "pytorch", "builtin", "own-image"],
+)
+def test_plan_on_aws_does_not_import_the_heavy_sagemaker_modules(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    modules = plan_modules(tmp_path, environment)
+    assert "cloudtrain.backends.aws.images" in modules  # the AWS plan did run
+    assert heavy(modules) == []
+    # botocore's service model is read with its loader: no session, client or boto3
+    assert "botocore.model" in modules
+    assert not {"botocore.session", "botocore.client", "boto3"} & modules
+
+
+def test_the_heavy_module_check_can_fail(tmp_path: Path) -> None:
+    """Hugging Face images are still the SDK's own rule: that plan imports image_uris."""
+    modules = plan_modules(
+        tmp_path, {"framework": "huggingface", "framework_version": "4.56"}, "ml.g5.xlarge"
+    )
+    assert "sagemaker.core.image_uris" in heavy(modules)

@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import io
 import json
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -388,6 +390,33 @@ def test_a_missing_block_is_a_config_error(prefect_server: str) -> None:
     with adapter(aws_sdk.load_block, "prefect", "prefect-aws"):
         with pytest.raises(ConfigError, match=expected):
             AwsClients.from_config(AwsConfig(credentials_block="no-such-block"))
+
+
+# --- sagemaker: the image URI tables, read without importing sagemaker.core -----------------
+
+
+def test_image_uri_tables_are_what_config_for_framework_reads() -> None:
+    from sagemaker.core import image_uris
+
+    with adapter(aws_sdk.image_uri_config, "sagemaker-core"):
+        names = aws_sdk.image_uri_config_names()
+        assert set(image_uris.list_frameworks()) <= set(names)
+        assert {"sklearn", "pytorch", "kmeans", "instance_gpu_info"} <= set(names)
+        for name in names:
+            assert aws_sdk.image_uri_config(name) == image_uris.config_for_framework(name), name
+
+
+def test_image_uri_tables_are_read_without_importing_sagemaker_core() -> None:
+    """In a new interpreter: finding and reading the tables runs no SDK code."""
+    code = (
+        "import sys; from cloudtrain.backends.aws import sdk; "
+        "sdk.image_uri_config('sklearn'); "
+        "print(sorted(m for m in sys.modules if m.startswith('sagemaker')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert result.stdout.strip() == "['sagemaker']"  # the namespace package only
 
 
 # --- the rule: private SDK names only in the adapters -------------------------------------

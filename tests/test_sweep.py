@@ -519,16 +519,19 @@ def test_an_aws_sweep_plan_reads_botocores_sagemaker_model_once(
 ) -> None:
     """Each trial's requests are checked and validated offline against botocore's model;
     reading its JSON per request (~0.1 s) made a 1,000-trial plan take over 5 minutes."""
-    import botocore.session
+    import botocore.loaders
+
+    from cloudtrain.backends.aws.limits import sagemaker_model
 
     loads: list[str] = []
-    real = botocore.session.Session.get_service_model
+    real = botocore.loaders.Loader.load_service_model
 
     def counted(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
         loads.append(name)
         return real(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(botocore.session.Session, "get_service_model", counted)
+    monkeypatch.setattr(botocore.loaders.Loader, "load_service_model", counted)
+    sagemaker_model.cache_clear()  # read here, whatever ran before
     path = write(
         tmp_path,
         cloud="aws",
@@ -544,4 +547,4 @@ def test_an_aws_sweep_plan_reads_botocores_sagemaker_model_once(
     )
     assert main(["plan", str(path), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["trials"]) == 20
-    assert loads.count("sagemaker") <= 1
+    assert loads.count("sagemaker") == 1

@@ -1,13 +1,14 @@
 """Turn ``environment:`` into the training image SageMaker pulls, or a one-line error.
 
-Framework and built-in images come from sagemaker's own ``image_uris`` and its bundled
-JSON (which versions, Python versions, processors and regions exist), so the answer is
-the one the SDK's estimators give, offline. Bring-your-own images must be private ECR
+Framework and built-in images come from sagemaker's own bundled JSON tables (which
+versions, Python versions, processors and regions exist) and its ``image_uris`` rules, so
+the answer is the one the SDK's estimators give, offline. Bring-your-own images must be private ECR
 URIs in the job's region (SageMaker refuses cross-region pulls); whether the repository
 and tag exist is a separate network check, ``check_ecr_image``.
 
-``sagemaker.core.image_uris`` costs about 1.5 s to import, so it is imported inside the
-functions that need it, never at module level.
+``sagemaker.core.image_uris`` costs about 1.9 s to import, so the tables are read without it
+(``sdk.image_uri_config``) and the URI is composed by ``image_uri``, which imports the SDK
+only for the cases its plain rule does not cover (Hugging Face, AWS Neuron, ...).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends.aws.errors import DENIED_CODES, error_code
+from cloudtrain.backends.aws.image_uri import algorithm_training_uri, framework_training_uri
 from cloudtrain.backends.aws.instances import accelerator
+from cloudtrain.backends.aws.sdk import image_uri_config, image_uri_config_names
 from cloudtrain.config import FRAMEWORKS, unknown_name_message
 from cloudtrain.errors import BackendError, ConfigError, UnsupportedError, quote
 
@@ -110,8 +113,6 @@ def resolve_image(
 def _framework(
     framework: str, requested: str | None, region: str, instance_type: str
 ) -> ResolvedImage:
-    from sagemaker.core import image_uris
-
     if framework not in FRAMEWORKS:
         raise ConfigError(
             "environment.framework", unknown_name_message("framework", framework, FRAMEWORKS)
@@ -125,7 +126,7 @@ def _framework(
                 f"{instance_type} (AWS Neuron) runs pytorch framework images only, not {framework}",
             )
         config_name = "pytorch-neuron"  # what image_uris switches to for trn/inf
-    training = image_uris.config_for_framework(config_name).get("training")
+    training = image_uri_config(config_name).get("training")
     if not training:
         raise ConfigError("environment.framework", f"{framework} has no training images")
     versions: dict[str, Any] = dict(training["versions"])
@@ -142,24 +143,29 @@ def _framework(
     if framework == "huggingface":
         base = _huggingface_base(version_config)
         version_config = version_config[base]
+    table_py_version: str | None = None
+    if "registries" not in version_config:  # split by Python version (tensorflow 1.13)
+        table_py_version = max(version_config, key=version_numbers)
+        version_config = version_config[table_py_version]
     _check_region(version_config["registries"], region, f"{framework} {key} images")
 
     processors = training.get("processors") or version_config.get("processors")
     processor = _processor(processors, device, framework, key, instance_type)
     py_versions = version_config.get("py_versions") or []
-    py_version = max(py_versions, key=version_numbers) if py_versions else None
+    py_version = max(py_versions, key=version_numbers) if py_versions else table_py_version
     extra: dict[str, str] = {}
     if base is not None:
         name = "pytorch" if base.startswith("pytorch") else "tensorflow"
         extra[f"{name}_version"] = base.removeprefix(name)  # pytorch2.8.0 -> pytorch_version
     try:
-        uri = image_uris.get_training_image_uri(
-            region=region,
-            framework=framework,
-            framework_version=version,
+        uri = framework_training_uri(
+            framework,
+            region,
+            version=version,
             py_version=py_version,
             instance_type=instance_type,
-            **extra,
+            scope=training,
+            base=extra,
         )
     except ValueError as exc:  # a combination the checks above did not foresee
         raise ConfigError("environment.framework_version", f"{framework} {key}: {exc}") from exc
@@ -238,32 +244,36 @@ def _processor(
 
 @lru_cache(maxsize=1)
 def builtin_algorithms() -> frozenset[str]:
-    """SageMaker's built-in training algorithms, as sagemaker's bundled configs list them.
+    """SageMaker's built-in training algorithms, as sagemaker's bundled configs list them
+    (all of them read: for messages and tests; ``is_builtin_algorithm`` reads one)."""
+    return frozenset(name for name in image_uri_config_names() if is_builtin_algorithm(name))
+
+
+def is_builtin_algorithm(name: str) -> bool:
+    """Whether sagemaker's bundled config ``name`` is a built-in training algorithm.
 
     A built-in algorithm's config serves training and inference with one image and names
     no Python version (it runs no user script); that leaves out the script-mode and RL
     toolkits (chainer, vw, ...). xgboost is both an algorithm and a script-mode
     framework, and its config is framework-shaped, so it is named here.
     """
-    from sagemaker.core import image_uris
-
-    names = {"xgboost"}
-    for name in image_uris.list_frameworks():
-        config = image_uris.config_for_framework(name)
-        if {"training", "inference"} <= set(config.get("scope", ())) and not any(
-            "py_versions" in version for version in config["versions"].values()
-        ):
-            names.add(name)
-    return frozenset(names)
+    if name == "xgboost":
+        return True
+    if name not in image_uri_config_names():
+        return False
+    config = image_uri_config(name)
+    return (
+        "versions" in config
+        and {"training", "inference"} <= set(config.get("scope", ()))
+        and not any("py_versions" in version for version in config["versions"].values())
+    )
 
 
 def _builtin(value: str, region: str, instance_type: str) -> ResolvedImage:
     """``kmeans``, or ``xgboost:1.7-1`` to pin the version of a multi-version algorithm."""
-    from sagemaker.core import image_uris
-
     field = "environment.builtin"
     name, _, requested = value.partition(":")
-    if name not in builtin_algorithms():
+    if not is_builtin_algorithm(name):
         if name in FRAMEWORKS:
             raise ConfigError(
                 field, f"{name} is a script-mode framework: set environment.framework: {name}"
@@ -271,7 +281,7 @@ def _builtin(value: str, region: str, instance_type: str) -> ResolvedImage:
         raise ConfigError(
             field, unknown_name_message("built-in algorithm", name, builtin_algorithms())
         )
-    config = image_uris.config_for_framework(name)
+    config = image_uri_config(name)
     training = config if "scope" in config else config["training"]
     versions: dict[str, Any] = training["versions"]
     warnings: list[str] = []
@@ -290,8 +300,8 @@ def _builtin(value: str, region: str, instance_type: str) -> ResolvedImage:
         )
     _check_region(versions[version]["registries"], region, f"{name} {version} images")
     try:
-        uri = image_uris.retrieve(
-            name, region, version=version, image_scope="training", instance_type=instance_type
+        uri = algorithm_training_uri(
+            name, region, version=version, instance_type=instance_type, scope=training
         )
     except ValueError as exc:
         raise ConfigError(field, f"{value}: {exc}") from exc
