@@ -107,9 +107,8 @@ def test_the_local_backend_and_the_store_agree_on_the_digest(
 def test_a_file_the_store_can_send_unhashed_starts_before_it_is_hashed(
     remote: Remote, folder: Path, tmp_path: Path
 ) -> None:
-    """S3 sends a multipart file with a checksum per part, Blob hashes a small file as it
-    reads it: a new file of that kind is handed over unhashed, and the manifest still
-    gets its sha256."""
+    """S3 hashes a multipart file in the read that sends it, Blob every file: a new file
+    of that kind is handed over unhashed, and the manifest still gets its sha256."""
     handed: dict[str, str | None] = {}
     real = remote.store.put_files
 
