@@ -58,10 +58,12 @@ lint: setup
 test: lint $(NODE_STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m pytest
 
-bench: setup
+bench: setup $(NODE_STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/loud_script.py
 	$(BIN)/python bench/plan_speed.py
+	$(BIN)/python bench/s3_upload.py
+	$(BIN)/python bench/blob_upload.py
 
 clean:
 	rm -rf $(VENV) node_modules examples/digits/.cloudtrain examples/digits/data examples/sweep/.cloudtrain .pytest_cache .mypy_cache .ruff_cache

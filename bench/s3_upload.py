@@ -14,8 +14,9 @@ on two channels: 1,000 files of 50 KB, and one file of 256 MB. Then cloudtrain's
 re-run of the unchanged channel, with the requests the server received, and a bare
 LIST of the same prefix (the floor of any re-run that checks what is really in S3).
 
-Targets: small files >= 1.5x faster than the SDK; within 10% of boto3 on both;
-unchanged re-run >= 20x faster than the first upload, with 0 PUTs.
+Targets (issue 12): small files >= 1.5x faster than the SDK and no slower than boto3
+(1.0x); the 256 MB file within 10% of boto3; unchanged re-run >= 20x faster than the
+first upload, with 0 PUTs.
 No threshold is asserted: it prints the numbers and says which targets were met.
 
 moto's server runs in a child process by default (``--server process``), so that it
@@ -47,7 +48,8 @@ REGION = "us-east-1"
 COUNTS_PATH = "/_bench/counts"
 
 TARGET_VS_SDK = 1.5  # cloudtrain at least this many times faster than the SDK (small files)
-TARGET_VS_BOTO3 = 1.10  # cloudtrain at most 10% slower than plain concurrent boto3
+TARGET_VS_BOTO3 = 1.10  # the 256 MB file: at most 10% slower than plain concurrent boto3
+TARGET_SMALL_VS_BOTO3 = 1.0  # the small files: no slower than plain concurrent boto3
 TARGET_RERUN = 20.0  # the unchanged re-run at least this many times faster
 RERUNS = 5  # unchanged re-runs measured (they are quick)
 
@@ -359,9 +361,9 @@ def main() -> int:
             small["vs_sdk"] >= TARGET_VS_SDK,
         ),
         (
-            f"{within}, small files",
+            f"small files within {TARGET_SMALL_VS_BOTO3:.2f}x of boto3",
             f"{small['vs_boto3']:.2f}x",
-            small["vs_boto3"] <= TARGET_VS_BOTO3,
+            small["vs_boto3"] <= TARGET_SMALL_VS_BOTO3,
         ),
         (f"{within}, 256 MB file", f"{big['vs_boto3']:.2f}x", big["vs_boto3"] <= TARGET_VS_BOTO3),
     ]

@@ -32,7 +32,8 @@ class LocalFile:
     """A local file to put at ``key``, as it was stat'ed when the channel was read.
 
     ``sha256`` is None only when the store said (``needs_sha256``) it can send the file
-    without it; the caller hashes such files while they upload.
+    without it: the store then hashes the file in the read that sends it, and
+    ``put_files`` reports that sha256 (one read, one hash per file).
     """
 
     key: str
@@ -76,8 +77,9 @@ class ObjectStore(Protocol):
     ) -> dict[str, StoredObject]:
         """Upload every file, checksum-checked by the service, many at once; the first
         failure cancels the rest. ``files`` is consumed while earlier ones upload. Returns,
-        by key, size and sha256 of the files whose bytes the store hashed as it sent them:
-        those describe what was stored better than an earlier hash of the file does."""
+        by key, size and sha256 of the files whose bytes the store hashed as it sent them
+        (every file handed without a sha256, at least; one missing is read again by the
+        caller): those describe what was stored better than an earlier hash does."""
         ...
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:

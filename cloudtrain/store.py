@@ -104,6 +104,14 @@ class HashCache:
             self._dirty = True
         return digest
 
+    def remember(self, path: Path, stat: os.stat_result, digest: str) -> None:
+        """Record a sha256 computed elsewhere (while the file uploaded), for ``stat``:
+        if the file changed since, its size or mtime no longer match and it is read again."""
+        key = str(path.resolve())
+        with self._lock:
+            self._load()[key] = [stat.st_size, stat.st_mtime_ns, digest]
+            self._dirty = True
+
     def save(self) -> None:
         """Write the cache if anything new was hashed (atomically: readers never see half)."""
         with self._lock:

@@ -16,8 +16,8 @@ One run of ``sync_channel``:
    back; the objects an interrupted upload completed are not sent again;
 3. upload through the store: many files in flight, a checksum with every request for the
    service to verify. A file whose size shows it changed and that the store can send
-   unhashed (S3 multipart: checksums per part) starts uploading first and is hashed
-   while it uploads;
+   unhashed (S3 multipart, Blob) is not read here at all: the store hashes it in the
+   read that sends it and reports its sha256 (one read, one hash per file);
 4. delete keys under the prefix that are no longer in the channel;
 5. write the manifest last: it describes only what the store holds whole.
 
@@ -211,8 +211,9 @@ class _Sync:
                 return obj.sha256  # the store's own record of the bytes it holds
             return known.get("sha256") if known.get("size") == obj.size else None
 
+        unhashed: dict[str, tuple[str, Path, os.stat_result]] = {}  # key -> the file
+
         def changed() -> Iterator[LocalFile]:
-            hash_later: list[_Stat] = []
             for relative, path, stat in stats:
                 key, known = f"{self.prefix}/{relative}", previous.get(relative) or {}
                 obj = there.get(key) or StoredObject(key, size=-1)  # missing: no size matches
@@ -224,22 +225,26 @@ class _Sync:
                     if expected == digest:
                         continue
                 else:
-                    hash_later.append((relative, path, stat))  # hashed while it uploads
+                    unhashed[key] = (relative, path, stat)  # hashed as it is sent
                 sent.append(stat.st_size)
                 bar.add_total(stat.st_size)
                 yield LocalFile(key, path, stat, digest)
-            for relative, path, stat in hash_later:
-                entries[relative] = {"sha256": sha256(path, stat), "size": stat.st_size}
 
         try:
             received = store.put_files(changed(), bar.advance if bar.enabled else None)
+            for key, (relative, path, stat) in unhashed.items():
+                stored = received.get(key)
+                if stored is None or stored.sha256 is None:  # a store that did not say
+                    entries[relative] = {"sha256": sha256(path, stat), "size": stat.st_size}
+                elif hashes and stored.size == stat.st_size:  # the next run reads nothing
+                    hashes.remember(path, stat, stored.sha256)
         finally:
             bar.close()
             if hashes:
                 hashes.save()
-        for relative in entries:
+        for relative, _, _ in stats:
             stored = received.get(f"{self.prefix}/{relative}")
-            if stored is not None:  # what the service received and checked
+            if stored is not None and stored.sha256 is not None:  # what the service took
                 entries[relative] = {"sha256": stored.sha256, "size": stored.size}
         return entries, sent
 

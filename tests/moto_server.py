@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,12 +119,55 @@ def _error_body(target: str, action: str, code: str, message: str) -> tuple[str,
     ).encode()
 
 
+#: What S3 answers when a body does not match the checksum its request declares.
+_BAD_DIGEST = "The {algorithm} you specified did not match the calculated checksum."
+
+
+def _checksum(algorithm: str, body: bytes) -> str | None:
+    """A body's checksum as S3 headers carry it (base64), for the algorithms used here."""
+    import base64
+    import hashlib
+    import zlib
+
+    if algorithm == "crc32":
+        return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    if algorithm == "sha256":
+        return base64.b64encode(hashlib.sha256(body).digest()).decode()
+    return None
+
+
 class _Recorder:
-    """WSGI middleware: note the request, hand the same bytes to moto (or a fault)."""
+    """WSGI middleware: note the request, hand the same bytes to moto (or a fault).
+
+    With ``check_checksums``, it does what S3 does and moto 5.2.5 does not (its
+    ``_get_checksum`` keeps whatever it is given): a PUT (PutObject, UploadPart) whose
+    body does not match its ``x-amz-checksum-crc32`` or ``-sha256`` header is refused with
+    400 BadDigest, and moto never sees it.
+    """
 
     def __init__(self, app: Callable[..., Iterable[bytes]], log: RequestLog) -> None:
         self.app, self.log = app, log
         self.faults = Faults()
+        self.check_checksums = False
+
+    def _bad_digest(self, environ: dict[str, Any]) -> str | None:
+        """The algorithm whose declared checksum the body does not match, if any."""
+        import io
+
+        declared = {
+            name[len("HTTP_X_AMZ_CHECKSUM_") :].lower(): value
+            for name, value in environ.items()
+            if name.startswith("HTTP_X_AMZ_CHECKSUM_") and name != "HTTP_X_AMZ_CHECKSUM_MODE"
+        }
+        if environ["REQUEST_METHOD"] != "PUT" or not declared:
+            return None
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)
+        for algorithm, value in declared.items():
+            computed = _checksum(algorithm, body)
+            if computed is not None and computed != value:
+                return algorithm.upper()
+        return None
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -162,6 +206,10 @@ class _Recorder:
                 )
             )
             fault = self.faults.take(action)
+            if fault is None and self.check_checksums and not (target or form):
+                algorithm = self._bad_digest(environ)
+                if algorithm is not None:
+                    fault = (400, "BadDigest", _BAD_DIGEST.format(algorithm=algorithm), False)
             if fault is not None:
                 status, code, message, after = fault
                 if after:
@@ -198,6 +246,17 @@ class MotoServer:
         requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
         self.log.clear()
         self.faults.clear()
+        self._recorder.check_checksums = False
+
+    @contextmanager
+    def checking_checksums(self) -> Iterator[None]:
+        """Within: bodies that do not match their declared checksum are refused, as S3
+        refuses them (see ``_Recorder``)."""
+        self._recorder.check_checksums = True
+        try:
+            yield
+        finally:
+            self._recorder.check_checksums = False
 
     def stop(self) -> None:
         self._server.stop()

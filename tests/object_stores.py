@@ -35,7 +35,7 @@ PREFIX = "cloudtrain/digits-sgd/data/train"
 MANIFEST = "cloudtrain/digits-sgd/manifests/train.json"
 KiB, MiB = 1024, 1024 * 1024
 #: The suite's folder holds one file of 11 MiB: above these, S3 sends it in parts of
-#: 5 MiB (S3's smallest) and Blob streams it from disk, so both paths run everywhere.
+#: 5 MiB (S3's smallest) and Blob stages it in blocks, so both paths run everywhere.
 BIG_FILE_BYTES = 6 * MiB
 PART_BYTES = 5 * MiB
 

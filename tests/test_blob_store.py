@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,10 @@ def big_file(tmp_path: Path) -> Path:
     return data
 
 
-def streaming(remote: BlobRemote, **container_settings: Any) -> BlobStore:
-    """A store that streams files above 64 KiB from disk."""
-    container = remote.container_client(remote.wire.container, **container_settings)
-    return BlobStore(container, in_memory_max_bytes=64 * KiB)
+def streaming(remote: BlobRemote, **settings: Any) -> BlobStore:
+    """A store that sends files above 64 KiB in blocks, read from disk once."""
+    container = remote.container_client(remote.wire.container)
+    return BlobStore(container, in_memory_max_bytes=64 * KiB, **settings)
 
 
 def test_each_put_carries_the_files_md5_for_the_service_and_the_blob_keeps_it(
@@ -44,11 +45,23 @@ def test_each_put_carries_the_files_md5_for_the_service_and_the_blob_keeps_it(
 ) -> None:
     sync(blob_remote.store, folder, tmp_path)
 
-    puts = {r.key: r for r in blob_remote.of("PUT") if r.key.startswith(PREFIX)}
-    container = blob_remote.container
+    puts = {r.key: r for r in blob_remote.of("PUT") if r.key.startswith(PREFIX)}  # the last
+    container, store = blob_remote.container, blob_remote.store
+    assert isinstance(store, BlobStore)
     for path in (path for path in folder.rglob("*") if path.is_file()):
         data, key = path.read_bytes(), f"{PREFIX}/{path.relative_to(folder).as_posix()}"
-        assert puts[key].header("Content-MD5") == b64(md5(data))  # checked by the service
+        if len(data) > store.in_memory_max_bytes:  # in blocks, each checked by the service
+            blocks = [
+                r for r in blob_remote.of("PUT") if r.key == key and "comp=block&" in r.query + "&"
+            ]
+            size = store.block_bytes
+            chunks = [data[start : start + size] for start in range(0, len(data), size)]
+            assert sorted(r.header("Content-MD5") or "" for r in blocks) == sorted(
+                b64(md5(chunk)) for chunk in chunks
+            )
+            assert "comp=blocklist" in puts[key].query
+        else:
+            assert puts[key].header("Content-MD5") == b64(md5(data))  # checked by the service
         assert puts[key].header("x-ms-blob-content-md5") == b64(md5(data))  # kept on the blob
         properties = container.get_blob_client(key).get_blob_properties()
         assert bytes(properties.content_settings.content_md5 or b"") == md5(data)
@@ -74,7 +87,7 @@ def test_a_body_damaged_on_the_way_is_refused_by_the_service(
 def test_a_big_file_streams_in_blocks_each_with_its_md5(
     blob_remote: BlobRemote, big_file: Path, tmp_path: Path
 ) -> None:
-    store = streaming(blob_remote, max_single_put_size=MiB, max_block_size=MiB)
+    store = streaming(blob_remote, block_bytes=MiB)
     data = (big_file / "big.bin").read_bytes()
     with store.container:
         result = sync(store, big_file, tmp_path)
@@ -213,3 +226,29 @@ def test_azure_errors_are_mapped_into_cloudtrains_tree(
     if expected is BackendError:
         assert type(raised.value) is BackendError
         assert "RequestId" not in str(raised.value)  # one line, not the service's dump
+
+
+def test_a_block_damaged_on_the_way_is_refused_and_nothing_is_committed(
+    blob_remote: BlobRemote, big_file: Path, tmp_path: Path
+) -> None:
+    """A big file goes in blocks from one read; a block changed after its MD5 was taken
+    is refused by the service, the block list is never committed, and no manifest is
+    written, so the next run sends the file again."""
+    damaged: list[str] = []
+    once = threading.Lock()  # blocks are staged from several threads
+
+    def flip_a_block(request: Any) -> None:
+        if request.method == "PUT" and "comp=block&" in request.url + "&":
+            if once.acquire(blocking=False):
+                request.data = bytes([request.data[0] ^ 0xFF]) + request.data[1:]
+                damaged.append(request.url)
+
+    blob_remote.wire.tamper = flip_a_block
+    with pytest.raises(BackendError, match="did not match its MD5"):
+        sync(streaming(blob_remote, block_bytes=MiB), big_file, tmp_path)
+    blob_remote.wire.tamper = None
+
+    assert len(damaged) == 1
+    assert not [r for r in blob_remote.of("PUT") if "comp=blocklist" in r.query]
+    assert not blob_remote.container.get_blob_client(f"{PREFIX}/big.bin").exists()
+    assert not blob_remote.container.get_blob_client(MANIFEST).exists()

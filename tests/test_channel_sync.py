@@ -107,9 +107,8 @@ def test_the_local_backend_and_the_store_agree_on_the_digest(
 def test_a_file_the_store_can_send_unhashed_starts_before_it_is_hashed(
     remote: Remote, folder: Path, tmp_path: Path
 ) -> None:
-    """S3 sends a multipart file with a checksum per part, Blob hashes a small file as it
-    reads it: a new file of that kind is handed over unhashed, and the manifest still
-    gets its sha256."""
+    """S3 hashes a multipart file in the read that sends it, Blob every file: a new file
+    of that kind is handed over unhashed, and the manifest still gets its sha256."""
     handed: dict[str, str | None] = {}
     real = remote.store.put_files
 
@@ -501,3 +500,41 @@ def test_download_prefix_checks_the_stored_checksum(remote: Remote, tmp_path: Pa
     with pytest.raises(BackendError, match=f"does not match the .*{remote.checksum}"):
         download_prefix(remote.store, "outputs/", tmp_path / "back")
     assert local_files(tmp_path / "back") == {}
+
+
+# -- one read, one hash per file -------------------------------------------------------
+
+_opened: dict[str, int] = {}  # path -> times opened, for the paths a test watches
+
+
+def _count_opens(event: str, args: tuple[Any, ...]) -> None:
+    if event == "open" and isinstance(args[0], str | os.PathLike):
+        path = os.fspath(args[0])
+        if path in _opened:
+            _opened[path] += 1
+
+
+sys.addaudithook(_count_opens)  # process-wide and permanent: it counts watched paths only
+
+
+def test_a_big_file_is_read_once_and_the_manifest_holds_the_sha256_of_that_read(
+    remote: Remote, folder: Path, tmp_path: Path
+) -> None:
+    """The store sends the big file (S3 multipart, Blob blocks) from one read that also
+    hashes it: the file is opened once, and the next run reads it not at all."""
+    big = folder / "big.bin"
+    _opened[str(big)] = 0
+    try:
+        upload(remote, folder, tmp_path)
+        first = _opened[str(big)]
+        again = upload(remote, folder, tmp_path)
+    finally:
+        opened_again = _opened.pop(str(big)) - first
+    assert first == 1
+    data = big.read_bytes()
+    assert manifest(remote)["big.bin"] == {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+    assert remote.read(f"{PREFIX}/big.bin") == data
+    assert again.unchanged and opened_again == 0

@@ -4,10 +4,15 @@ single PUT, per part on multipart), botocore's errors mapped, s3:// channels che
 from __future__ import annotations
 
 import hashlib
+import json
+import threading
+import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, FlexibleChecksumError
+from moto_server import MotoServer
 from object_stores import BUCKET, MANIFEST, PART_BYTES, PREFIX, S3Remote, b64, sync
 
 from cloudtrain.backends.aws import s3 as s3_module
@@ -20,22 +25,30 @@ def b64_sha256(data: bytes) -> str:
     return b64(hashlib.sha256(data).digest())
 
 
-def test_a_large_file_goes_multipart_with_a_sha256_per_part(
+def b64_crc32(data: bytes) -> str:
+    return b64(zlib.crc32(data).to_bytes(4, "big"))
+
+
+def test_a_large_file_goes_multipart_with_a_crc32_per_part(
     s3_remote: S3Remote, folder: Path, tmp_path: Path
 ) -> None:
+    """botocore computes each part's CRC32 from the part's bytes in memory, which S3
+    checks; the manifest's SHA-256 came from the same read (see the read-once tests)."""
     sync(s3_remote.store, folder, tmp_path)
 
     big = f"{PREFIX}/big.bin"
     created = [r for r in s3_remote.of("POST") if r.key == big and r.query == "uploads"]
     assert len(created) == 1
-    assert created[0].header("x-amz-checksum-algorithm") == "SHA256"
+    assert created[0].header("x-amz-checksum-algorithm") == "CRC32"
     parts = [r for r in s3_remote.of("PUT") if r.key == big and "partNumber=" in r.query]
     data = (folder / "big.bin").read_bytes()
     chunks = range(0, len(data), PART_BYTES)
-    expected = {b64_sha256(data[start : start + PART_BYTES]) for start in chunks}
-    assert {part.header("x-amz-checksum-sha256") for part in parts} == expected
+    expected = {b64_crc32(data[start : start + PART_BYTES]) for start in chunks}
+    assert {part.header("x-amz-checksum-crc32") for part in parts} == expected
     completed = [r for r in s3_remote.of("POST") if r.key == big and "uploadId=" in r.query]
     assert len(completed) == 1
+    files = json.loads(s3_remote.read(MANIFEST))["files"]
+    assert files["big.bin"] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
 def test_each_single_put_carries_the_files_sha256_for_s3_to_verify(
@@ -157,3 +170,51 @@ def test_a_key_longer_than_s3_takes_is_refused_before_anything_is_sent(
     assert caught.value.field == "data.train"
     assert "its S3 key would be longer than 1024 bytes" in caught.value.message
     assert s3_remote.of("PUT") == []
+
+
+# -- integrity in flight ---------------------------------------------------------------
+
+
+def damage_the_first(s3_remote: S3Remote, operation: str) -> list[str]:
+    """Flip one byte of the first ``operation`` request's body after botocore computed its
+    checksum (a botocore hook on the client s3transfer uses); returns the keys damaged."""
+    damaged: list[str] = []
+    once = threading.Lock()  # requests are sent from many threads
+
+    def flip(request: Any, **kwargs: Any) -> None:
+        if not once.acquire(blocking=False):
+            return
+        body = request.body
+        data = body.read() if hasattr(body, "read") else bytes(body)
+        request.body = bytes([data[0] ^ 0xFF]) + data[1:]
+        damaged.append(request.url)
+
+    events = s3_remote.clients.raw_client("s3").meta.events
+    events.register(f"before-send.s3.{operation}", flip, unique_id="damage")
+    return damaged
+
+
+@pytest.mark.parametrize("operation", ["UploadPart", "PutObject"])
+def test_a_body_damaged_on_the_way_is_refused_and_nothing_is_recorded(
+    s3_remote: S3Remote, aws: MotoServer, folder: Path, tmp_path: Path, operation: str
+) -> None:
+    """A part of the big file (CRC32 from the one read) or a small file (its SHA-256)
+    changed in flight: the service refuses it, the upload fails, the multipart upload is
+    aborted and no manifest is written, so the next run sends the file again."""
+    damaged = damage_the_first(s3_remote, operation)
+    try:
+        with aws.checking_checksums(), pytest.raises(BackendError, match="BadDigest") as raised:
+            sync(s3_remote.store, folder, tmp_path)
+    finally:
+        s3_remote.clients.raw_client("s3").meta.events.unregister(
+            f"before-send.s3.{operation}", unique_id="damage"
+        )
+    assert len(damaged) == 1 and "did not match the calculated checksum" in str(raised.value)
+    assert MANIFEST not in s3_remote.keys("")
+    if operation == "UploadPart":
+        assert f"{PREFIX}/big.bin" not in s3_remote.keys(PREFIX + "/")
+        assert s3_remote.s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+    result = sync(s3_remote.store, folder, tmp_path)  # undamaged: all there, as read
+    assert s3_remote.read(f"{PREFIX}/big.bin") == (folder / "big.bin").read_bytes()
+    assert result.copied_files >= 1

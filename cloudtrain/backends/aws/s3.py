@@ -2,11 +2,13 @@
 
 ``S3Store`` is the ``cloudtrain.objectstore.ObjectStore`` for one bucket; channel sync is
 written once on top of it (``cloudtrain.sync``). Every upload carries a SHA-256 that S3
-checks: the file's whole-object hash on a single PUT (already computed for the
-manifest), one per part on a multipart upload (botocore computes them; S3 takes
-full-object checksums on multipart uploads only for CRC algorithms), so a big file can
-start uploading before it is hashed. Downloads ask for the stored checksum, which
-botocore checks against the body on single-GET objects.
+checks: the file's whole-object SHA-256 on a single PUT (already computed for the
+manifest). A big file goes multipart and is read once, front to back: that one read
+gives the manifest its SHA-256 (``HashedRead``) and each part its CRC32, which botocore
+computes from the part's bytes in memory and S3 checks on arrival (boto3's default; a
+per-part SHA-256 would be a second hash of every byte). So the manifest describes the
+bytes that were sent, and a part damaged on the way is refused. Downloads ask for the
+stored checksum, which botocore checks against the body on single-GET objects.
 
 An ``s3://`` channel is used as it is once ``require_s3_uri`` finds something there.
 """
@@ -29,6 +31,7 @@ from cloudtrain.backends.aws.errors import (
     mapped,
 )
 from cloudtrain.errors import BackendError, ConfigError, quote
+from cloudtrain.hashed_read import HashedRead
 from cloudtrain.objectstore import LocalFile, OnBytes, StoredObject
 
 if TYPE_CHECKING:
@@ -141,18 +144,31 @@ class S3Store:
     ) -> dict[str, StoredObject]:
         subscribers = [_Subscriber(progress)] if progress else []  # no callbacks unwatched
         futures: list[TransferFuture] = []
-        with self._errors(f"uploading to {self.name('')}"), self._transfers() as manager:
-            for file in files:
-                extra = self._checksum_args(file.stat.st_size, file.sha256)
-                futures.append(
-                    manager.upload(
-                        str(file.path), self.bucket, file.key, extra, subscribers=subscribers
+        reads: dict[str, HashedRead] = {}  # big files, read once as they are sent
+        received: dict[str, StoredObject] = {}
+        try:
+            with self._errors(f"uploading to {self.name('')}"), self._transfers() as manager:
+                for file in files:
+                    extra = self._checksum_args(file.stat.st_size, file.sha256)
+                    source: str | HashedRead = str(file.path)
+                    if file.stat.st_size >= self.transfer.multipart_threshold:
+                        # An open file: s3transfer reads its parts in order, into memory.
+                        source = reads[file.key] = HashedRead(file.path)
+                    futures.append(
+                        manager.upload(
+                            source, self.bucket, file.key, extra, subscribers=subscribers
+                        )
                     )
-                )
-            for future in futures:  # the first failure leaves the manager, which cancels the rest
-                with self._errors(f"uploading {self.name(future.meta.call_args.key)}"):
-                    future.result()
-        return {}  # S3 checked the bytes against the hashes the caller has
+                for future in futures:  # the first failure leaves the manager: it cancels the rest
+                    key = future.meta.call_args.key
+                    with self._errors(f"uploading {self.name(key)}"):
+                        future.result()
+                    if key in reads:
+                        received[key] = StoredObject(key, reads[key].size, reads[key].sha256())
+        finally:
+            for read in reads.values():
+                read.close()
+        return received  # the big files as read and sent; S3 checked the rest's SHA-256
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
         digest = hashlib.sha256(data).hexdigest()
@@ -238,11 +254,11 @@ class S3Store:
     def _checksum_args(self, size: int, sha256_hex: str | None) -> dict[str, str]:
         """A single PUT carries the hash already computed, which S3 checks against the body.
 
-        Multipart objects get SHA-256 per part (computed by botocore): S3 accepts full-object
-        checksums on multipart uploads only for CRC algorithms.
+        Multipart objects get a CRC32 per part (computed by botocore from the part's bytes
+        in memory, which are the bytes the manifest's SHA-256 was computed from).
         """
         if size >= self.transfer.multipart_threshold:
-            return {"ChecksumAlgorithm": "SHA256"}
+            return {"ChecksumAlgorithm": "CRC32"}
         assert sha256_hex is not None, "needs_sha256 said a single PUT needs it"
         value = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
         return {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": value}

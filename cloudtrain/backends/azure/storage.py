@@ -6,8 +6,11 @@ side of an Azure ML datastore); channel sync is written once on top of it
 (the SDK's ``validate_content``: the whole blob, or each block of a big one); the blob
 keeps the file's MD5 (Content-MD5, checked again on download) and its sha256 (metadata:
 MD5 alone is too weak to trust), so a listing says whether a blob is the manifest's.
-Files up to ``IN_MEMORY_MAX_BYTES`` are read once and hashed and sent from the same
-bytes, so what the manifest records is what the service took.
+Every file is read once, and hashed and sent from the same bytes, so what the manifest
+records is what the service took: files up to ``IN_MEMORY_MAX_BYTES`` whole, bigger ones
+block by block (``HashedRead`` keeps the file's sha256 and MD5 as the blocks are read,
+each block is staged with its own MD5 for the service to check, and the block list is
+committed with the file's MD5 and sha256 once every block is in).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from cloudtrain.backends.azure.errors import TRANSIENT_STATUS, text
 from cloudtrain.errors import BackendError, ConfigError, TransientError
+from cloudtrain.hashed_read import HashedRead
 from cloudtrain.objectstore import LocalFile, OnBytes, StoredObject
 from cloudtrain.store import CHUNK_BYTES
 
@@ -36,9 +40,12 @@ MAX_CONCURRENCY = 8
 BLOCK_CONCURRENCY = 4
 #: Files up to this size are read once into memory, hashed and sent from the same bytes:
 #: the MD5 the service checks is the manifest's content, whatever happens to the file.
-#: Bigger files stream from disk in blocks (each block MD5-checked) and must not change
+#: Bigger files are read once in blocks (each block MD5-checked) and must not change
 #: while they upload. Memory bound: MAX_CONCURRENCY x this.
 IN_MEMORY_MAX_BYTES = 32 * MiB
+#: A big file's blocks (the SDK's default size). Memory bound: MAX_CONCURRENCY files x
+#: (BLOCK_CONCURRENCY + 1) blocks.
+BLOCK_BYTES = 4 * MiB
 #: Blob Storage's limit on a blob name, in characters.
 MAX_BLOB_NAME = 1024
 #: The blob metadata key holding the file's sha256 (MD5 alone is too weak to trust).
@@ -57,8 +64,7 @@ _Hook = Callable[[int, int | None], None]
 class BlobStore:
     """One container as an ObjectStore; ``azure.datastore`` is the field its errors blame.
 
-    Block sizes are the ContainerClient's own settings; ``in_memory_max_bytes`` can be
-    given (tests lower it).
+    ``in_memory_max_bytes`` and ``block_bytes`` can be given (tests lower them).
     """
 
     lists_sha256 = True
@@ -67,9 +73,13 @@ class BlobStore:
     sha256_checked = False
 
     def __init__(
-        self, container: ContainerClient, in_memory_max_bytes: int = IN_MEMORY_MAX_BYTES
+        self,
+        container: ContainerClient,
+        in_memory_max_bytes: int = IN_MEMORY_MAX_BYTES,
+        block_bytes: int = BLOCK_BYTES,
     ) -> None:
         self.container, self.in_memory_max_bytes = container, in_memory_max_bytes
+        self.block_bytes = block_bytes
 
     def name(self, key: str) -> str:
         return f"{self.container.container_name}/{key}"
@@ -78,7 +88,7 @@ class BlobStore:
         return key  # the path inside the datastore, which is how Azure ML names it
 
     def needs_sha256(self, size: int) -> bool:
-        return size > self.in_memory_max_bytes  # streamed: its sha256 goes in the metadata
+        return False  # every file is hashed in the read that sends it
 
     def key_problem(self, key: str) -> str | None:
         if "\\" in key:
@@ -95,9 +105,7 @@ class BlobStore:
         def put(file: LocalFile) -> None:
             hook = _hook(progress) if progress else None
             with self._errors(f"uploading {self.name(file.key)}"):
-                stored = self._put_file(file, hook)
-            if stored is not None:
-                received[file.key] = stored
+                received[file.key] = self._put_file(file, hook)
 
         _run_all(put, files)
         return received
@@ -149,22 +157,62 @@ class BlobStore:
 
         _run_all(download, targets)
 
-    def _put_file(self, file: LocalFile, hook: _Hook | None) -> StoredObject | None:
-        """Upload one file; what the service took when it was read into memory and hashed
-        here, None when it streamed from disk (the caller's sha256 stands)."""
-        if file.stat.st_size <= self.in_memory_max_bytes:
-            data = file.path.read_bytes()
-            sha256 = hashlib.sha256(data).hexdigest()  # the file may have changed since
-            self._put(file.key, data, _md5(data), sha256, hook=hook)
-            return StoredObject(file.key, len(data), sha256)
-        assert file.sha256 is not None, "needs_sha256 said a streamed file needs it"
-        md5 = _file_md5(file.path)
-        with file.path.open("rb") as handle:
-            self._put(file.key, handle, md5, file.sha256, hook=hook, length=file.stat.st_size)
+    def _put_file(self, file: LocalFile, hook: _Hook | None) -> StoredObject:
+        """Upload one file, read once; what the service took, as hashed in that read."""
+        if file.stat.st_size > self.in_memory_max_bytes:
+            return self._put_blocks(file, hook)
+        data = file.path.read_bytes()
+        sha256 = hashlib.sha256(data).hexdigest()  # the file may have changed since
+        self._put(file.key, data, _md5(data), sha256, hook=hook)
+        return StoredObject(file.key, len(data), sha256)
+
+    def _put_blocks(self, file: LocalFile, hook: _Hook | None) -> StoredObject:
+        """A big file read once, block by block, hashed as read; BLOCK_CONCURRENCY blocks
+        staged at once (each MD5-checked by the service), then the list committed with
+        the file's MD5 and sha256. A file that changed meanwhile is not committed."""
+        from azure.storage.blob import BlobBlock, ContentSettings
+
+        blob = self.container.get_blob_client(file.key)
+        ids: list[str] = []
+        sent = 0
+        with (
+            HashedRead(file.path, md5=True) as read,
+            ThreadPoolExecutor(BLOCK_CONCURRENCY, thread_name_prefix="cloudtrain-block") as pool,
+        ):
+            staging: dict[Future[Any], int] = {}  # block -> its size
+            try:
+                while block := read.read(self.block_bytes):
+                    ids.append(f"{len(ids):08d}")  # one length for every id, as Blob wants
+                    stage = pool.submit(blob.stage_block, ids[-1], block, validate_content=True)
+                    staging[stage] = len(block)
+                    # Read ahead at most one block more than is being sent.
+                    room = len(staging) <= BLOCK_CONCURRENCY
+                    done, _ = wait(staging, 0 if room else None, return_when=FIRST_COMPLETED)
+                    for staged in done:
+                        staged.result()  # the first failure stops the reading
+                        sent += staging.pop(staged)
+                        if hook is not None:
+                            hook(sent, file.stat.st_size)
+                for staged in list(staging):
+                    staged.result()
+            finally:
+                for staged in staging:
+                    staged.cancel()  # after a failure, what has not started
         after = file.path.stat()
-        if (after.st_size, after.st_mtime_ns) != (file.stat.st_size, file.stat.st_mtime_ns):
+        if (read.size, after.st_size, after.st_mtime_ns) != (
+            file.stat.st_size,
+            file.stat.st_size,
+            file.stat.st_mtime_ns,
+        ):
             raise BackendError(f"{file.path} changed while it was uploading: run again")
-        return None
+        blob.commit_block_list(
+            [BlobBlock(block_id) for block_id in ids],
+            content_settings=ContentSettings(content_md5=bytearray(read.md5())),
+            metadata={SHA256_METADATA: read.sha256()},
+        )
+        if hook is not None:
+            hook(read.size, read.size)
+        return StoredObject(file.key, read.size, read.sha256())
 
     def _put(
         self,
