@@ -7,7 +7,7 @@ location (``checkpoint_store``): S3, an Azure datastore's container, or a local 
 
 1. list the source; download each object into a temporary folder on this machine,
    checked against the checksum the source store keeps for it (``download_files``: S3's
-   SHA-256 of a single PUT, Blob's Content-MD5) and hash each file (sha256);
+   SHA-256 of a single PUT, Blob's sha256 metadata or Content-MD5) and hash each file (sha256);
 2. check every name against the target (``key_problem``) before anything is changed
    there; delete the objects the target holds that the source does not, then upload each
    file with its checksum, which the target service checks on arrival (``put_files``): the

@@ -1,5 +1,6 @@
 """What only Azure Blob does, against Azurite: an MD5 on every request that the service
-checks, the file's MD5 and sha256 kept on the blob, azure-core's errors mapped."""
+checks, the file's sha256 kept on the blob (and its MD5 on one sent whole), azure-core's
+errors mapped."""
 
 from __future__ import annotations
 
@@ -60,11 +61,13 @@ def test_each_put_carries_the_files_md5_for_the_service_and_the_blob_keeps_it(
                 b64(md5(chunk)) for chunk in chunks
             )
             assert "comp=blocklist" in puts[key].query
+            assert puts[key].header("x-ms-blob-content-md5") is None  # one hash pass: sha256
         else:
             assert puts[key].header("Content-MD5") == b64(md5(data))  # checked by the service
-        assert puts[key].header("x-ms-blob-content-md5") == b64(md5(data))  # kept on the blob
+            assert puts[key].header("x-ms-blob-content-md5") == b64(md5(data))  # kept on it
+            properties = container.get_blob_client(key).get_blob_properties()
+            assert bytes(properties.content_settings.content_md5 or b"") == md5(data)
         properties = container.get_blob_client(key).get_blob_properties()
-        assert bytes(properties.content_settings.content_md5 or b"") == md5(data)
         assert properties.metadata == {"sha256": hashlib.sha256(data).hexdigest()}
 
 
@@ -97,10 +100,11 @@ def test_a_big_file_streams_in_blocks_each_with_its_md5(
     md5s = sorted(b64(md5(chunk)) for chunk in chunks)
     assert sorted(r.header("Content-MD5") or "" for r in blocks) == md5s
     committed = [r for r in blob_remote.of("PUT") if "comp=blocklist" in r.query]
-    assert [r.header("x-ms-blob-content-md5") for r in committed] == [b64(md5(data))]
+    assert len(committed) == 1  # no Content-MD5: that would be a second hash pass
+    assert committed[0].header("x-ms-blob-content-md5") is None
     assert blob_remote.read(f"{PREFIX}/big.bin") == data
     properties = blob_remote.container.get_blob_client(f"{PREFIX}/big.bin").get_blob_properties()
-    assert bytes(properties.content_settings.content_md5 or b"") == md5(data)
+    assert properties.metadata["sha256"] == hashlib.sha256(data).hexdigest()
     assert result.copied_bytes == len(data)
 
 
@@ -252,3 +256,26 @@ def test_a_block_damaged_on_the_way_is_refused_and_nothing_is_committed(
     assert not [r for r in blob_remote.of("PUT") if "comp=blocklist" in r.query]
     assert not blob_remote.container.get_blob_client(f"{PREFIX}/big.bin").exists()
     assert not blob_remote.container.get_blob_client(MANIFEST).exists()
+
+
+def test_a_blob_sent_in_blocks_is_checked_on_download_by_its_sha256(
+    blob_remote: BlobRemote, big_file: Path, tmp_path: Path
+) -> None:
+    """A block-list blob has no Content-MD5; its sha256 metadata is what a download is
+    held to, so other bytes under that metadata are refused, and nothing is left."""
+    from cloudtrain.sync import download_prefix
+
+    store = streaming(blob_remote, block_bytes=MiB)
+    with store.container:
+        sync(store, big_file, tmp_path)
+        key = f"{PREFIX}/big.bin"
+        properties = store.container.get_blob_client(key).get_blob_properties()
+        assert properties.content_settings.content_md5 is None
+        wrong = os.urandom(properties.size)
+        store.container.get_blob_client(key).stage_block("00000000", wrong)
+        store.container.get_blob_client(key).commit_block_list(
+            ["00000000"], metadata=dict(properties.metadata)
+        )
+        with pytest.raises(BackendError, match="does not match the blob's sha256"):
+            download_prefix(store, f"{PREFIX}/", tmp_path / "back")
+    assert not any((tmp_path / "back").rglob("*.bin"))

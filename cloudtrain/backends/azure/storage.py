@@ -4,13 +4,17 @@
 side of an Azure ML datastore); channel sync is written once on top of it
 (``cloudtrain.sync``). Every request carries an MD5 of its body that the service checks
 (the SDK's ``validate_content``: the whole blob, or each block of a big one); the blob
-keeps the file's MD5 (Content-MD5, checked again on download) and its sha256 (metadata:
-MD5 alone is too weak to trust), so a listing says whether a blob is the manifest's.
-Every file is read once, and hashed and sent from the same bytes, so what the manifest
-records is what the service took: files up to ``IN_MEMORY_MAX_BYTES`` whole, bigger ones
-block by block (``HashedRead`` keeps the file's sha256 and MD5 as the blocks are read,
-each block is staged with its own MD5 for the service to check, and the block list is
-committed with the file's MD5 and sha256 once every block is in).
+keeps the file's sha256 (metadata: MD5 alone is too weak to trust), so a listing says
+whether a blob is the manifest's. A download is checked against the blob's Content-MD5,
+or its sha256 where it has no Content-MD5. Every file is read once, and
+hashed and sent from the same bytes, so what the manifest records is what the service
+took: files up to ``IN_MEMORY_MAX_BYTES`` whole (with the file's MD5 as Content-MD5),
+bigger ones block by block (``HashedRead`` keeps the file's sha256 as the blocks are
+read, each block is staged with its own MD5 for the service to check, and the block list
+is committed with the sha256 once every block is in). A block-list blob gets no
+Content-MD5 (the service computes one only for a blob sent whole): a whole-file MD5
+would be a second hash pass over every big file, the slowest of the hashes here, while
+the sha256 already says what the blob must hold.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from cloudtrain.backends.azure.errors import TRANSIENT_STATUS, text
 from cloudtrain.errors import BackendError, ConfigError, TransientError
 from cloudtrain.hashed_read import HashedRead
 from cloudtrain.objectstore import LocalFile, OnBytes, StoredObject
-from cloudtrain.store import CHUNK_BYTES
+from cloudtrain.store import CHUNK_BYTES, sha256_file
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobProperties, ContainerClient
@@ -151,9 +155,7 @@ class BlobStore:
             with self._errors(f"downloading {self.name(key)}"), path.open("wb") as handle:
                 stream = self.container.download_blob(key, max_concurrency=BLOCK_CONCURRENCY)
                 stream.readinto(handle)
-            md5 = stream.properties.content_settings.content_md5  # the blob's, kept at upload
-            if md5 and _file_md5(path) != bytes(md5):
-                raise BackendError(f"{self.name(key)}: the download does not match the blob's MD5")
+            _check_download(self.name(key), path, stream.properties)
 
         _run_all(download, targets)
 
@@ -169,14 +171,14 @@ class BlobStore:
     def _put_blocks(self, file: LocalFile, hook: _Hook | None) -> StoredObject:
         """A big file read once, block by block, hashed as read; BLOCK_CONCURRENCY blocks
         staged at once (each MD5-checked by the service), then the list committed with
-        the file's MD5 and sha256. A file that changed meanwhile is not committed."""
-        from azure.storage.blob import BlobBlock, ContentSettings
+        the file's sha256. A file that changed meanwhile is not committed."""
+        from azure.storage.blob import BlobBlock
 
         blob = self.container.get_blob_client(file.key)
         ids: list[str] = []
         sent = 0
         with (
-            HashedRead(file.path, md5=True) as read,
+            HashedRead(file.path) as read,
             ThreadPoolExecutor(BLOCK_CONCURRENCY, thread_name_prefix="cloudtrain-block") as pool,
         ):
             staging: dict[Future[Any], int] = {}  # block -> its size
@@ -207,7 +209,6 @@ class BlobStore:
             raise BackendError(f"{file.path} changed while it was uploading: run again")
         blob.commit_block_list(
             [BlobBlock(block_id) for block_id in ids],
-            content_settings=ContentSettings(content_md5=bytearray(read.md5())),
             metadata={SHA256_METADATA: read.sha256()},
         )
         if hook is not None:
@@ -293,6 +294,19 @@ def _stored(blob: BlobProperties) -> StoredObject:
 
 def _md5(data: bytes) -> bytes:
     return hashlib.md5(data, usedforsecurity=False).digest()
+
+
+def _check_download(name: str, path: Path, properties: BlobProperties) -> None:
+    """The downloaded file against the blob's Content-MD5, or, on a blob without one (a
+    big file cloudtrain sent in blocks), against the sha256 it keeps in its metadata."""
+    md5 = properties.content_settings.content_md5
+    if md5:
+        if _file_md5(path) != bytes(md5):
+            raise BackendError(f"{name}: the download does not match the blob's MD5")
+        return
+    sha256 = (properties.metadata or {}).get(SHA256_METADATA)
+    if sha256 and sha256_file(path) != sha256:
+        raise BackendError(f"{name}: the download does not match the blob's sha256")
 
 
 def _file_md5(path: Path) -> bytes:
