@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prefect_server import IMAGE as CONTAINER_IMAGE
 from prefect_server import PrefectStack
 
 from cloudtrain.errors import ConfigError
@@ -404,28 +405,65 @@ def smoke_runs(client: Any) -> int:
     )
 
 
+CONTAINER_DEPLOYMENTS = {
+    "aws-training/digits-nightly-ecs": "cloudtrain-ecs",
+    "aws-training/digits-nightly-k8s": "cloudtrain-kubernetes",
+    "azure-training/digits-nightly-k8s": "cloudtrain-kubernetes",
+}
+
+
+def prefect_yaml_job_variables(name: str) -> dict[str, Any]:
+    """A deployment's job variables in prefect.yaml, the image variable as deploy resolves it."""
+    flow, _, short = name.partition("/")
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    [deployment] = [
+        d
+        for d in spec["deployments"]
+        if d["name"] == short and d["entrypoint"].startswith(f"flows/{flow.split('-')[0]}_")
+    ]
+    values: dict[str, Any] = deployment["work_pool"].get("job_variables") or {}
+    if "image" in values:
+        assert values["image"] == "{{ prefect.variables.cloudtrain_image }}"
+        values["image"] = CONTAINER_IMAGE
+    return values
+
+
 @pytest.mark.prefect
 def test_prefect_yaml_deploys_every_deployment(prefect_stack: PrefectStack) -> None:
     with api(prefect_stack) as client:
         flows = {flow.id: flow.name for flow in client.read_flows()}
         deployments = {f"{flows[d.flow_id]}/{d.name}": d for d in client.read_deployments()}
+        pools = {pool.name: pool.type for pool in client.read_work_pools()}
     assert sorted(deployments) == [
         "aws-training/digits-nightly",
+        "aws-training/digits-nightly-ecs",
+        "aws-training/digits-nightly-k8s",
         "azure-training/digits-nightly",
+        "azure-training/digits-nightly-k8s",
         "local-training/digits-nightly",
         "local-training/smoke",
     ]
+    assert pools == {
+        "cloudtrain-process": "process",
+        "cloudtrain-kubernetes": "kubernetes",
+        "cloudtrain-ecs": "ecs",
+    }
     for name, deployment in deployments.items():
-        assert deployment.work_pool_name == "cloudtrain-process", name
+        pool = CONTAINER_DEPLOYMENTS.get(name, "cloudtrain-process")
+        assert deployment.work_pool_name == pool, name
         assert deployment.enforce_parameter_schema, name
+        # the process worker runs in the checkout; the containers in the image's
+        directory = (
+            "/opt/cloudtrain" if name in CONTAINER_DEPLOYMENTS else str(prefect_stack.checkout)
+        )
         assert deployment.pull_steps[0] == {
-            "prefect.deployments.steps.set_working_directory": {
-                "directory": str(prefect_stack.checkout)
-            }
+            "prefect.deployments.steps.set_working_directory": {"directory": directory}
         }, name
         assert set(deployment.parameter_openapi_schema["properties"]) >= {"config", "force"}
         flow, _, short = name.partition("/")
         assert deployment.parameters == deployment_parameters(flow, short), name
+        # registered with their job variables, the image read from the Prefect variable
+        assert deployment.job_variables == prefect_yaml_job_variables(name), name
     schedules = {
         name: [(s.schedule.cron, s.active) for s in d.schedules] for name, d in deployments.items()
     }
@@ -434,7 +472,74 @@ def test_prefect_yaml_deploys_every_deployment(prefect_stack: PrefectStack) -> N
         "local-training/digits-nightly": [("0 3 * * *", True)],
         "aws-training/digits-nightly": [("0 4 * * *", False)],  # nobody's account yet
         "azure-training/digits-nightly": [("0 5 * * *", False)],
+        "aws-training/digits-nightly-ecs": [("0 4 * * *", False)],
+        "aws-training/digits-nightly-k8s": [("0 4 * * *", False)],
+        "azure-training/digits-nightly-k8s": [("0 5 * * *", False)],
     }
+
+
+@pytest.mark.prefect
+def test_the_container_deployments_render_from_the_server(prefect_stack: PrefectStack) -> None:
+    """What a Kubernetes or ECS worker would build for a run of each container deployment,
+    from what the server holds: the pool's template as `prefect work-pool create` stored it
+    and the deployment's job variables as `prefect deploy` registered them (the workers'
+    own ``resolve_for_flow_run``; no cluster is asked). The runs are deleted afterwards."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_aws.workers.ecs_worker import ECSJobConfiguration
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    classes = {
+        "cloudtrain-kubernetes": KubernetesWorkerJobConfiguration,
+        "cloudtrain-ecs": ECSJobConfiguration,
+    }
+
+    async def render() -> dict[str, Any]:
+        rendered: dict[str, Any] = {}
+        async with get_client() as client:
+            for name, pool_name in CONTAINER_DEPLOYMENTS.items():
+                deployment = await client.read_deployment_by_name(name)
+                flow_run = await client.create_flow_run_from_deployment(deployment.id)
+                try:
+                    pool = await client.read_work_pool(pool_name)
+                    configuration = await classes[pool_name].resolve_for_flow_run(
+                        flow_run, client=client, work_pool=pool, worker_name="operating-tests"
+                    )
+                finally:
+                    await client.delete_flow_run(flow_run.id)
+                rendered[name] = (configuration, flow_run)
+        return rendered
+
+    with temporary_settings({PREFECT_API_URL: prefect_stack.api_url}):
+        rendered = asyncio.run(render())
+
+    for name, (configuration, flow_run) in rendered.items():
+        if CONTAINER_DEPLOYMENTS[name] == "cloudtrain-kubernetes":
+            job = configuration.job_manifest
+            [container] = job["spec"]["template"]["spec"]["containers"]
+            assert job["metadata"]["namespace"] == "cloudtrain", name
+            assert container["image"] == CONTAINER_IMAGE, name
+            assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}, name
+            assert container["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}, name
+            account = job["spec"]["template"]["spec"]["serviceAccountName"]
+            assert account == ("cloudtrain-sagemaker" if "aws" in name else "cloudtrain-azureml")
+            env = {item["name"]: item.get("value") for item in container["env"]}
+        else:
+            [container] = configuration.task_definition["containerDefinitions"]
+            assert container["image"] == CONTAINER_IMAGE
+            overrides = configuration.task_run_request["overrides"]
+            assert overrides["taskRoleArn"].endswith(":role/cloudtrain-ecs-task")
+            assert configuration.execution_role_arn.endswith(":role/cloudtrain-ecs-execution")
+            assert (
+                configuration.task_definition["cpu"],
+                configuration.task_definition["memory"],
+            ) == (1024, 2048)
+            assert configuration.cluster == "cloudtrain"
+            env = configuration.env
+        assert env["PREFECT__FLOW_RUN_ID"] == str(flow_run.id), name
+        assert env["PREFECT_API_URL"] == prefect_stack.api_url, name  # the pod reports back here
 
 
 @pytest.mark.prefect
@@ -557,8 +662,10 @@ def test_invalid_input_exits_2_and_creates_no_run(prefect_stack: PrefectStack) -
         (
             ["local-training/smok"],
             "cloudtrain: unknown deployment 'local-training/smok'; valid: "
-            "aws-training/digits-nightly, azure-training/digits-nightly, "
-            "local-training/digits-nightly, local-training/smoke "
+            "aws-training/digits-nightly, aws-training/digits-nightly-ecs, "
+            "aws-training/digits-nightly-k8s, azure-training/digits-nightly, "
+            "azure-training/digits-nightly-k8s, local-training/digits-nightly, "
+            "local-training/smoke "
             "(did you mean 'local-training/smoke'?)",
         ),
         ([SMOKE, "--set", "forse=true"], "cloudtrain: invalid parameters: --set forse:"),
