@@ -722,3 +722,67 @@ def test_what_only_the_worker_can_know_is_a_note(monkeypatch: pytest.MonkeyPatch
         "config.environment.framework: sklearn is not installed here; "
         "the worker's interpreter must have it"
     ]
+
+
+def test_the_load_check_catches_lost_runs_shared_folders_and_overruns(tmp_path: Path) -> None:
+    """What the queued-runs figure checks, on runs made up here: each fault is reported."""
+    from datetime import UTC, datetime, timedelta
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from queued_runs import Batch, Run, problems
+
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def run(n: int, start: int, end: int, folder: str | None = None, **fields: Any) -> Run:
+        run_id = f"run-{n}"
+        folder = folder or run_id
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / "checkpoint.json").write_text("{}")
+        values: dict[str, Any] = {
+            "state": "COMPLETED",
+            "status": "succeeded",
+            "run_id": run_id,
+            "checkpoint_uri": str(tmp_path / folder),
+            "attempts": [{"outcome": "interrupted"}, {"outcome": "succeeded"}],
+            **fields,
+        }
+        return Run(
+            run_id,
+            values.pop("state"),
+            t0 + timedelta(seconds=start),
+            t0 + timedelta(seconds=end),
+            **values,
+        )
+
+    fine = [run(1, 0, 10), run(2, 0, 10), run(3, 10, 20)]  # one ends as the next starts
+    assert Batch(fine, 20.0, 2).max_concurrent == 2
+    assert problems(Batch(fine, 20.0, 2), tmp_path) == []
+    assert problems(Batch(fine, 20.0, 1), tmp_path) == ["2 runs at once, over the limit of 1"]
+    shared = [run(1, 0, 10), run(2, 10, 20, folder="run-1")]
+    found = problems(Batch(shared, 20.0, 2), tmp_path)
+    assert "1 checkpoint folder(s) shared" in found
+    assert any("is not the run's own" in line for line in found)
+    lost = [run(1, 0, 10), run(2, 0, 10, state="CRASHED", status=None)]
+    assert problems(Batch(lost, 20.0, 2), tmp_path) == ["run run-2: CRASHED, outcome None"]
+
+
+@pytest.mark.prefect
+def test_twenty_queued_runs_all_complete_each_in_its_own_checkpoint_folder(
+    prefect_stack: PrefectStack,
+) -> None:
+    """The process pool's load figure (bench/queued_runs.py prints it with its times): 20
+    smoke runs queued at once on one worker under a pool concurrency limit of 4. None is
+    lost, the server never hands out more than 4 at a time, and runs of the same pipeline
+    side by side never share a checkpoint folder (each trains under its own run id, and
+    a live run's lease is not taken for a crashed one)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from queued_runs import problems, run_batch
+
+    with api(prefect_stack) as client:
+        batch = run_batch(prefect_stack, client, 20, 4)
+        limit = client.read_work_pool("cloudtrain-process").concurrency_limit
+    assert len(batch.runs) == 20
+    assert problems(batch, prefect_stack.checkout) == []
+    assert 1 <= batch.max_concurrent <= 4
+    assert limit is None  # cleared again for the other tests
+    assert len({run.checkpoint_uri for run in batch.runs}) == 20
