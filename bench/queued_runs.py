@@ -11,7 +11,7 @@ spot reclaim and resume.
 Side by side in one run: first single runs alone on the worker (median of --single),
 then the N queued at once. Printed: the batch's wall time, runs per minute, the most
 runs pending or running at once (from each run's state history) against the limit,
-and the batch time against the ideal N x single / limit. Checked, not timed: every run
+and the batch time against the ideal N x single / min(limit, cores). Checked, not timed: every run
 completed, none lost, each trained in a checkpoint folder of its own (read from its
 report and attempts artifacts, and found on disk). No threshold is asserted.
 
@@ -216,7 +216,9 @@ def main() -> int:
 
     wrong = problems(batch, stack.checkout)
     durations = batch.durations
-    ideal = args.runs * single_seconds / args.limit
+    # at best `limit` runs progress at once, and no more than the machine has cores
+    parallel = min(args.limit, os.cpu_count() or 1)
+    ideal = args.runs * single_seconds / parallel
     completed = sum(r.state == "COMPLETED" for r in batch.runs)
     print(
         f"\none run alone (pending to completed, median of {args.single}): {single_seconds:.1f} s"
@@ -235,7 +237,7 @@ def main() -> int:
         f"max {max(durations):.1f} s"
     )
     print(
-        f"  batch / ideal ({args.runs} x single / limit = {ideal:.1f} s): "
+        f"  batch / ideal ({args.runs} x single / min(limit, cores) = {ideal:.1f} s): "
         f"{batch.seconds / ideal:.2f}x"
     )
     distinct = len({r.checkpoint_uri for r in batch.runs if r.checkpoint_uri})

@@ -123,6 +123,7 @@ def test_job_variables_are_the_pools_variables(pool: str) -> None:
     from prefect_kubernetes.worker import KubernetesWorker
 
     worker = {"cloudtrain-kubernetes": KubernetesWorker, "cloudtrain-ecs": ECSWorker}[pool]
+    assert on_pool(pool)
     for template in (worker.get_default_base_job_template(), bundled_template(worker.type)):
         known = set(template["variables"]["properties"])
         for deployment in on_pool(pool):
