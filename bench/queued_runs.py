@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,8 @@ SMOKE = "local-training/smoke"
 PIPELINE = "smoke-load"  # records and leases of its own
 FINAL_WAIT_SECONDS = 900.0  # the whole batch; ~2 min for 20 at 4 on 2 cores
 POLL_SECONDS = 1.0
+CREATE_ATTEMPTS = 5  # a run's creation refused with 503; 2 + 4 + 6 + 8 s of waits at most
+CREATE_RETRY_SECONDS = 2.0
 
 
 @dataclass
@@ -87,27 +90,47 @@ class Batch:
 
 
 def queue(client: Any, count: int) -> list[str]:
-    """Create ``count`` runs of the smoke deployment at once; their ids."""
+    """Create ``count`` runs of the smoke deployment at once; their ids.
+
+    A busy SQLite server may answer 503 (its database locked) even after the client's own
+    retries: each run has an idempotency key, so asking again never makes a second run."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
     deployment = client.read_deployment_by_name(SMOKE)
     config = json.loads(json.dumps(deployment.parameters["config"]))
     config["name"] = PIPELINE
-    return [
-        str(
-            client.create_flow_run_from_deployment(
-                deployment.id, parameters={"config": config, "force": True}
-            ).id
-        )
-        for _ in range(count)
-    ]
+    batch = uuid.uuid4().hex
+    ids = []
+    for number in range(count):
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                flow_run = client.create_flow_run_from_deployment(
+                    deployment.id,
+                    parameters={"config": config, "force": True},
+                    idempotency_key=f"queued-runs-{batch}-{number}",
+                )
+                break
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 503 or attempt == CREATE_ATTEMPTS:
+                    raise
+                time.sleep(CREATE_RETRY_SECONDS * attempt)
+        ids.append(str(flow_run.id))
+    return ids
 
 
 def wait_final(client: Any, ids: list[str], timeout: float = FINAL_WAIT_SECONDS) -> None:
+    from prefect.exceptions import PrefectHTTPStatusError
+
     deadline = time.monotonic() + timeout
     pending = set(ids)
     while pending:
         for run_id in list(pending):
-            if client.read_flow_run(run_id).state.is_final():
-                pending.discard(run_id)
+            try:
+                if client.read_flow_run(run_id).state.is_final():
+                    pending.discard(run_id)
+            except PrefectHTTPStatusError as exc:  # a busy server: ask again next poll
+                if exc.response.status_code != 503:
+                    raise
         if pending and time.monotonic() > deadline:
             raise TimeoutError(f"{len(pending)} of {len(ids)} runs not final after {timeout:g} s")
         time.sleep(POLL_SECONDS)
