@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Inside node_modules/, so deleting that folder reinstalls it.
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: setup node-tools demo demo-failover demo-budget demo-distributed demo-sweep test lint bench clean
+.PHONY: setup node-tools demo demo-failover demo-budget demo-distributed demo-sweep test lint bench bench-queued clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ bench: setup $(NODE_STAMP)
 	$(BIN)/python bench/plan_speed.py
 	$(BIN)/python bench/s3_upload.py
 	$(BIN)/python bench/blob_upload.py
+
+## The process pool's load figure: 20 smoke runs queued at once on one worker, limit 4
+## (a real Prefect server on loopback; about 5 minutes on 2 cores).
+bench-queued: setup
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python bench/queued_runs.py --runs 20 --limit 4
 
 clean:
 	rm -rf $(VENV) node_modules examples/digits/.cloudtrain examples/digits/data examples/sweep/.cloudtrain .pytest_cache .mypy_cache .ruff_cache

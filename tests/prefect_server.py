@@ -2,8 +2,9 @@
 
 The operating tests run what the README's Operating section tells a person to run, as
 subprocesses: ``prefect server start`` (SQLite in its own PREFECT_HOME), ``prefect
-work-pool create``, ``prefect deploy --all`` from a copy of the checkout, ``prefect
-worker start``. Each long-running process starts in a session of its own and is
+work-pool create`` (the process pool, and the Kubernetes and ECS pools), ``prefect
+variable set cloudtrain_image``, ``prefect deploy --all`` from a copy of the checkout,
+``prefect worker start`` (a process worker only). Each long-running process starts in a session of its own and is
 stopped by its process id: SIGTERM to its process group, a wait, then SIGKILL.
 """
 
@@ -25,6 +26,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: prefect, cloudtrain, python
 WORK_POOL = "cloudtrain-process"
+# The pools the container deployments go to, created as the README says; no worker polls
+# them here (no cluster, no ECS), so their runs stay scheduled.
+CONTAINER_POOLS = {"cloudtrain-kubernetes": "kubernetes", "cloudtrain-ecs": "ecs"}
+IMAGE = "registry.example.com/ml/cloudtrain:0.1.0"  # the `cloudtrain_image` variable
 
 SERVER_START_TIMEOUT_SECONDS = 90.0  # ~11 s on a new SQLite database on 2 cores
 WORKER_READY_TIMEOUT_SECONDS = 60.0
@@ -132,6 +137,9 @@ class PrefectStack:
         copy_checkout(self.checkout)
         self.start_server()
         self.run("prefect", "work-pool", "create", WORK_POOL, "--type", "process")
+        for pool, kind in CONTAINER_POOLS.items():
+            self.run("prefect", "work-pool", "create", pool, "--type", kind)
+        self.run("prefect", "variable", "set", "cloudtrain_image", IMAGE)
         self.run("prefect", "deploy", "--all", "--no-prompt")
         self.start_worker()
         return self

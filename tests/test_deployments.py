@@ -80,13 +80,27 @@ def test_schedules_work_pool_and_pull_steps() -> None:
         # deployed inactive: a fresh clone must not start jobs in nobody's account
         "aws-training/digits-nightly": [("0 4 * * *", "UTC", False)],
         "azure-training/digits-nightly": [("0 5 * * *", "UTC", False)],
+        # the same nightly runs from a cluster, inactive too
+        "aws-training/digits-nightly-k8s": [("0 4 * * *", "UTC", False)],
+        "aws-training/digits-nightly-ecs": [("0 4 * * *", "UTC", False)],
+        "azure-training/digits-nightly-k8s": [("0 5 * * *", "UTC", False)],
     }
     checkout = {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PWD }}"}}
+    # the container pools run in the image's checkout (the Dockerfile's WORKDIR)
+    image = {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/cloudtrain"}}
+    pools = {
+        "cloudtrain-process": checkout,
+        "cloudtrain-kubernetes": image,
+        "cloudtrain-ecs": image,
+    }
     assert SPEC["pull"] == [checkout]
     for deployment in DEPLOYMENTS:
-        assert deployment["work_pool"]["name"] == "cloudtrain-process"
-        assert (deployment.get("pull") or SPEC["pull"])[0] == checkout
+        pool = deployment["work_pool"]["name"]
+        assert pool in pools, full_name(deployment)
+        assert (deployment.get("pull") or SPEC["pull"])[0] == pools[pool]
         assert deployment.get("enforce_parameter_schema") is True
+        assert ("-k8s" in deployment["name"]) == (pool == "cloudtrain-kubernetes")
+        assert ("-ecs" in deployment["name"]) == (pool == "cloudtrain-ecs")
 
 
 def test_the_ci_example_triggers_the_smoke_deployment_with_valid_overrides() -> None:

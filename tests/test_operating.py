@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prefect_server import IMAGE as CONTAINER_IMAGE
 from prefect_server import PrefectStack
 
 from cloudtrain.errors import ConfigError
@@ -404,28 +405,65 @@ def smoke_runs(client: Any) -> int:
     )
 
 
+CONTAINER_DEPLOYMENTS = {
+    "aws-training/digits-nightly-ecs": "cloudtrain-ecs",
+    "aws-training/digits-nightly-k8s": "cloudtrain-kubernetes",
+    "azure-training/digits-nightly-k8s": "cloudtrain-kubernetes",
+}
+
+
+def prefect_yaml_job_variables(name: str) -> dict[str, Any]:
+    """A deployment's job variables in prefect.yaml, the image variable as deploy resolves it."""
+    flow, _, short = name.partition("/")
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    [deployment] = [
+        d
+        for d in spec["deployments"]
+        if d["name"] == short and d["entrypoint"].startswith(f"flows/{flow.split('-')[0]}_")
+    ]
+    values: dict[str, Any] = deployment["work_pool"].get("job_variables") or {}
+    if "image" in values:
+        assert values["image"] == "{{ prefect.variables.cloudtrain_image }}"
+        values["image"] = CONTAINER_IMAGE
+    return values
+
+
 @pytest.mark.prefect
 def test_prefect_yaml_deploys_every_deployment(prefect_stack: PrefectStack) -> None:
     with api(prefect_stack) as client:
         flows = {flow.id: flow.name for flow in client.read_flows()}
         deployments = {f"{flows[d.flow_id]}/{d.name}": d for d in client.read_deployments()}
+        pools = {pool.name: pool.type for pool in client.read_work_pools()}
     assert sorted(deployments) == [
         "aws-training/digits-nightly",
+        "aws-training/digits-nightly-ecs",
+        "aws-training/digits-nightly-k8s",
         "azure-training/digits-nightly",
+        "azure-training/digits-nightly-k8s",
         "local-training/digits-nightly",
         "local-training/smoke",
     ]
+    assert pools == {
+        "cloudtrain-process": "process",
+        "cloudtrain-kubernetes": "kubernetes",
+        "cloudtrain-ecs": "ecs",
+    }
     for name, deployment in deployments.items():
-        assert deployment.work_pool_name == "cloudtrain-process", name
+        pool = CONTAINER_DEPLOYMENTS.get(name, "cloudtrain-process")
+        assert deployment.work_pool_name == pool, name
         assert deployment.enforce_parameter_schema, name
+        # the process worker runs in the checkout; the containers in the image's
+        directory = (
+            "/opt/cloudtrain" if name in CONTAINER_DEPLOYMENTS else str(prefect_stack.checkout)
+        )
         assert deployment.pull_steps[0] == {
-            "prefect.deployments.steps.set_working_directory": {
-                "directory": str(prefect_stack.checkout)
-            }
+            "prefect.deployments.steps.set_working_directory": {"directory": directory}
         }, name
         assert set(deployment.parameter_openapi_schema["properties"]) >= {"config", "force"}
         flow, _, short = name.partition("/")
         assert deployment.parameters == deployment_parameters(flow, short), name
+        # registered with their job variables, the image read from the Prefect variable
+        assert deployment.job_variables == prefect_yaml_job_variables(name), name
     schedules = {
         name: [(s.schedule.cron, s.active) for s in d.schedules] for name, d in deployments.items()
     }
@@ -434,7 +472,74 @@ def test_prefect_yaml_deploys_every_deployment(prefect_stack: PrefectStack) -> N
         "local-training/digits-nightly": [("0 3 * * *", True)],
         "aws-training/digits-nightly": [("0 4 * * *", False)],  # nobody's account yet
         "azure-training/digits-nightly": [("0 5 * * *", False)],
+        "aws-training/digits-nightly-ecs": [("0 4 * * *", False)],
+        "aws-training/digits-nightly-k8s": [("0 4 * * *", False)],
+        "azure-training/digits-nightly-k8s": [("0 5 * * *", False)],
     }
+
+
+@pytest.mark.prefect
+def test_the_container_deployments_render_from_the_server(prefect_stack: PrefectStack) -> None:
+    """What a Kubernetes or ECS worker would build for a run of each container deployment,
+    from what the server holds: the pool's template as `prefect work-pool create` stored it
+    and the deployment's job variables as `prefect deploy` registered them (the workers'
+    own ``resolve_for_flow_run``; no cluster is asked). The runs are deleted afterwards."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_aws.workers.ecs_worker import ECSJobConfiguration
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    classes = {
+        "cloudtrain-kubernetes": KubernetesWorkerJobConfiguration,
+        "cloudtrain-ecs": ECSJobConfiguration,
+    }
+
+    async def render() -> dict[str, Any]:
+        rendered: dict[str, Any] = {}
+        async with get_client() as client:
+            for name, pool_name in CONTAINER_DEPLOYMENTS.items():
+                deployment = await client.read_deployment_by_name(name)
+                flow_run = await client.create_flow_run_from_deployment(deployment.id)
+                try:
+                    pool = await client.read_work_pool(pool_name)
+                    configuration = await classes[pool_name].resolve_for_flow_run(
+                        flow_run, client=client, work_pool=pool, worker_name="operating-tests"
+                    )
+                finally:
+                    await client.delete_flow_run(flow_run.id)
+                rendered[name] = (configuration, flow_run)
+        return rendered
+
+    with temporary_settings({PREFECT_API_URL: prefect_stack.api_url}):
+        rendered = asyncio.run(render())
+
+    for name, (configuration, flow_run) in rendered.items():
+        if CONTAINER_DEPLOYMENTS[name] == "cloudtrain-kubernetes":
+            job = configuration.job_manifest
+            [container] = job["spec"]["template"]["spec"]["containers"]
+            assert job["metadata"]["namespace"] == "cloudtrain", name
+            assert container["image"] == CONTAINER_IMAGE, name
+            assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}, name
+            assert container["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}, name
+            account = job["spec"]["template"]["spec"]["serviceAccountName"]
+            assert account == ("cloudtrain-sagemaker" if "aws" in name else "cloudtrain-azureml")
+            env = {item["name"]: item.get("value") for item in container["env"]}
+        else:
+            [container] = configuration.task_definition["containerDefinitions"]
+            assert container["image"] == CONTAINER_IMAGE
+            overrides = configuration.task_run_request["overrides"]
+            assert overrides["taskRoleArn"].endswith(":role/cloudtrain-ecs-task")
+            assert configuration.execution_role_arn.endswith(":role/cloudtrain-ecs-execution")
+            assert (
+                configuration.task_definition["cpu"],
+                configuration.task_definition["memory"],
+            ) == (1024, 2048)
+            assert configuration.cluster == "cloudtrain"
+            env = configuration.env
+        assert env["PREFECT__FLOW_RUN_ID"] == str(flow_run.id), name
+        assert env["PREFECT_API_URL"] == prefect_stack.api_url, name  # the pod reports back here
 
 
 @pytest.mark.prefect
@@ -557,8 +662,10 @@ def test_invalid_input_exits_2_and_creates_no_run(prefect_stack: PrefectStack) -
         (
             ["local-training/smok"],
             "cloudtrain: unknown deployment 'local-training/smok'; valid: "
-            "aws-training/digits-nightly, azure-training/digits-nightly, "
-            "local-training/digits-nightly, local-training/smoke "
+            "aws-training/digits-nightly, aws-training/digits-nightly-ecs, "
+            "aws-training/digits-nightly-k8s, azure-training/digits-nightly, "
+            "azure-training/digits-nightly-k8s, local-training/digits-nightly, "
+            "local-training/smoke "
             "(did you mean 'local-training/smoke'?)",
         ),
         ([SMOKE, "--set", "forse=true"], "cloudtrain: invalid parameters: --set forse:"),
@@ -615,3 +722,67 @@ def test_what_only_the_worker_can_know_is_a_note(monkeypatch: pytest.MonkeyPatch
         "config.environment.framework: sklearn is not installed here; "
         "the worker's interpreter must have it"
     ]
+
+
+def test_the_load_check_catches_lost_runs_shared_folders_and_overruns(tmp_path: Path) -> None:
+    """What the queued-runs figure checks, on runs made up here: each fault is reported."""
+    from datetime import UTC, datetime, timedelta
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from queued_runs import Batch, Run, problems
+
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def run(n: int, start: int, end: int, folder: str | None = None, **fields: Any) -> Run:
+        run_id = f"run-{n}"
+        folder = folder or run_id
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / "checkpoint.json").write_text("{}")
+        values: dict[str, Any] = {
+            "state": "COMPLETED",
+            "status": "succeeded",
+            "run_id": run_id,
+            "checkpoint_uri": str(tmp_path / folder),
+            "attempts": [{"outcome": "interrupted"}, {"outcome": "succeeded"}],
+            **fields,
+        }
+        return Run(
+            run_id,
+            values.pop("state"),
+            t0 + timedelta(seconds=start),
+            t0 + timedelta(seconds=end),
+            **values,
+        )
+
+    fine = [run(1, 0, 10), run(2, 0, 10), run(3, 10, 20)]  # one ends as the next starts
+    assert Batch(fine, 20.0, 2).max_concurrent == 2
+    assert problems(Batch(fine, 20.0, 2), tmp_path) == []
+    assert problems(Batch(fine, 20.0, 1), tmp_path) == ["2 runs at once, over the limit of 1"]
+    shared = [run(1, 0, 10), run(2, 10, 20, folder="run-1")]
+    found = problems(Batch(shared, 20.0, 2), tmp_path)
+    assert "1 checkpoint folder(s) shared" in found
+    assert any("is not the run's own" in line for line in found)
+    lost = [run(1, 0, 10), run(2, 0, 10, state="CRASHED", status=None)]
+    assert problems(Batch(lost, 20.0, 2), tmp_path) == ["run run-2: CRASHED, outcome None"]
+
+
+@pytest.mark.prefect
+def test_twenty_queued_runs_all_complete_each_in_its_own_checkpoint_folder(
+    prefect_stack: PrefectStack,
+) -> None:
+    """The process pool's load figure (bench/queued_runs.py prints it with its times): 20
+    smoke runs queued at once on one worker under a pool concurrency limit of 4. None is
+    lost, the server never hands out more than 4 at a time, and runs of the same pipeline
+    side by side never share a checkpoint folder (each trains under its own run id, and
+    a live run's lease is not taken for a crashed one)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from queued_runs import problems, run_batch
+
+    with api(prefect_stack) as client:
+        batch = run_batch(prefect_stack, client, 20, 4)
+        limit = client.read_work_pool("cloudtrain-process").concurrency_limit
+    assert len(batch.runs) == 20
+    assert problems(batch, prefect_stack.checkout) == []
+    assert 1 <= batch.max_concurrent <= 4
+    assert limit is None  # cleared again for the other tests
+    assert len({run.checkpoint_uri for run in batch.runs}) == 20
