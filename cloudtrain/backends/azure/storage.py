@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cloudtrain.backends.azure.errors import TRANSIENT_STATUS, text
 from cloudtrain.errors import BackendError, ConfigError, TransientError
@@ -117,7 +117,7 @@ class BlobStore:
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
         sha256 = hashlib.sha256(data).hexdigest()
         with self._errors(f"writing {self.name(key)}"):
-            self._put(key, data, _md5(data), sha256, content_type)
+            self._put(key, data, sha256, content_type)
 
     def head(self, key: str) -> StoredObject | None:
         with self._errors(f"reading {self.name(key)}"), _missing_blob():
@@ -165,7 +165,7 @@ class BlobStore:
             return self._put_blocks(file, hook)
         data = file.path.read_bytes()
         sha256 = hashlib.sha256(data).hexdigest()  # the file may have changed since
-        self._put(file.key, data, _md5(data), sha256, hook=hook)
+        self._put(file.key, data, sha256, hook=hook)
         return StoredObject(file.key, len(data), sha256)
 
     def _put_blocks(self, file: LocalFile, hook: _Hook | None) -> StoredObject:
@@ -218,27 +218,24 @@ class BlobStore:
     def _put(
         self,
         key: str,
-        data: bytes | IO[bytes],
-        md5: bytes,
+        data: bytes,
         sha256: str,
         content_type: str | None = None,
         *,
         hook: _Hook | None = None,
-        length: int | None = None,
     ) -> None:
-        """One blob, overwritten. ``validate_content`` sends an MD5 of every request body (the
-        whole blob, or each block) for the service to check; ``content_md5`` is the whole
-        file's, kept on the blob for anyone who downloads it."""
+        """One blob, overwritten, in one request (``data`` is at most IN_MEMORY_MAX_BYTES,
+        under the SDK's single-put size). ``validate_content`` sends the body's MD5 for the
+        service to check, and the service keeps that MD5 as the blob's Content-MD5: no
+        second MD5 of the same bytes here."""
         from azure.storage.blob import ContentSettings
 
         self.container.upload_blob(
             key,
             data,
-            length=length,
             overwrite=True,
-            max_concurrency=BLOCK_CONCURRENCY,
             validate_content=True,
-            content_settings=ContentSettings(content_type=content_type, content_md5=bytearray(md5)),
+            content_settings=ContentSettings(content_type=content_type),
             metadata={SHA256_METADATA: sha256},
             progress_hook=hook,
         )
@@ -290,10 +287,6 @@ def _hook(progress: OnBytes) -> _Hook:
 
 def _stored(blob: BlobProperties) -> StoredObject:
     return StoredObject(blob.name, int(blob.size or 0), (blob.metadata or {}).get(SHA256_METADATA))
-
-
-def _md5(data: bytes) -> bytes:
-    return hashlib.md5(data, usedforsecurity=False).digest()
 
 
 def _check_download(name: str, path: Path, properties: BlobProperties) -> None:
