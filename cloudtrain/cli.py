@@ -177,7 +177,7 @@ def _reused_server(server: local_server.Settings | None) -> Iterator[local_serve
     if server is None:
         yield None
         return
-    from prefect.context import refresh_global_settings_context
+    import prefect.context
     from prefect.settings import get_current_settings
 
     if get_current_settings().api.url:
@@ -189,14 +189,17 @@ def _reused_server(server: local_server.Settings | None) -> Iterator[local_serve
         reused = local_server.ensure(server, log=_stderr)
     except OSError as exc:  # the home cannot be written: say where
         raise local_server.ServerError(f"cannot use {server.home}: {exc}") from exc
+    # Prefect read its settings when it was imported: read them again (for this process,
+    # its threads and what it starts), and put the old ones back after (saves ~0.2 s).
+    before = prefect.context.GLOBAL_SETTINGS_CONTEXT
     os.environ["PREFECT_API_URL"] = reused.api_url
-    refresh_global_settings_context()  # Prefect read its settings when it was imported
+    prefect.context.refresh_global_settings_context()
     try:
         yield reused
     finally:
         local_server.unregister(reused.home)
         os.environ.pop("PREFECT_API_URL", None)
-        refresh_global_settings_context()
+        prefect.context.GLOBAL_SETTINGS_CONTEXT = before
 
 
 def _run_flow(

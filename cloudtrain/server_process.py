@@ -123,6 +123,7 @@ class Activity:
     def status(self) -> dict[str, Any]:
         import prefect
 
+        self.runs = live_clients(self.home)
         idle = self.idle_for()
         return {
             "token": self.token,
