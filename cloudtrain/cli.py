@@ -192,6 +192,8 @@ def _reused_server(server: local_server.Settings | None) -> Iterator[local_serve
     # Prefect read its settings when it was imported: read them again (for this process,
     # its threads and what it starts), and put the old ones back after (saves ~0.2 s).
     before = prefect.context.GLOBAL_SETTINGS_CONTEXT
+    for line in reused.describe():
+        _stderr(line)
     os.environ["PREFECT_API_URL"] = reused.api_url
     prefect.context.refresh_global_settings_context()
     try:
@@ -221,8 +223,6 @@ def _run_flow(
         except CloudtrainError as exc:
             message = f"cloudtrain: {exc} (--no-server-reuse runs without it)"
             return fail(message, EXIT_FAILED, as_json)
-        for line in reused.describe():
-            _stderr(line)
     try:
         summary = flow(config=config, force=force)
     except ConfigError as exc:

@@ -80,7 +80,7 @@ def settings(environ: dict[str, str] | None = None) -> Settings:
             problems.append(Problem(IDLE_ENV, message))
     if problems:
         raise ConfigError(problems=problems)
-    root = Path(env.get(HOME_ENV) or Path.home() / ".cloudtrain").expanduser()
+    root = Path(env.get(HOME_ENV) or Path.home() / ".cloudtrain").expanduser().absolute()
     return Settings(root / "server", reuse_text in _TRUE, idle)
 
 
@@ -122,7 +122,7 @@ class Server:
 
     def describe(self) -> list[str]:
         """The lines a run prints on stderr: where the server is and how to stop it."""
-        how = "started" if self.started_now else "reusing"
+        how = "starting" if self.started_now else "reusing"
         idle = self.state.get("idle_minutes", DEFAULT_IDLE_MINUTES)
         return [
             f"cloudtrain: {how} the local Prefect server {self.url} (UI; pid {self.state['pid']})",

@@ -181,7 +181,7 @@ def test_runs_reuse_one_server_that_outlives_a_killed_or_interrupted_run(
     assert first.returncode == 0, first.stderr[-3000:]
     state = home.state()
     url = state["url"]
-    assert f"cloudtrain: started the local Prefect server {url} (UI; pid {state['pid']})" in (
+    assert f"cloudtrain: starting the local Prefect server {url} (UI; pid {state['pid']})" in (
         first.stderr
     )
     assert "cloudtrain: it stops after 30 min idle; now: `cloudtrain server stop`" in first.stderr
@@ -195,6 +195,10 @@ def test_runs_reuse_one_server_that_outlives_a_killed_or_interrupted_run(
     )
     assert home.state()["pid"] == state["pid"] and home.state()["port"] == state["port"]
     assert len(server_processes(home.server)) == 1
+    import httpx
+
+    ui = httpx.get(str(url), timeout=30)  # the UI, served at the URL the run printed
+    assert ui.status_code == 200 and ui.headers["content-type"].startswith("text/html")
     for done in (first, second):  # both runs are in that server (and its UI)
         run_id = json.loads(done.stdout)["run_id"]
         assert flow_run_state(f"{url}/api", run_id) == "COMPLETED"
@@ -410,7 +414,7 @@ def test_two_runs_starting_at_once_share_one_server(
         for line in stderr.splitlines()
         if "the local Prefect server http" in line
     )
-    assert [line.split()[1] for line in lines] == ["reusing", "started"]
+    assert [line.split()[1] for line in lines] == ["reusing", "starting"]
     assert all(f"{state['url']} (UI; pid {state['pid']})" in line for line in lines)
 
 
@@ -447,3 +451,42 @@ def test_a_configured_prefect_api_url_is_used_as_it_is(
     assert "local Prefect server" not in done.stderr
     assert not home.server.exists()
     assert flow_run_state(api_url, json.loads(done.stdout)["run_id"]) == "COMPLETED"
+
+
+@pytest.mark.prefect
+def test_check_and_start_is_one_step_under_the_lock(
+    homes: Callable[..., Home], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two starts at the same instant, with starting made slow: without the lock both
+    would find no server and start one each."""
+    import threading
+
+    home = homes()
+    monkeypatch.setenv("CLOUDTRAIN_HOME", home.env["CLOUDTRAIN_HOME"])
+    monkeypatch.setenv("PREFECT_HOME", home.env["PREFECT_HOME"])
+    start = local_server._start
+
+    def slow_start(*args: object) -> dict[str, object]:
+        time.sleep(1.0)  # widen the window between "no server" and "started"
+        return start(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local_server, "_start", slow_start)
+    barrier = threading.Barrier(2)
+    found: list[local_server.Server] = []
+
+    def ensure() -> None:
+        barrier.wait()
+        found.append(local_server.ensure(local_server.settings()))
+
+    threads = [threading.Thread(target=ensure) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for server in found:
+        server.wait_ready()
+    assert sorted(server.started_now for server in found) == [False, True]
+    assert {server.state["pid"] for server in found} == {
+        p.pid for p in server_processes(home.server)
+    }
+    assert len(server_processes(home.server)) == 1
