@@ -49,6 +49,8 @@ class Home:
             CLOUDTRAIN_SERVER_REUSE="1",
             PREFECT_HOME=str(root / "prefect-home"),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            # the embedded server's start on a new database, on a busy machine
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
             **env,
         )
 
