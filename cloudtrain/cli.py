@@ -10,14 +10,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from cloudtrain import jsonout
 from cloudtrain.config import PipelineConfig, deprecations_as_lines, load_config
 from cloudtrain.errors import CloudtrainError, ConfigError, TrainingError
 from cloudtrain.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK, fail
 from cloudtrain.runnable import check_runnable, check_trials
+
+if TYPE_CHECKING:
+    from cloudtrain import local_server
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="show tracebacks on the terminal too (always in the run's log file)",
             )
+            command.add_argument(
+                "--no-server-reuse",
+                dest="server_reuse",
+                action="store_false",
+                help="run on Prefect's embedded server for this command only, instead of "
+                "the local server later runs reuse (also: CLOUDTRAIN_SERVER_REUSE=0)",
+            )
+    _add_server_commands(commands)
     text = "start a deployment's run through the Prefect API and follow it (for CI)"
     from cloudtrain import trigger
 
@@ -69,8 +81,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_server_commands(commands: Any) -> None:
+    text = "the local Prefect server that runs reuse (without PREFECT_API_URL)"
+    server = commands.add_parser("server", help=text, description=text)
+    actions = server.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    status = actions.add_parser(
+        "status",
+        help="where it is, its UI, pid, uptime, idle time left (exit 1: not running)",
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    actions.add_parser("stop", help="stop it now (the next run starts a new one)")
+    start = actions.add_parser("start", help="start it now (runs start it when needed)")
+    start.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "server":
+        from cloudtrain.server_commands import server_command
+
+        return server_command(args.action, getattr(args, "json", False))
     if args.command == "trigger":
         from cloudtrain import trigger
 
@@ -94,9 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = missing_env(config.secrets, os.environ)  # before the flow run exists
         if missing:
             raise ConfigError(problems=missing)
+        from cloudtrain import local_server
+
+        server = local_server.settings()
     except ConfigError as exc:
         return fail(exc.describe(), EXIT_INVALID, args.json, exc)
-    return _run(config, args.json, args.force, args.verbose)
+    reuse = server if server.reuse and args.server_reuse else None
+    return _run(config, args.json, args.force, args.verbose, reuse)
 
 
 def _stderr(line: str) -> None:
@@ -113,24 +147,82 @@ def _plan(plan: dict[str, Any], as_json: bool) -> int:
     return EXIT_OK
 
 
-def _run(config: PipelineConfig, as_json: bool, force: bool = False, verbose: bool = False) -> int:
+def _run(
+    config: PipelineConfig,
+    as_json: bool,
+    force: bool = False,
+    verbose: bool = False,
+    server: local_server.Settings | None = None,
+) -> int:
     _quiet_prefect_defaults()
     from cloudtrain.runlog import run_log
 
-    flow = _flow_for(config.cloud)  # imports Prefect, which sets up its logging
-    with run_log(config, verbose=verbose) as log_file:
-        code = _run_flow(flow, config, as_json, force)
+    try:
+        with _reused_server(server) as reused:
+            flow = _flow_for(config.cloud)  # imports Prefect, which sets up its logging
+            with run_log(config, verbose=verbose) as log_file:
+                code = _run_flow(flow, config, as_json, force, reused)
+    except CloudtrainError as exc:  # the local server could not be started (its home)
+        return fail(f"cloudtrain: {exc}", EXIT_FAILED, as_json)
     if code == EXIT_FAILED and log_file is not None and log_file.exists():
         print(f"cloudtrain: the run's log, with tracebacks: {log_file}", file=sys.stderr)
     return code
 
 
-def _run_flow(flow: Any, config: PipelineConfig, as_json: bool, force: bool) -> int:
+@contextmanager
+def _reused_server(server: local_server.Settings | None) -> Iterator[local_server.Server | None]:
+    """The local server this run uses (started when none runs), set as this process's
+    PREFECT_API_URL; None with reuse off or when a server is configured (PREFECT_API_URL,
+    in the environment or a Prefect profile), which is then used as it is."""
+    if server is None:
+        yield None
+        return
+    import prefect.context
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        yield None
+        return
+    from cloudtrain import local_server
+
+    try:
+        reused = local_server.ensure(server, log=_stderr)
+    except OSError as exc:  # the home cannot be written: say where
+        raise local_server.ServerError(f"cannot use {server.home}: {exc}") from exc
+    # Prefect read its settings when it was imported: read them again (for this process,
+    # its threads and what it starts), and put the old ones back after (saves ~0.2 s).
+    before = prefect.context.GLOBAL_SETTINGS_CONTEXT
+    for line in reused.describe():
+        _stderr(line)
+    os.environ["PREFECT_API_URL"] = reused.api_url
+    prefect.context.refresh_global_settings_context()
+    try:
+        yield reused
+    finally:
+        local_server.unregister(reused.home)
+        os.environ.pop("PREFECT_API_URL", None)
+        prefect.context.GLOBAL_SETTINGS_CONTEXT = before
+
+
+def _run_flow(
+    flow: Any,
+    config: PipelineConfig,
+    as_json: bool,
+    force: bool,
+    reused: local_server.Server | None = None,
+) -> int:
     from prefect.exceptions import TerminationSignal
 
-    from cloudtrain.embedded_server import start_guarded
+    if reused is None:
+        from cloudtrain.embedded_server import start_guarded
 
-    start_guarded()
+        start_guarded()
+    else:
+        try:
+            reused.wait_ready()  # started while the flows were imported
+        except CloudtrainError as exc:
+            message = f"cloudtrain: {exc} (--no-server-reuse runs without it)"
+            return fail(message, EXIT_FAILED, as_json)
     try:
         summary = flow(config=config, force=force)
     except ConfigError as exc:

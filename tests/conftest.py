@@ -22,6 +22,27 @@ DIGITS = REPO / "examples" / "digits"
 sys.path.insert(0, str(DIGITS))  # prepare_data
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_reused_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite runs flows on Prefect's embedded server or a test server, as before the
+    reused local server existed, and never starts one in the user's home:
+    ``cloudtrain run`` here (in-process or a subprocess, which inherits this) has reuse
+    off, and CLOUDTRAIN_HOME is a tmp folder. tests/test_local_server.py turns reuse on,
+    each test in its own tmp home."""
+    home = tmp_path_factory.mktemp("cloudtrain-home")
+    saved = {name: os.environ.get(name) for name in ("CLOUDTRAIN_HOME", "CLOUDTRAIN_SERVER_REUSE")}
+    os.environ.update(CLOUDTRAIN_HOME=str(home), CLOUDTRAIN_SERVER_REUSE="0")
+    yield
+    from cloudtrain import local_server
+
+    local_server.stop(home / "server")  # none should run; never leave one behind
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[..., Path]:
     """Write ``src/train.py`` (when given) and ``cloudtrain.yaml``; returns the YAML path."""
