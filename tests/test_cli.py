@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import script
 
+from cloudtrain import cli as cli_module
 from cloudtrain.cli import main
 
 
@@ -504,3 +507,33 @@ def test_ctrl_c_in_a_terminal_stops_the_run_and_reaches_no_server(
     assert "cloudtrain: interrupted" in text
     for noise in ("Traceback", "ConnectError", "Error logging to API"):
         assert noise not in text, text[-3000:]
+
+
+def test_the_collector_waits_while_a_command_starts_and_runs_for_the_long_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The console script stops the garbage collector for start-up and turns it back on
+    (start-up's objects frozen) before a flow or a followed run: ~0.5 s of a second run."""
+    seen: dict[str, bool] = {}
+
+    def main(argv: Any = None) -> int:
+        seen["starting"] = gc.isenabled()
+        cli_module._long_phase()
+        seen["flow"] = gc.isenabled()
+        return 3
+
+    monkeypatch.setattr(cli_module, "main", main)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli_module.entrypoint()
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    assert exited.value.code == 3  # the command's exit code, unchanged
+    assert seen == {"starting": False, "flow": True}
+
+
+def test_called_from_python_the_collector_is_left_alone() -> None:
+    frozen = gc.get_freeze_count()
+    cli_module._long_phase()  # what a run in a test or a notebook goes through
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
