@@ -45,22 +45,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from upload_channels import (
+    BIG_BYTES,
+    RERUNS,
+    SMALL_BYTES,
+    SMALL_FILES,
+    TARGET_BIG,
+    TARGET_RERUN,
+    TARGET_SMALL,
+    make_data,
+    verdict,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # Azurite's runner, shared with the test suite
 
-SMALL_FILES = 1000
-SMALL_BYTES = 50 * 1000
-BIG_BYTES = 256 * 1024 * 1024
 CONTAINER = "bench"
-
-# Against plain azure-storage-blob with the same check on the wire (an MD5 on every
-# request, as cloudtrain and azure-ai-ml send), as the S3 benchmark measures against
-# boto3's upload_file, which sends a CRC32 by default. `blob` (no checksum at all) is
-# printed beside it: the price of the check.
-TARGET_BIG = 1.10  # the 256 MB file: at most 10% slower
-TARGET_SMALL = 1.0  # the small files: no slower
-TARGET_RERUN = 20.0
-RERUNS = 5
+# The targets (upload_channels) are against plain azure-storage-blob with the same check
+# on the wire (an MD5 on every request, as cloudtrain and azure-ai-ml send), as the S3
+# benchmark measures against boto3's upload_file, which sends a CRC32 by default. `blob`
+# (no checksum at all) is printed beside it: the price of the check.
 
 
 class Emulator:
@@ -179,19 +183,6 @@ def make_uploaders(work: Path, puts: Puts) -> dict[str, Callable[..., None]]:
     }
 
 
-def make_data(work: Path) -> dict[str, Path]:
-    small = work / "small"
-    small.mkdir()
-    for index in range(SMALL_FILES):
-        (small / f"part-{index:04d}.bin").write_bytes(os.urandom(SMALL_BYTES))
-    big = work / "big"
-    big.mkdir()
-    with (big / "big.bin").open("wb") as handle:
-        for _ in range(BIG_BYTES // (16 * 1024 * 1024)):
-            handle.write(os.urandom(16 * 1024 * 1024))
-    return {"small": small, "big": big}
-
-
 def measure(
     emulator: Emulator,
     uploaders: dict[str, Callable[..., None]],
@@ -242,10 +233,6 @@ def report(title: str, samples: dict[str, list[float]], rerun: dict[str, Any]) -
         f"{rerun['puts']} PUT in {len(rerun['seconds'])} re-runs"
     )
     return ratios
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "NOT met"
 
 
 def main() -> int:
