@@ -170,6 +170,35 @@ def test_status_and_stop_import_no_prefect(tmp_path: Path) -> None:
     assert "cloudtrain: no local Prefect server is running" in done.stdout
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "garbage",
+        "[]",
+        '{"pid": -1, "url": "http://127.0.0.1:1", "token": "x", "started": 0}',
+        '{"pid": true, "url": "http://127.0.0.1:1", "token": "x", "started": 0}',
+        '{"pid": 1}',  # a live process; no url, token or start time
+        '{"pid": 1, "url": 7, "token": "x", "started": 0}',
+        '{"pid": 1, "url": "http://127.0.0.1:1", "token": "x", "started": "today"}',
+    ],
+)
+def test_a_state_file_that_is_not_ours_is_no_state(tmp_path: Path, text: str) -> None:
+    """Garbage, a torn file or another version's: no server, never a traceback (it was a
+    KeyError for a live pid without a url, a ValueError for pid -1, in status, stop and
+    run)."""
+    home = tmp_path / "server"
+    home.mkdir()
+    (home / server_process.STATE_FILE).write_text(text)
+    assert server_process.read_state(home) is None
+    assert local_server.status(home) == {
+        "running": False,
+        "home": str(home),
+        "reason": "no server state",
+    }
+    assert local_server.stop(home) == "no local Prefect server is running"
+
+
 # -- one server, reused ------------------------------------------------------------------
 
 
