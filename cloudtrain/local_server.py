@@ -211,18 +211,31 @@ def retire(state: dict[str, Any], home: Path) -> None:
     """Stop the state's process when it is ours (SIGTERM, SIGKILL after a grace), and
     remove the state file."""
     if is_ours(state, home):
-        process = psutil.Process(state["pid"])
         try:
+            process = psutil.Process(state["pid"])
+            started = process.create_time()
             process.terminate()
-            process.wait(STOP_GRACE_SECONDS)
-        except psutil.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_GRACE_SECONDS)
+            if not _ended(process.pid, started):
+                process.kill()
+                if not _ended(process.pid, started):
+                    raise ServerError(f"the local Prefect server (pid {process.pid}) did not stop")
         except psutil.NoSuchProcess:
             pass
     current = read_state(home)
     if current is not None and current["pid"] == state["pid"]:
         (home / server_process.STATE_FILE).unlink(missing_ok=True)
+
+
+def _ended(pid: int, started: float) -> bool:
+    """Whether the process ended within the grace. Not ``psutil.Process.wait``: a server
+    started by a run that still lives is that run's child, a zombie once it ends, which
+    ``wait`` from another process takes for alive until its timeout."""
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while process_alive(pid, started):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _start(home: Path, idle_minutes: float) -> dict[str, Any]:

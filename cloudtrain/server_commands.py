@@ -17,7 +17,10 @@ def server_command(action: str, as_json: bool = False) -> int:
     except ConfigError as exc:
         return fail(exc.describe(), EXIT_INVALID, as_json, exc)
     if action == "stop":
-        print(f"cloudtrain: {local_server.stop(settings.home)}")
+        try:
+            print(f"cloudtrain: {local_server.stop(settings.home)}")
+        except (CloudtrainError, OSError) as exc:
+            return fail(f"cloudtrain: {exc}", EXIT_FAILED, as_json)
         return EXIT_OK
     if action == "start":
         try:

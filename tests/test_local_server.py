@@ -521,3 +521,39 @@ def test_check_and_start_is_one_step_under_the_lock(
         p.pid for p in server_processes(home.server)
     }
     assert len(server_processes(home.server)) == 1
+
+
+def test_stop_ends_a_server_that_is_a_live_process_s_child(tmp_path: Path) -> None:
+    """A server started by a run that still lives is that run's child: a zombie once it
+    ends, which psutil's ``wait`` from another process took for alive, so ``cloudtrain
+    server stop`` (and a run replacing a stale server) waited 2 x 10 s and failed with
+    psutil.TimeoutExpired. A stand-in run starts a stand-in server here."""
+    home = tmp_path / "server"
+    home.mkdir()
+    serve = "import time; time.sleep(600)"
+    run = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {serve!r}, 'server_process.py', "
+        f"{str(home)!r}])\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", run], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        state = {
+            "pid": pid,
+            "started_process": psutil.Process(pid).create_time(),
+            "url": "http://127.0.0.1:1",
+            "token": "x",
+            "started": time.time(),
+        }
+        server_process.write_state(home, state)
+        assert local_server.is_ours(state, home)
+        assert local_server.stop(home).startswith("stopped the local Prefect server")
+        assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # its parent lives
+        assert server_process.read_state(home) is None
+    finally:
+        parent.kill()
+        parent.wait()
