@@ -90,7 +90,12 @@ def _add_server_commands(commands: Any) -> None:
         help="where it is, its UI, pid, uptime, idle time left (exit 1: not running)",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    actions.add_parser("stop", help="stop it now (the next run starts a new one)")
+    stop = actions.add_parser(
+        "stop", help="stop it now (the next run starts a new one); not while runs use it"
+    )
+    stop.add_argument(
+        "--force", action="store_true", help="stop it even while runs use it (they fail)"
+    )
     start = actions.add_parser("start", help="start it now (runs start it when needed)")
     start.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -100,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "server":
         from cloudtrain.server_commands import server_command
 
-        return server_command(args.action, getattr(args, "json", False))
+        return server_command(
+            args.action, getattr(args, "json", False), getattr(args, "force", False)
+        )
     if args.command == "trigger":
         from cloudtrain import trigger
 

@@ -336,8 +336,9 @@ def status(home: Path) -> dict[str, Any]:
     }
 
 
-def stop(home: Path) -> str:
-    """Stop the home's server; returns what was done, in a line."""
+def stop(home: Path, force: bool = False) -> str:
+    """Stop the home's server; returns what was done, in a line. A ServerError while runs
+    use it (they would fail, their training lost), unless ``force``."""
     with locked(home):
         state = read_state(home)
         if state is None:
@@ -345,6 +346,12 @@ def stop(home: Path) -> str:
         if not is_ours(state, home):
             retire(state, home)
             return f"no local Prefect server is running (removed a stale state, pid {state['pid']})"
+        runs = server_process.live_clients(home)
+        if runs and not force:
+            raise ServerError(
+                f"the local Prefect server (pid {state['pid']}) is in use by {runs} run(s) in "
+                "progress, which would fail: not stopped (--force stops it anyway)"
+            )
         retire(state, home)
         return f"stopped the local Prefect server (pid {state['pid']}, {state['url']})"
 

@@ -11,14 +11,14 @@ from cloudtrain.errors import CloudtrainError, ConfigError
 from cloudtrain.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK, fail
 
 
-def server_command(action: str, as_json: bool = False) -> int:
+def server_command(action: str, as_json: bool = False, force: bool = False) -> int:
     try:
         settings = local_server.settings()
     except ConfigError as exc:
         return fail(exc.describe(), EXIT_INVALID, as_json, exc)
     if action == "stop":
         try:
-            print(f"cloudtrain: {local_server.stop(settings.home)}")
+            print(f"cloudtrain: {local_server.stop(settings.home, force)}")
         except (CloudtrainError, OSError) as exc:
             return fail(f"cloudtrain: {exc}", EXIT_FAILED, as_json)
         return EXIT_OK

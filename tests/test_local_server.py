@@ -81,7 +81,7 @@ class Home:
         return self.state()
 
     def cleanup(self) -> None:
-        local_server.stop(self.server)
+        local_server.stop(self.server, force=True)
         for process in server_processes(self.server):  # a test that failed half-way
             process.kill()
 
@@ -557,3 +557,39 @@ def test_stop_ends_a_server_that_is_a_live_process_s_child(tmp_path: Path) -> No
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_stop_refuses_while_a_run_uses_the_server_unless_forced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cloudtrain server stop`` during a run's training stopped the server under it: the
+    training finished, then its task failed on the dead API (after ~70 s of retries) and
+    the run hung, its model lost. Now it says the server is in use, exit 1, unless
+    --force."""
+    monkeypatch.setenv("CLOUDTRAIN_HOME", str(tmp_path))
+    home = tmp_path / "server"
+    home.mkdir()
+    code = "import time; time.sleep(600)"
+    fake = subprocess.Popen([sys.executable, "-c", code, "server_process.py", str(home)])
+    try:
+        state = {
+            "pid": fake.pid,
+            "started_process": psutil.Process(fake.pid).create_time(),
+            "url": "http://127.0.0.1:1",
+            "token": "x",
+            "started": time.time(),
+        }
+        server_process.write_state(home, state)
+        local_server.register(home)  # this process plays a run in progress
+        assert main(["server", "stop"]) == 1
+        err = capsys.readouterr().err
+        assert f"(pid {fake.pid}) is in use by 1 run(s) in progress" in err
+        assert "--force stops it anyway" in err
+        assert fake.poll() is None and server_process.read_state(home) == state
+        assert main(["server", "stop", "--force"]) == 0
+        assert f"stopped the local Prefect server (pid {fake.pid}" in capsys.readouterr().out
+        assert fake.wait(timeout=60) is not None
+    finally:
+        local_server.unregister(home)
+        fake.kill()
+        fake.wait()
