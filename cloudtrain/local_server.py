@@ -183,6 +183,15 @@ def ensure(config: Settings, log: Callable[[str], None] | None = None) -> Server
             reason = _why_not_reusable(state, home)
             if reason is None:
                 return Server(home, state)
+            runs = server_process.live_clients(home, but=os.getpid())
+            if runs and is_ours(state, home):  # stopping it would fail them
+                unregister(home)
+                raise ServerError(
+                    f"the local Prefect server (pid {state['pid']}) cannot be used ({reason}) "
+                    f"and is not replaced: {runs} other run(s) in progress use it "
+                    "(`cloudtrain server stop --force` stops it, they fail; "
+                    "--no-server-reuse runs without it)"
+                )
             if log is not None:
                 log(f"cloudtrain: replacing the local Prefect server: {reason}")
             retire(state, home)

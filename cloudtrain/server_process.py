@@ -96,8 +96,9 @@ def process_alive(pid: int, started: float | None) -> bool:
         return False
 
 
-def live_clients(home: Path) -> int:
-    """Registered ``cloudtrain run`` processes still alive; dead ones' files are removed."""
+def live_clients(home: Path, but: int | None = None) -> int:
+    """Registered ``cloudtrain run`` processes still alive (other than pid ``but``); dead
+    ones' files are removed."""
     alive = 0
     for path in (home / CLIENTS_DIR).glob("*.json"):
         try:
@@ -105,6 +106,8 @@ def live_clients(home: Path) -> int:
             pid, started = int(client["pid"]), float(client["started"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being written
+        if pid == but:
+            continue
         if process_alive(pid, started):
             alive += 1
         else:

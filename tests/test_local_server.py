@@ -593,3 +593,54 @@ def test_stop_refuses_while_a_run_uses_the_server_unless_forced(
         local_server.unregister(home)
         fake.kill()
         fake.wait()
+
+
+def test_a_run_does_not_replace_a_server_other_runs_use(tmp_path: Path) -> None:
+    """A server of ours that does not answer in 3 s (busy, stopped) or runs another
+    Prefect version (another checkout sharing the home) was stopped and replaced by the
+    next run, failing the runs training on it. With other live runs registered it is left
+    alone and the new run fails, saying why and what to do."""
+    config = local_server.settings(
+        {"CLOUDTRAIN_HOME": str(tmp_path), "CLOUDTRAIN_SERVER_REUSE": "1"}
+    )
+    home = config.home
+    home.mkdir()
+    fake = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "server_process.py", str(home)]
+    )
+    other_run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        state = {
+            "pid": fake.pid,
+            "started_process": psutil.Process(fake.pid).create_time(),
+            "url": "http://127.0.0.1:1",  # nothing answers there
+            "token": "x",
+            "prefect_version": version("prefect"),
+            "started": time.time(),
+            "ready": True,
+        }
+        server_process.write_state(home, state)
+        (home / server_process.CLIENTS_DIR).mkdir()
+        started = psutil.Process(other_run.pid).create_time()
+        client = home / server_process.CLIENTS_DIR / f"{other_run.pid}.json"
+        client.write_text(json.dumps({"pid": other_run.pid, "started": started}))
+        for changed in ({}, {"prefect_version": "3.0.0"}):
+            server_process.write_state(home, {**state, **changed})
+            with pytest.raises(local_server.ServerError) as raised:
+                local_server.ensure(config)
+            assert "is not replaced: 1 other run(s) in progress use it" in str(raised.value)
+            assert fake.poll() is None and server_process.read_state(home) == {**state, **changed}
+            assert not (home / server_process.CLIENTS_DIR / f"{os.getpid()}.json").exists()
+
+        other_run.kill()
+        other_run.wait()
+        server_process.write_state(home, state)
+        replaced = local_server.ensure(config)  # no other run: replaced, as before
+        assert replaced.started_now and replaced.state["pid"] != fake.pid
+        assert fake.wait(timeout=60) is not None
+    finally:
+        local_server.unregister(home)
+        local_server.stop(home, force=True)
+        for process in (fake, other_run):
+            process.kill()
+            process.wait()
