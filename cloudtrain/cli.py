@@ -171,6 +171,8 @@ def _run(
                 code = _run_flow(flow, config, as_json, force, reused)
     except CloudtrainError as exc:  # the local server could not be started (its home)
         return fail(f"cloudtrain: {exc}", EXIT_FAILED, as_json)
+    except KeyboardInterrupt:  # Ctrl-C before the flow ran (waiting for the server, ~15 s)
+        return fail("cloudtrain: interrupted before the run started", 130, as_json)
     if code == EXIT_FAILED and log_file is not None and log_file.exists():
         print(f"cloudtrain: the run's log, with tracebacks: {log_file}", file=sys.stderr)
     return code

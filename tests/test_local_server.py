@@ -644,3 +644,33 @@ def test_a_run_does_not_replace_a_server_other_runs_use(tmp_path: Path) -> None:
         for process in (fake, other_run):
             process.kill()
             process.wait()
+
+
+def test_ctrl_c_while_the_server_starts_is_exit_130_without_a_traceback(
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run waits ~15 s for a new server; a Ctrl-C then was a KeyboardInterrupt traceback
+    and death by SIGINT, not the run's interrupted line and exit 130."""
+    monkeypatch.setenv("CLOUDTRAIN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CLOUDTRAIN_SERVER_REUSE", "1")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    home = tmp_path / "home" / "server"
+    state = {"pid": os.getpid(), "url": "http://127.0.0.1:1", "token": "x", "started": 0.0}
+    monkeypatch.setattr(
+        local_server, "ensure", lambda config, log=None: local_server.Server(home, state, True)
+    )
+
+    def interrupted(self: local_server.Server, timeout: float = 0) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_server.Server, "wait_ready", interrupted)
+    try:
+        code = main(["run", str(write_config())])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C while the server started escaped as a KeyboardInterrupt")
+    assert code == 130
+    assert "cloudtrain: interrupted before the run started" in capsys.readouterr().err
+    assert "PREFECT_API_URL" not in os.environ
