@@ -321,7 +321,19 @@ def status(home: Path) -> dict[str, Any]:
     state = read_state(home)
     if state is None:
         return {"running": False, "home": str(home), "reason": "no server state"}
-    answer = probe(state) if process_alive(state["pid"], state.get("started_process")) else None
+    alive = process_alive(state["pid"], state.get("started_process"))
+    answer = probe(state) if alive else None
+    if (
+        answer is None
+        and alive
+        and not state.get("ready")
+        and _why_not_reusable(state, home) is None
+    ):
+        return {  # not ready yet: a run waits for it, the next one too
+            "running": False,
+            "home": str(home),
+            "reason": f"starting: pid {state['pid']}, at {state['url']} once ready",
+        }
     if answer is None:
         return {
             "running": False,

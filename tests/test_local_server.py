@@ -674,3 +674,31 @@ def test_ctrl_c_while_the_server_starts_is_exit_130_without_a_traceback(
     assert code == 130
     assert "cloudtrain: interrupted before the run started" in capsys.readouterr().err
     assert "PREFECT_API_URL" not in os.environ
+
+
+def test_status_of_a_starting_server_says_starting_not_stale(tmp_path: Path) -> None:
+    """While a run waits for a new server (~15 s), status said 'stale state: ... the next
+    run replaces it', though the next run waits for that very server."""
+    home = tmp_path / "server"
+    home.mkdir()
+    code = "import time; time.sleep(600)"
+    fake = subprocess.Popen([sys.executable, "-c", code, "server_process.py", str(home)])
+    try:
+        state = {
+            "pid": fake.pid,
+            "started_process": psutil.Process(fake.pid).create_time(),
+            "url": "http://127.0.0.1:1",
+            "token": "x",
+            "prefect_version": version("prefect"),
+            "started": time.time(),
+            "ready": False,
+        }
+        server_process.write_state(home, state)
+        described = local_server.status(home)
+        assert described["running"] is False
+        assert described["reason"] == f"starting: pid {fake.pid}, at http://127.0.0.1:1 once ready"
+        server_process.write_state(home, {**state, "ready": True})  # ready, not answering
+        assert "stale state" in local_server.status(home)["reason"]
+    finally:
+        fake.kill()
+        fake.wait()
