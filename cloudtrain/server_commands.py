@@ -27,6 +27,9 @@ def server_command(action: str, as_json: bool = False, force: bool = False) -> i
             local_server.start(settings)
         except (CloudtrainError, OSError) as exc:
             return fail(f"cloudtrain: {exc}", EXIT_FAILED, as_json)
+        except KeyboardInterrupt:
+            message = "cloudtrain: interrupted; the server starts on (`cloudtrain server stop`)"
+            return fail(message, 130, as_json)
         finally:
             local_server.unregister(settings.home)
     described = local_server.status(settings.home)

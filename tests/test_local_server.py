@@ -702,3 +702,20 @@ def test_status_of_a_starting_server_says_starting_not_stale(tmp_path: Path) -> 
     finally:
         fake.kill()
         fake.wait()
+
+
+def test_ctrl_c_of_server_start_is_exit_130_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CLOUDTRAIN_HOME", str(tmp_path))
+
+    def interrupted(config: local_server.Settings) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_server, "start", interrupted)
+    try:
+        code = main(["server", "start"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C of server start escaped as a KeyboardInterrupt")
+    assert code == 130
+    assert "cloudtrain: interrupted; the server starts on" in capsys.readouterr().err
