@@ -19,6 +19,7 @@ heavy is imported here (standard library and psutil): ``status`` and ``stop`` an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -168,8 +169,10 @@ def register(home: Path) -> Path:
 
 
 def unregister(home: Path) -> None:
-    """This process no longer uses the server."""
-    (home / server_process.CLIENTS_DIR / f"{os.getpid()}.json").unlink(missing_ok=True)
+    """This process no longer uses the server (nothing to undo when its home is not a
+    folder it could write)."""
+    with contextlib.suppress(OSError):
+        (home / server_process.CLIENTS_DIR / f"{os.getpid()}.json").unlink(missing_ok=True)
 
 
 def ensure(config: Settings, log: Callable[[str], None] | None = None) -> Server:

@@ -719,3 +719,19 @@ def test_ctrl_c_of_server_start_is_exit_130_without_a_traceback(
         pytest.fail("Ctrl-C of server start escaped as a KeyboardInterrupt")
     assert code == 130
     assert "cloudtrain: interrupted; the server starts on" in capsys.readouterr().err
+
+
+def test_a_home_that_is_not_a_folder_is_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CLOUDTRAIN_HOME naming a file: server stop and server start ended in a
+    NotADirectoryError traceback (start: from unregistering, after its own message)."""
+    home = tmp_path / "a-file"
+    home.write_text("")
+    monkeypatch.setenv("CLOUDTRAIN_HOME", str(home))
+    for action in ("stop", "start"):
+        assert main(["server", action]) == 1, action
+        assert capsys.readouterr().err == (
+            f"cloudtrain: [Errno 20] Not a directory: '{home / 'server'}'\n"
+        ), action
+    assert main(["server", "status"]) == 1
