@@ -248,6 +248,12 @@ def _run_flow(
         return fail("cloudtrain: interrupted; the running attempt was stopped", 130, as_json)
     except TerminationSignal:  # Prefect turns SIGTERM into this during a flow run
         return fail("cloudtrain: terminated; the running attempt was stopped", 143, as_json)
+    except Exception as exc:
+        if reused is None or reused.alive():
+            raise
+        # The local server went during the run (killed, `server stop --force`): Prefect's
+        # client retried, then raised a bare connection error.
+        return fail(f"cloudtrain: run failed: {reused.gone(exc)}", EXIT_FAILED, as_json)
     if as_json:
         print(jsonout.dumps(summary, indent=2))
     else:

@@ -121,6 +121,17 @@ class Server:
             f"{self.home / server_process.LOG_FILE}"
         )
 
+    def alive(self) -> bool:
+        return process_alive(self.state["pid"], self.state.get("started_process"))
+
+    def gone(self, error: BaseException) -> str:
+        """What a run that lost this server says (its error alone names only a port)."""
+        return (
+            f"the local Prefect server (pid {self.state['pid']}, {self.url}) stopped during "
+            f"the run ({type(error).__name__}: {error}); its log: "
+            f"{self.home / server_process.LOG_FILE}; the next run starts a new one"
+        )
+
     def describe(self) -> list[str]:
         """The lines a run prints on stderr: where the server is and how to stop it."""
         how = "starting" if self.started_now else "reusing"

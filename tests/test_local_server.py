@@ -735,3 +735,48 @@ def test_a_home_that_is_not_a_folder_is_one_line_and_exit_1(
             f"cloudtrain: [Errno 20] Not a directory: '{home / 'server'}'\n"
         ), action
     assert main(["server", "status"]) == 1
+
+
+def test_a_run_whose_server_went_says_so(
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The server killed (or stopped with --force) during a run: after Prefect's retries
+    the run ended in a bare httpx.ConnectError traceback naming a port. It now says the
+    local server stopped, where its log is, exit 1."""
+    import httpx
+
+    import cloudtrain.cli
+
+    monkeypatch.setenv("CLOUDTRAIN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CLOUDTRAIN_SERVER_REUSE", "1")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    home = tmp_path / "home" / "server"
+    state = {"pid": int(gone.stdout), "url": "http://127.0.0.1:1", "token": "x", "started": 0.0}
+    server = local_server.Server(home, state, True)
+    monkeypatch.setattr(local_server, "ensure", lambda config, log=None: server)
+    monkeypatch.setattr(local_server.Server, "wait_ready", lambda self, timeout=0: None)
+
+    def flow(**kwargs: object) -> None:
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(cloudtrain.cli, "_flow_for", lambda cloud: flow)
+    assert main(["run", str(write_config())]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"cloudtrain: run failed: the local Prefect server (pid {state['pid']}, "
+        "http://127.0.0.1:1) stopped during the run (ConnectError: [Errno 111] Connection "
+        f"refused); its log: {home / 'server.log'}; the next run starts a new one"
+    ) in err
+
+    monkeypatch.setattr(local_server.Server, "alive", lambda self: True)  # another failure
+    with pytest.raises(httpx.ConnectError):
+        main(["run", str(write_config())])
