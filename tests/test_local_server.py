@@ -641,6 +641,8 @@ def test_a_run_does_not_replace_a_server_other_runs_use(tmp_path: Path) -> None:
     finally:
         local_server.unregister(home)
         local_server.stop(home, force=True)
+        for server in server_processes(home):  # the real one, when this test failed
+            server.kill()
         for process in (fake, other_run):
             process.kill()
             process.wait()
