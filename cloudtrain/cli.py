@@ -91,7 +91,12 @@ def _add_server_commands(commands: Any) -> None:
         help="where it is, its UI, pid, uptime, idle time left (exit 1: not running)",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    actions.add_parser("stop", help="stop it now (the next run starts a new one)")
+    stop = actions.add_parser(
+        "stop", help="stop it now (the next run starts a new one); not while runs use it"
+    )
+    stop.add_argument(
+        "--force", action="store_true", help="stop it even while runs use it (they fail)"
+    )
     start = actions.add_parser("start", help="start it now (runs start it when needed)")
     start.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -101,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "server":
         from cloudtrain.server_commands import server_command
 
-        return server_command(args.action, getattr(args, "json", False))
+        return server_command(
+            args.action, getattr(args, "json", False), getattr(args, "force", False)
+        )
     if args.command == "trigger":
         from cloudtrain import trigger
 
@@ -166,6 +173,8 @@ def _run(
                 code = _run_flow(flow, config, as_json, force, reused)
     except CloudtrainError as exc:  # the local server could not be started (its home)
         return fail(f"cloudtrain: {exc}", EXIT_FAILED, as_json)
+    except KeyboardInterrupt:  # Ctrl-C before the flow ran (waiting for the server, ~15 s)
+        return fail("cloudtrain: interrupted before the run started", 130, as_json)
     if code == EXIT_FAILED and log_file is not None and log_file.exists():
         print(f"cloudtrain: the run's log, with tracebacks: {log_file}", file=sys.stderr)
     return code
@@ -242,6 +251,12 @@ def _run_flow(
         return fail("cloudtrain: interrupted; the running attempt was stopped", 130, as_json)
     except TerminationSignal:  # Prefect turns SIGTERM into this during a flow run
         return fail("cloudtrain: terminated; the running attempt was stopped", 143, as_json)
+    except Exception as exc:
+        if reused is None or reused.alive():
+            raise
+        # The local server went during the run (killed, `server stop --force`): Prefect's
+        # client retried, then raised a bare connection error.
+        return fail(f"cloudtrain: run failed: {reused.gone(exc)}", EXIT_FAILED, as_json)
     if as_json:
         print(jsonout.dumps(summary, indent=2))
     else:

@@ -19,6 +19,7 @@ heavy is imported here (standard library and psutil): ``status`` and ``stop`` an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -120,6 +121,17 @@ class Server:
             f"{self.home / server_process.LOG_FILE}"
         )
 
+    def alive(self) -> bool:
+        return process_alive(self.state["pid"], self.state.get("started_process"))
+
+    def gone(self, error: BaseException) -> str:
+        """What a run that lost this server says (its error alone names only a port)."""
+        return (
+            f"the local Prefect server (pid {self.state['pid']}, {self.url}) stopped during "
+            f"the run ({type(error).__name__}: {error}); its log: "
+            f"{self.home / server_process.LOG_FILE}; the next run starts a new one"
+        )
+
     def describe(self) -> list[str]:
         """The lines a run prints on stderr: where the server is and how to stop it."""
         how = "starting" if self.started_now else "reusing"
@@ -168,8 +180,10 @@ def register(home: Path) -> Path:
 
 
 def unregister(home: Path) -> None:
-    """This process no longer uses the server."""
-    (home / server_process.CLIENTS_DIR / f"{os.getpid()}.json").unlink(missing_ok=True)
+    """This process no longer uses the server (nothing to undo when its home is not a
+    folder it could write)."""
+    with contextlib.suppress(OSError):
+        (home / server_process.CLIENTS_DIR / f"{os.getpid()}.json").unlink(missing_ok=True)
 
 
 def ensure(config: Settings, log: Callable[[str], None] | None = None) -> Server:
@@ -183,6 +197,15 @@ def ensure(config: Settings, log: Callable[[str], None] | None = None) -> Server
             reason = _why_not_reusable(state, home)
             if reason is None:
                 return Server(home, state)
+            runs = server_process.live_clients(home, but=os.getpid())
+            if runs and is_ours(state, home):  # stopping it would fail them
+                unregister(home)
+                raise ServerError(
+                    f"the local Prefect server (pid {state['pid']}) cannot be used ({reason}) "
+                    f"and is not replaced: {runs} other run(s) in progress use it "
+                    "(`cloudtrain server stop --force` stops it, they fail; "
+                    "--no-server-reuse runs without it)"
+                )
             if log is not None:
                 log(f"cloudtrain: replacing the local Prefect server: {reason}")
             retire(state, home)
@@ -211,18 +234,31 @@ def retire(state: dict[str, Any], home: Path) -> None:
     """Stop the state's process when it is ours (SIGTERM, SIGKILL after a grace), and
     remove the state file."""
     if is_ours(state, home):
-        process = psutil.Process(state["pid"])
         try:
+            process = psutil.Process(state["pid"])
+            started = process.create_time()
             process.terminate()
-            process.wait(STOP_GRACE_SECONDS)
-        except psutil.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_GRACE_SECONDS)
+            if not _ended(process.pid, started):
+                process.kill()
+                if not _ended(process.pid, started):
+                    raise ServerError(f"the local Prefect server (pid {process.pid}) did not stop")
         except psutil.NoSuchProcess:
             pass
     current = read_state(home)
     if current is not None and current["pid"] == state["pid"]:
         (home / server_process.STATE_FILE).unlink(missing_ok=True)
+
+
+def _ended(pid: int, started: float) -> bool:
+    """Whether the process ended within the grace. Not ``psutil.Process.wait``: a server
+    started by a run that still lives is that run's child, a zombie once it ends, which
+    ``wait`` from another process takes for alive until its timeout."""
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while process_alive(pid, started):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _start(home: Path, idle_minutes: float) -> dict[str, Any]:
@@ -299,7 +335,19 @@ def status(home: Path) -> dict[str, Any]:
     state = read_state(home)
     if state is None:
         return {"running": False, "home": str(home), "reason": "no server state"}
-    answer = probe(state) if process_alive(state["pid"], state.get("started_process")) else None
+    alive = process_alive(state["pid"], state.get("started_process"))
+    answer = probe(state) if alive else None
+    if (
+        answer is None
+        and alive
+        and not state.get("ready")
+        and _why_not_reusable(state, home) is None
+    ):
+        return {  # not ready yet: a run waits for it, the next one too
+            "running": False,
+            "home": str(home),
+            "reason": f"starting: pid {state['pid']}, at {state['url']} once ready",
+        }
     if answer is None:
         return {
             "running": False,
@@ -323,8 +371,9 @@ def status(home: Path) -> dict[str, Any]:
     }
 
 
-def stop(home: Path) -> str:
-    """Stop the home's server; returns what was done, in a line."""
+def stop(home: Path, force: bool = False) -> str:
+    """Stop the home's server; returns what was done, in a line. A ServerError while runs
+    use it (they would fail, their training lost), unless ``force``."""
     with locked(home):
         state = read_state(home)
         if state is None:
@@ -332,6 +381,12 @@ def stop(home: Path) -> str:
         if not is_ours(state, home):
             retire(state, home)
             return f"no local Prefect server is running (removed a stale state, pid {state['pid']})"
+        runs = server_process.live_clients(home)
+        if runs and not force:
+            raise ServerError(
+                f"the local Prefect server (pid {state['pid']}) is in use by {runs} run(s) in "
+                "progress, which would fail: not stopped (--force stops it anyway)"
+            )
         retire(state, home)
         return f"stopped the local Prefect server (pid {state['pid']}, {state['url']})"
 

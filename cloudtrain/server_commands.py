@@ -11,19 +11,25 @@ from cloudtrain.errors import CloudtrainError, ConfigError
 from cloudtrain.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK, fail
 
 
-def server_command(action: str, as_json: bool = False) -> int:
+def server_command(action: str, as_json: bool = False, force: bool = False) -> int:
     try:
         settings = local_server.settings()
     except ConfigError as exc:
         return fail(exc.describe(), EXIT_INVALID, as_json, exc)
     if action == "stop":
-        print(f"cloudtrain: {local_server.stop(settings.home)}")
+        try:
+            print(f"cloudtrain: {local_server.stop(settings.home, force)}")
+        except (CloudtrainError, OSError) as exc:
+            return fail(f"cloudtrain: {exc}", EXIT_FAILED, as_json)
         return EXIT_OK
     if action == "start":
         try:
             local_server.start(settings)
         except (CloudtrainError, OSError) as exc:
             return fail(f"cloudtrain: {exc}", EXIT_FAILED, as_json)
+        except KeyboardInterrupt:
+            message = "cloudtrain: interrupted; the server starts on (`cloudtrain server stop`)"
+            return fail(message, 130, as_json)
         finally:
             local_server.unregister(settings.home)
     described = local_server.status(settings.home)

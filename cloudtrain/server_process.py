@@ -44,12 +44,20 @@ TICK_SECONDS = 5.0  # how often the idle watcher looks (less for tiny idle times
 
 
 def read_state(home: Path) -> dict[str, Any] | None:
-    """The state file, or None when there is none or it is not ours (torn, foreign)."""
+    """The state file, or None when there is none or it is not ours (torn, foreign, from
+    another version: any field read without a default has the type written here)."""
     try:
         state = json.loads((home / STATE_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return state if isinstance(state, dict) and isinstance(state.get("pid"), int) else None
+    if not isinstance(state, dict):
+        return None
+    pid, started = state.get("pid"), state.get("started")
+    if type(pid) is not int or pid <= 0 or not isinstance(state.get("url"), str):
+        return None
+    if type(started) not in (int, float) or not isinstance(state.get("token"), str):
+        return None
+    return state
 
 
 def write_state(home: Path, state: dict[str, Any]) -> None:
@@ -88,8 +96,9 @@ def process_alive(pid: int, started: float | None) -> bool:
         return False
 
 
-def live_clients(home: Path) -> int:
-    """Registered ``cloudtrain run`` processes still alive; dead ones' files are removed."""
+def live_clients(home: Path, but: int | None = None) -> int:
+    """Registered ``cloudtrain run`` processes still alive (other than pid ``but``); dead
+    ones' files are removed."""
     alive = 0
     for path in (home / CLIENTS_DIR).glob("*.json"):
         try:
@@ -97,6 +106,8 @@ def live_clients(home: Path) -> int:
             pid, started = int(client["pid"]), float(client["started"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being written
+        if pid == but:
+            continue
         if process_alive(pid, started):
             alive += 1
         else:

@@ -35,7 +35,7 @@ def no_reused_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     yield
     from cloudtrain import local_server
 
-    local_server.stop(home / "server")  # none should run; never leave one behind
+    local_server.stop(home / "server", force=True)  # none should run; never leave one behind
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)

@@ -538,3 +538,42 @@ def test_a_big_file_is_read_once_and_the_manifest_holds_the_sha256_of_that_read(
     }
     assert remote.read(f"{PREFIX}/big.bin") == data
     assert again.unchanged and opened_again == 0
+
+
+def test_a_big_file_written_while_it_uploads_is_refused(
+    remote: Remote, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its last MiB rewritten in place after the store's first read: S3 took the parts of
+    two versions (each part's CRC32 right) as one object and the manifest recorded it, a
+    file that never existed on disk; Blob refused. Both refuse it now, write no manifest,
+    and the next run sends the file as it is."""
+    import cloudtrain.hashed_read
+
+    upload(remote, folder, tmp_path)
+    before = manifest(remote)
+    big = folder / "big.bin"
+    original = cloudtrain.hashed_read.HashedRead.read
+    written: list[int] = []
+
+    def read_then_write(self: Any, amount: int = -1) -> bytes:
+        data = original(self, amount)
+        if data and not written:
+            with big.open("r+b") as handle:
+                handle.seek(big.stat().st_size - 1024 * 1024)
+                written.append(handle.write(os.urandom(1024 * 1024)))
+        return data
+
+    big.write_bytes(os.urandom(big.stat().st_size))  # changed: it is sent again
+    monkeypatch.setattr(cloudtrain.hashed_read.HashedRead, "read", read_then_write)
+    with pytest.raises(BackendError, match="big.bin changed while it was uploading: run again"):
+        upload(remote, folder, tmp_path)
+    assert written and manifest(remote) == before
+
+    monkeypatch.setattr(cloudtrain.hashed_read.HashedRead, "read", original)
+    upload(remote, folder, tmp_path)
+    data = big.read_bytes()
+    assert manifest(remote)["big.bin"] == {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+    assert remote.read(f"{PREFIX}/big.bin") == data

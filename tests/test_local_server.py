@@ -81,7 +81,7 @@ class Home:
         return self.state()
 
     def cleanup(self) -> None:
-        local_server.stop(self.server)
+        local_server.stop(self.server, force=True)
         for process in server_processes(self.server):  # a test that failed half-way
             process.kill()
 
@@ -168,6 +168,35 @@ def test_status_and_stop_import_no_prefect(tmp_path: Path) -> None:
     assert done.stdout.splitlines()[-1] == "[1, 0] False"
     assert "local Prefect server: not running (no server state)" in done.stdout
     assert "cloudtrain: no local Prefect server is running" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "garbage",
+        "[]",
+        '{"pid": -1, "url": "http://127.0.0.1:1", "token": "x", "started": 0}',
+        '{"pid": true, "url": "http://127.0.0.1:1", "token": "x", "started": 0}',
+        '{"pid": 1}',  # a live process; no url, token or start time
+        '{"pid": 1, "url": 7, "token": "x", "started": 0}',
+        '{"pid": 1, "url": "http://127.0.0.1:1", "token": "x", "started": "today"}',
+    ],
+)
+def test_a_state_file_that_is_not_ours_is_no_state(tmp_path: Path, text: str) -> None:
+    """Garbage, a torn file or another version's: no server, never a traceback (it was a
+    KeyError for a live pid without a url, a ValueError for pid -1, in status, stop and
+    run)."""
+    home = tmp_path / "server"
+    home.mkdir()
+    (home / server_process.STATE_FILE).write_text(text)
+    assert server_process.read_state(home) is None
+    assert local_server.status(home) == {
+        "running": False,
+        "home": str(home),
+        "reason": "no server state",
+    }
+    assert local_server.stop(home) == "no local Prefect server is running"
 
 
 # -- one server, reused ------------------------------------------------------------------
@@ -492,3 +521,264 @@ def test_check_and_start_is_one_step_under_the_lock(
         p.pid for p in server_processes(home.server)
     }
     assert len(server_processes(home.server)) == 1
+
+
+def test_stop_ends_a_server_that_is_a_live_process_s_child(tmp_path: Path) -> None:
+    """A server started by a run that still lives is that run's child: a zombie once it
+    ends, which psutil's ``wait`` from another process took for alive, so ``cloudtrain
+    server stop`` (and a run replacing a stale server) waited 2 x 10 s and failed with
+    psutil.TimeoutExpired. A stand-in run starts a stand-in server here."""
+    home = tmp_path / "server"
+    home.mkdir()
+    serve = "import time; time.sleep(600)"
+    run = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {serve!r}, 'server_process.py', "
+        f"{str(home)!r}])\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", run], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        state = {
+            "pid": pid,
+            "started_process": psutil.Process(pid).create_time(),
+            "url": "http://127.0.0.1:1",
+            "token": "x",
+            "started": time.time(),
+        }
+        server_process.write_state(home, state)
+        assert local_server.is_ours(state, home)
+        assert local_server.stop(home).startswith("stopped the local Prefect server")
+        assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # its parent lives
+        assert server_process.read_state(home) is None
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_stop_refuses_while_a_run_uses_the_server_unless_forced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cloudtrain server stop`` during a run's training stopped the server under it: the
+    training finished, then its task failed on the dead API (after ~70 s of retries) and
+    the run hung, its model lost. Now it says the server is in use, exit 1, unless
+    --force."""
+    monkeypatch.setenv("CLOUDTRAIN_HOME", str(tmp_path))
+    home = tmp_path / "server"
+    home.mkdir()
+    code = "import time; time.sleep(600)"
+    fake = subprocess.Popen([sys.executable, "-c", code, "server_process.py", str(home)])
+    try:
+        state = {
+            "pid": fake.pid,
+            "started_process": psutil.Process(fake.pid).create_time(),
+            "url": "http://127.0.0.1:1",
+            "token": "x",
+            "started": time.time(),
+        }
+        server_process.write_state(home, state)
+        local_server.register(home)  # this process plays a run in progress
+        assert main(["server", "stop"]) == 1
+        err = capsys.readouterr().err
+        assert f"(pid {fake.pid}) is in use by 1 run(s) in progress" in err
+        assert "--force stops it anyway" in err
+        assert fake.poll() is None and server_process.read_state(home) == state
+        assert main(["server", "stop", "--force"]) == 0
+        assert f"stopped the local Prefect server (pid {fake.pid}" in capsys.readouterr().out
+        assert fake.wait(timeout=60) is not None
+    finally:
+        local_server.unregister(home)
+        fake.kill()
+        fake.wait()
+
+
+def test_a_run_does_not_replace_a_server_other_runs_use(tmp_path: Path) -> None:
+    """A server of ours that does not answer in 3 s (busy, stopped) or runs another
+    Prefect version (another checkout sharing the home) was stopped and replaced by the
+    next run, failing the runs training on it. With other live runs registered it is left
+    alone and the new run fails, saying why and what to do."""
+    config = local_server.settings(
+        {"CLOUDTRAIN_HOME": str(tmp_path), "CLOUDTRAIN_SERVER_REUSE": "1"}
+    )
+    home = config.home
+    home.mkdir()
+    fake = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "server_process.py", str(home)]
+    )
+    other_run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        state = {
+            "pid": fake.pid,
+            "started_process": psutil.Process(fake.pid).create_time(),
+            "url": "http://127.0.0.1:1",  # nothing answers there
+            "token": "x",
+            "prefect_version": version("prefect"),
+            "started": time.time(),
+            "ready": True,
+        }
+        server_process.write_state(home, state)
+        (home / server_process.CLIENTS_DIR).mkdir()
+        started = psutil.Process(other_run.pid).create_time()
+        client = home / server_process.CLIENTS_DIR / f"{other_run.pid}.json"
+        client.write_text(json.dumps({"pid": other_run.pid, "started": started}))
+        for changed in ({}, {"prefect_version": "3.0.0"}):
+            server_process.write_state(home, {**state, **changed})
+            with pytest.raises(local_server.ServerError) as raised:
+                local_server.ensure(config)
+            assert "is not replaced: 1 other run(s) in progress use it" in str(raised.value)
+            assert fake.poll() is None and server_process.read_state(home) == {**state, **changed}
+            assert not (home / server_process.CLIENTS_DIR / f"{os.getpid()}.json").exists()
+
+        other_run.kill()
+        other_run.wait()
+        server_process.write_state(home, state)
+        replaced = local_server.ensure(config)  # no other run: replaced, as before
+        assert replaced.started_now and replaced.state["pid"] != fake.pid
+        assert fake.wait(timeout=60) is not None
+    finally:
+        local_server.unregister(home)
+        local_server.stop(home, force=True)
+        for server in server_processes(home):  # the real one, when this test failed
+            server.kill()
+        for process in (fake, other_run):
+            process.kill()
+            process.wait()
+
+
+def test_ctrl_c_while_the_server_starts_is_exit_130_without_a_traceback(
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run waits ~15 s for a new server; a Ctrl-C then was a KeyboardInterrupt traceback
+    and death by SIGINT, not the run's interrupted line and exit 130."""
+    monkeypatch.setenv("CLOUDTRAIN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CLOUDTRAIN_SERVER_REUSE", "1")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    home = tmp_path / "home" / "server"
+    state = {"pid": os.getpid(), "url": "http://127.0.0.1:1", "token": "x", "started": 0.0}
+    monkeypatch.setattr(
+        local_server, "ensure", lambda config, log=None: local_server.Server(home, state, True)
+    )
+
+    def interrupted(self: local_server.Server, timeout: float = 0) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_server.Server, "wait_ready", interrupted)
+    try:
+        code = main(["run", str(write_config())])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C while the server started escaped as a KeyboardInterrupt")
+    assert code == 130
+    assert "cloudtrain: interrupted before the run started" in capsys.readouterr().err
+    assert "PREFECT_API_URL" not in os.environ
+
+
+def test_status_of_a_starting_server_says_starting_not_stale(tmp_path: Path) -> None:
+    """While a run waits for a new server (~15 s), status said 'stale state: ... the next
+    run replaces it', though the next run waits for that very server."""
+    home = tmp_path / "server"
+    home.mkdir()
+    code = "import time; time.sleep(600)"
+    fake = subprocess.Popen([sys.executable, "-c", code, "server_process.py", str(home)])
+    try:
+        state = {
+            "pid": fake.pid,
+            "started_process": psutil.Process(fake.pid).create_time(),
+            "url": "http://127.0.0.1:1",
+            "token": "x",
+            "prefect_version": version("prefect"),
+            "started": time.time(),
+            "ready": False,
+        }
+        server_process.write_state(home, state)
+        described = local_server.status(home)
+        assert described["running"] is False
+        assert described["reason"] == f"starting: pid {fake.pid}, at http://127.0.0.1:1 once ready"
+        server_process.write_state(home, {**state, "ready": True})  # ready, not answering
+        assert "stale state" in local_server.status(home)["reason"]
+    finally:
+        fake.kill()
+        fake.wait()
+
+
+def test_ctrl_c_of_server_start_is_exit_130_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CLOUDTRAIN_HOME", str(tmp_path))
+
+    def interrupted(config: local_server.Settings) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_server, "start", interrupted)
+    try:
+        code = main(["server", "start"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C of server start escaped as a KeyboardInterrupt")
+    assert code == 130
+    assert "cloudtrain: interrupted; the server starts on" in capsys.readouterr().err
+
+
+def test_a_home_that_is_not_a_folder_is_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CLOUDTRAIN_HOME naming a file: server stop and server start ended in a
+    NotADirectoryError traceback (start: from unregistering, after its own message)."""
+    home = tmp_path / "a-file"
+    home.write_text("")
+    monkeypatch.setenv("CLOUDTRAIN_HOME", str(home))
+    for action in ("stop", "start"):
+        assert main(["server", action]) == 1, action
+        assert capsys.readouterr().err == (
+            f"cloudtrain: [Errno 20] Not a directory: '{home / 'server'}'\n"
+        ), action
+    assert main(["server", "status"]) == 1
+
+
+def test_a_run_whose_server_went_says_so(
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The server killed (or stopped with --force) during a run: after Prefect's retries
+    the run ended in a bare httpx.ConnectError traceback naming a port. It now says the
+    local server stopped, where its log is, exit 1."""
+    import httpx
+
+    import cloudtrain.cli
+
+    monkeypatch.setenv("CLOUDTRAIN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CLOUDTRAIN_SERVER_REUSE", "1")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    home = tmp_path / "home" / "server"
+    state = {"pid": int(gone.stdout), "url": "http://127.0.0.1:1", "token": "x", "started": 0.0}
+    server = local_server.Server(home, state, True)
+    monkeypatch.setattr(local_server, "ensure", lambda config, log=None: server)
+    monkeypatch.setattr(local_server.Server, "wait_ready", lambda self, timeout=0: None)
+
+    def flow(**kwargs: object) -> None:
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(cloudtrain.cli, "_flow_for", lambda cloud: flow)
+    assert main(["run", str(write_config())]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"cloudtrain: run failed: the local Prefect server (pid {state['pid']}, "
+        "http://127.0.0.1:1) stopped during the run (ConnectError: [Errno 111] Connection "
+        f"refused); its log: {home / 'server.log'}; the next run starts a new one"
+    ) in err
+
+    monkeypatch.setattr(local_server.Server, "alive", lambda self: True)  # another failure
+    with pytest.raises(httpx.ConnectError):
+        main(["run", str(write_config())])
