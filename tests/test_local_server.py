@@ -648,7 +648,18 @@ def test_a_run_does_not_replace_a_server_other_runs_use(tmp_path: Path) -> None:
             process.wait()
 
 
+@pytest.fixture
+def no_api_configured() -> Iterator[None]:
+    """No PREFECT_API_URL in Prefect's current settings, which a test server started
+    earlier in the session (tests/conftest.py) may have set for the whole process."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield
+
+
 def test_ctrl_c_while_the_server_starts_is_exit_130_without_a_traceback(
+    no_api_configured: None,
     write_config: Callable[..., Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -740,6 +751,7 @@ def test_a_home_that_is_not_a_folder_is_one_line_and_exit_1(
 
 
 def test_a_run_whose_server_went_says_so(
+    no_api_configured: None,
     write_config: Callable[..., Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
