@@ -50,11 +50,8 @@ from upload_channels import (
     RERUNS,
     SMALL_BYTES,
     SMALL_FILES,
-    TARGET_BIG,
-    TARGET_RERUN,
-    TARGET_SMALL,
     make_data,
-    verdict,
+    print_targets,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,30 +263,7 @@ def main() -> int:
         emulator.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    rows = [
-        (
-            f"small files within {TARGET_SMALL:.2f}x of azure-storage-blob (MD5)",
-            f"{small['vs_blob_md5']:.2f}x",
-            small["vs_blob_md5"] <= TARGET_SMALL,
-        ),
-        (
-            f"256 MB file within {TARGET_BIG:.2f}x of azure-storage-blob (MD5)",
-            f"{big['vs_blob_md5']:.2f}x",
-            big["vs_blob_md5"] <= TARGET_BIG,
-        ),
-    ]
-    for name, ratios in (("small files", small), ("256 MB file", big)):
-        ok = ratios["rerun"] >= TARGET_RERUN and ratios["puts"] == 0
-        rows.append(
-            (
-                f"re-run >= {TARGET_RERUN:g}x faster with 0 PUT, {name}",
-                f"{ratios['rerun']:.1f}x, {ratios['puts']:.0f}",
-                ok,
-            )
-        )
-    print("\ntargets")
-    for name, value, ok in rows:
-        print(f"  {name:52} {value:>10}  {verdict(ok)}")
+    print_targets("azure-storage-blob (MD5)", "vs_blob_md5", small, big)
     return 0
 
 

@@ -4,6 +4,7 @@ the targets they share, so S3 and Blob are measured on the same files."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 SMALL_FILES = 1000
@@ -31,3 +32,40 @@ def make_data(work: Path) -> dict[str, Path]:
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
+
+
+def print_targets(
+    baseline: str,
+    ratio: str,
+    small: Mapping[str, float],
+    big: Mapping[str, float],
+    puts: str = "PUT",
+    first: Iterable[tuple[str, str, bool]] = (),
+) -> None:
+    """The shared targets, met or not: both channels within their ratio (``ratio``, the
+    key of cloudtrain / ``baseline``) and re-runs that send nothing (``puts`` counted)."""
+    rows = [
+        *first,
+        (
+            f"small files within {TARGET_SMALL:.2f}x of {baseline}",
+            f"{small[ratio]:.2f}x",
+            small[ratio] <= TARGET_SMALL,
+        ),
+        (
+            f"256 MB file within {TARGET_BIG:.2f}x of {baseline}",
+            f"{big[ratio]:.2f}x",
+            big[ratio] <= TARGET_BIG,
+        ),
+    ]
+    for name, ratios in (("small files", small), ("256 MB file", big)):
+        ok = ratios["rerun"] >= TARGET_RERUN and ratios["puts"] == 0
+        rows.append(
+            (
+                f"re-run >= {TARGET_RERUN:g}x faster with 0 {puts}, {name}",
+                f"{ratios['rerun']:.1f}x, {ratios['puts']:.0f}",
+                ok,
+            )
+        )
+    print("\ntargets")
+    for name, value, ok in rows:
+        print(f"  {name:52} {value:>10}  {verdict(ok)}")

@@ -14,23 +14,23 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from cloudtrain.errors import BackendError
+
 
 class HashedRead:
-    """``path`` opened for reading; every byte read goes through sha256 (and MD5 with
-    ``md5=True``). Seeking is allowed only before the first read (an SDK asking the size),
-    so the hash is always of the file from its first byte, in order."""
+    """``path`` opened for reading; every byte read goes through sha256. Seeking is allowed
+    only before the first read (an SDK asking the size), so the hash is always of the file
+    from its first byte, in order."""
 
-    def __init__(self, path: Path, *, md5: bool = False) -> None:
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self._file: BinaryIO = path.open("rb")
         self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self.size = 0  # bytes read so far
 
     def read(self, amount: int = -1) -> bytes:
         data = self._file.read(amount)
         self._sha256.update(data)
-        if self._md5 is not None:
-            self._md5.update(data)
         self.size += len(data)
         return data
 
@@ -52,10 +52,17 @@ class HashedRead:
         """Hex sha256 of everything read so far."""
         return self._sha256.hexdigest()
 
-    def md5(self) -> bytes:
-        """MD5 of everything read so far (``md5=True`` only)."""
-        assert self._md5 is not None, "HashedRead(md5=True) keeps an MD5"
-        return self._md5.digest()
+    def require_unchanged(self, before: os.stat_result) -> None:
+        """Once the whole file was read: refuse it if it changed since ``before`` (its stat
+        when the channel was listed). A file written while it was read is parts of two
+        versions, each part's checksum right, that never existed together on disk."""
+        after = self.path.stat()
+        if (self.size, after.st_size, after.st_mtime_ns) != (
+            before.st_size,
+            before.st_size,
+            before.st_mtime_ns,
+        ):
+            raise BackendError(f"{self.path} changed while it was uploading: run again")
 
     def close(self) -> None:
         self._file.close()

@@ -106,7 +106,7 @@ class Server:
         deadline = time.monotonic() + timeout
         pid = self.state["pid"]
         while time.monotonic() < deadline:
-            if not process_alive(pid, self.state.get("started_process")):
+            if not self.alive():
                 raise ServerError(
                     f"the local Prefect server (pid {pid}) exited while starting; its log: "
                     f"{self.home / server_process.LOG_FILE}"
@@ -122,7 +122,7 @@ class Server:
         )
 
     def alive(self) -> bool:
-        return process_alive(self.state["pid"], self.state.get("started_process"))
+        return _alive(self.state)
 
     def gone(self, error: BaseException) -> str:
         """What a run that lost this server says (its error alone names only a port)."""
@@ -160,13 +160,18 @@ def probe(state: dict[str, Any]) -> dict[str, Any] | None:
 def is_ours(state: dict[str, Any], home: Path) -> bool:
     """The state's process is alive and is a server process of this home (never stop
     anything else: a pid may have been reused)."""
-    if not process_alive(state["pid"], state.get("started_process")):
+    if not _alive(state):
         return False
     try:
         command = psutil.Process(state["pid"]).cmdline()
     except psutil.Error:
         return False
     return any(part.endswith("server_process.py") for part in command) and str(home) in command
+
+
+def _alive(state: dict[str, Any]) -> bool:
+    """The state's server process is running (the same process: its start time too)."""
+    return process_alive(state["pid"], state.get("started_process"))
 
 
 def register(home: Path) -> Path:
@@ -214,7 +219,7 @@ def ensure(config: Settings, log: Callable[[str], None] | None = None) -> Server
 
 def _why_not_reusable(state: dict[str, Any], home: Path) -> str | None:
     """None when the state's server can be used (or is starting and will be)."""
-    if not process_alive(state["pid"], state.get("started_process")):
+    if not _alive(state):
         return f"its process {state['pid']} is gone"
     if not is_ours(state, home):
         return f"process {state['pid']} is not a cloudtrain server"
@@ -335,7 +340,7 @@ def status(home: Path) -> dict[str, Any]:
     state = read_state(home)
     if state is None:
         return {"running": False, "home": str(home), "reason": "no server state"}
-    alive = process_alive(state["pid"], state.get("started_process"))
+    alive = _alive(state)
     answer = probe(state) if alive else None
     if (
         answer is None

@@ -99,9 +99,7 @@ class HashCache:
         if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
             return str(cached[2])
         digest = sha256_file(path)
-        with self._lock:
-            self._load()[key] = [stat.st_size, stat.st_mtime_ns, digest]
-            self._dirty = True
+        self.remember(path, stat, digest)
         return digest
 
     def remember(self, path: Path, stat: os.stat_result, digest: str) -> None:

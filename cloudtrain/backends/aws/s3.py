@@ -144,8 +144,7 @@ class S3Store:
     ) -> dict[str, StoredObject]:
         subscribers = [_Subscriber(progress)] if progress else []  # no callbacks unwatched
         futures: list[TransferFuture] = []
-        reads: dict[str, HashedRead] = {}  # big files, read once as they are sent
-        big: dict[str, LocalFile] = {}
+        reads: dict[str, tuple[LocalFile, HashedRead]] = {}  # big files, read once as sent
         received: dict[str, StoredObject] = {}
         try:
             with self._errors(f"uploading to {self.name('')}"), self._transfers() as manager:
@@ -154,8 +153,8 @@ class S3Store:
                     source: str | HashedRead = str(file.path)
                     if file.stat.st_size >= self.transfer.multipart_threshold:
                         # An open file: s3transfer reads its parts in order, into memory.
-                        source = reads[file.key] = HashedRead(file.path)
-                        big[file.key] = file
+                        source = HashedRead(file.path)
+                        reads[file.key] = (file, source)
                     futures.append(
                         manager.upload(
                             source, self.bucket, file.key, extra, subscribers=subscribers
@@ -166,10 +165,11 @@ class S3Store:
                     with self._errors(f"uploading {self.name(key)}"):
                         future.result()
                     if key in reads:
-                        _unchanged(big[key], reads[key].size)
-                        received[key] = StoredObject(key, reads[key].size, reads[key].sha256())
+                        file, read = reads[key]
+                        read.require_unchanged(file.stat)  # not torn by a write meanwhile
+                        received[key] = StoredObject(key, read.size, read.sha256())
         finally:
-            for read in reads.values():
+            for _, read in reads.values():
                 read.close()
         return received  # the big files as read and sent; S3 checked the rest's SHA-256
 
@@ -334,16 +334,3 @@ def _s3_errors(what: str, *, bucket: str, field: str = BUCKET_FIELD) -> Iterator
         ) from exc
     except BotoCoreError as exc:  # connection refused, reset, timed out: transient
         raise mapped(exc, what) from exc
-
-
-def _unchanged(file: LocalFile, read: int) -> None:
-    """A big file read while it was written is parts of two versions (each part's CRC32
-    right): refused, as Blob refuses it, so no run trains on a file that never existed.
-    A small file needs no check: its single PUT carries the sha256 hashed before."""
-    after = file.path.stat()
-    if (read, after.st_size, after.st_mtime_ns) != (
-        file.stat.st_size,
-        file.stat.st_size,
-        file.stat.st_mtime_ns,
-    ):
-        raise BackendError(f"{file.path} changed while it was uploading: run again")

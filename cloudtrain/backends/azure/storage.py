@@ -200,13 +200,7 @@ class BlobStore:
             finally:
                 for staged in staging:
                     staged.cancel()  # after a failure, what has not started
-        after = file.path.stat()
-        if (read.size, after.st_size, after.st_mtime_ns) != (
-            file.stat.st_size,
-            file.stat.st_size,
-            file.stat.st_mtime_ns,
-        ):
-            raise BackendError(f"{file.path} changed while it was uploading: run again")
+            read.require_unchanged(file.stat)  # before the list is committed
         blob.commit_block_list(
             [BlobBlock(block_id) for block_id in ids],
             metadata={SHA256_METADATA: read.sha256()},
